@@ -1,0 +1,107 @@
+//! What userspace tells the programs before they are attached.
+
+use core::mem::{offset_of, size_of};
+
+/// An offset the running kernel's BTF does not have (e.g. `loginuid` without
+/// `CONFIG_AUDIT`); the programs leave the field at its "unset" value.
+pub const OFFSET_MISSING: u32 = u32::MAX;
+
+/// Byte offsets of the kernel struct fields the programs read, taken from
+/// `/sys/kernel/btf/vmlinux` at start-up. rustc emits no CO-RE relocations
+/// (rust-lang/rust#158412), so nothing here may be compiled in.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct KernelOffsets {
+    // struct task_struct
+    pub task_pid: u32,
+    pub task_tgid: u32,
+    pub task_real_parent: u32,
+    pub task_start_boottime: u32,
+    pub task_cred: u32,
+    pub task_loginuid: u32,
+    pub task_sessionid: u32,
+    pub task_mm: u32,
+    pub task_fs: u32,
+    pub task_exit_code: u32,
+    // struct cred
+    pub cred_uid: u32,
+    pub cred_gid: u32,
+    pub cred_euid: u32,
+    pub cred_egid: u32,
+    // struct mm_struct
+    pub mm_arg_start: u32,
+    pub mm_arg_end: u32,
+    pub mm_start_stack: u32,
+    pub mm_exe_file: u32,
+    // struct file, struct path, struct fs_struct
+    pub file_f_path: u32,
+    pub path_mnt: u32,
+    pub path_dentry: u32,
+    pub fs_pwd: u32,
+    // struct dentry (d_name is a struct qstr; this is d_name.name)
+    pub dentry_parent: u32,
+    pub dentry_name: u32,
+    // struct mount (which embeds struct vfsmount at `mount_mnt`), struct vfsmount
+    pub mount_parent: u32,
+    pub mount_mountpoint: u32,
+    pub mount_mnt: u32,
+    pub vfsmount_root: u32,
+}
+
+impl KernelOffsets {
+    /// Every offset missing: what the programs see before userspace writes.
+    pub const MISSING: Self = Self {
+        task_pid: OFFSET_MISSING,
+        task_tgid: OFFSET_MISSING,
+        task_real_parent: OFFSET_MISSING,
+        task_start_boottime: OFFSET_MISSING,
+        task_cred: OFFSET_MISSING,
+        task_loginuid: OFFSET_MISSING,
+        task_sessionid: OFFSET_MISSING,
+        task_mm: OFFSET_MISSING,
+        task_fs: OFFSET_MISSING,
+        task_exit_code: OFFSET_MISSING,
+        cred_uid: OFFSET_MISSING,
+        cred_gid: OFFSET_MISSING,
+        cred_euid: OFFSET_MISSING,
+        cred_egid: OFFSET_MISSING,
+        mm_arg_start: OFFSET_MISSING,
+        mm_arg_end: OFFSET_MISSING,
+        mm_start_stack: OFFSET_MISSING,
+        mm_exe_file: OFFSET_MISSING,
+        file_f_path: OFFSET_MISSING,
+        path_mnt: OFFSET_MISSING,
+        path_dentry: OFFSET_MISSING,
+        fs_pwd: OFFSET_MISSING,
+        dentry_parent: OFFSET_MISSING,
+        dentry_name: OFFSET_MISSING,
+        mount_parent: OFFSET_MISSING,
+        mount_mountpoint: OFFSET_MISSING,
+        mount_mnt: OFFSET_MISSING,
+        vfsmount_root: OFFSET_MISSING,
+    };
+}
+
+/// The single entry of the `CONFIG` map.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Config {
+    pub offsets: KernelOffsets,
+    /// tgid of the sensor itself; 0 reports everything.
+    pub sensor_tgid: u32,
+    /// Non-zero when `sched_process_exit` passes `group_dead` (Linux 6.16+);
+    /// otherwise a process exit is the exit of its thread-group leader.
+    pub exit_has_group_dead: u32,
+}
+
+impl Config {
+    pub const DEFAULT: Self = Self {
+        offsets: KernelOffsets::MISSING,
+        sensor_tgid: 0,
+        exit_has_group_dead: 0,
+    };
+}
+
+const _: () = assert!(size_of::<KernelOffsets>() == 28 * 4);
+const _: () = assert!(size_of::<Config>() == 30 * 4);
+const _: () = assert!(offset_of!(Config, sensor_tgid) == 28 * 4);

@@ -1,0 +1,51 @@
+//! The one definition of the records the eBPF programs write into the ring
+//! buffer and of the configuration userspace hands to them.
+//!
+//! Rules (shared/reference/aya-patterns.md §3.7): `#[repr(C)]`, fixed-width
+//! integers and byte arrays only, explicit padding, `kind: u32` tags instead of
+//! enums, and const asserts on size and offsets so both sides cannot drift.
+#![no_std]
+
+pub mod config;
+pub mod records;
+
+pub use config::{Config, KernelOffsets, OFFSET_MISSING};
+pub use records::*;
+
+/// Map names, shared by the programs and the loader.
+pub mod maps {
+    /// `RingBuf`: every record, in the order the kernel reserved it.
+    pub const EVENTS: &str = "EVENTS";
+    /// `PerCpuArray<u64>` indexed by record kind: records the kernel could
+    /// not hand to the ring buffer because it was full.
+    pub const DROPS: &str = "DROPS";
+    /// `Array<Config>` with one entry, written by userspace before attaching.
+    pub const CONFIG: &str = "CONFIG";
+}
+
+/// Program names (their Rust function names in `sensor-ebpf`) and the
+/// raw tracepoints they attach to.
+pub mod programs {
+    pub const EXEC: (&str, &str) = ("sched_process_exec", "sched_process_exec");
+    pub const FORK: (&str, &str) = ("sched_process_fork", "sched_process_fork");
+    pub const EXIT: (&str, &str) = ("sched_process_exit", "sched_process_exit");
+    pub const ALL: [(&str, &str); 3] = [EXEC, FORK, EXIT];
+}
+
+/// Implements `aya::Pod` for ABI types on the user side only.
+///
+/// # Safety
+/// Only for `#[repr(C)]` types made of fixed-width integers and arrays of them,
+/// whose padding is explicit, so that every bit pattern is a valid value.
+#[cfg(feature = "user")]
+macro_rules! impl_pod {
+    ($($t:ty),* $(,)?) => {
+        $(unsafe impl aya::Pod for $t {})*
+    };
+}
+
+#[cfg(feature = "user")]
+impl_pod!(Config, KernelOffsets);
+
+#[cfg(feature = "user")]
+impl_pod!(ExecEvent, ForkEvent, ExitEvent, Header, TaskInfo);

@@ -1,0 +1,146 @@
+//! Records in the `EVENTS` ring buffer. Every record starts with a [`Header`];
+//! its `kind` says which struct follows and `size` how many bytes of it the
+//! kernel wrote (records may be shorter than their struct: the tail of the
+//! last variable-length area is not sent).
+
+use core::mem::{offset_of, size_of};
+
+/// Record kinds. Stable numbers: a retired kind keeps its number reserved.
+pub mod kind {
+    pub const EXEC: u32 = 1;
+    pub const FORK: u32 = 2;
+    pub const EXIT: u32 = 3;
+    /// One past the largest kind: the length of the `DROPS` map.
+    pub const COUNT: u32 = 4;
+
+    /// Human name of a kind, for counters and logs.
+    #[must_use]
+    pub const fn name(kind: u32) -> &'static str {
+        match kind {
+            EXEC => "exec",
+            FORK => "fork",
+            EXIT => "exit",
+            _ => "unknown",
+        }
+    }
+}
+
+/// Bytes of argv the kernel copies (the NUL-separated `mm->arg_start..arg_end`).
+/// A power of two so the verifier can bound copy sizes with a mask.
+pub const ARGV_BUF: usize = 4096;
+/// Bytes of one path area. Paths arrive as NUL-terminated components, leaf
+/// first, as the kernel's dentry walk meets them; userspace reverses them.
+pub const PATH_BUF: usize = 2048;
+/// The most bytes one path component can take (NAME_MAX + NUL).
+pub const NAME_READ: usize = 256;
+/// The most dentries a path walk visits before it gives up and sets the
+/// truncation flag.
+pub const PATH_DEPTH: u32 = 64;
+
+/// `ExecEvent::flags` bits.
+pub mod exec_flags {
+    /// argv did not fit in `ARGV_BUF`.
+    pub const ARGV_TRUNCATED: u32 = 1 << 0;
+    /// The exe path hit `PATH_BUF` or `PATH_DEPTH`.
+    pub const EXE_TRUNCATED: u32 = 1 << 1;
+    /// The cwd path hit `PATH_BUF` or `PATH_DEPTH`.
+    pub const CWD_TRUNCATED: u32 = 1 << 2;
+    /// The kernel could not read argv from the new image's memory.
+    pub const ARGV_UNREADABLE: u32 = 1 << 3;
+    /// `argc` could not be read from the new image's stack.
+    pub const ARGC_UNKNOWN: u32 = 1 << 4;
+}
+
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Header {
+    pub kind: u32,
+    /// Bytes of the record that are meaningful, header included.
+    pub size: u32,
+    /// `bpf_ktime_get_boot_ns()` when the event happened.
+    pub ktime_ns: u64,
+}
+
+/// Who did it: the task the event is about.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct TaskInfo {
+    /// Boot-time ns when the thread group leader was created
+    /// (`task_struct::start_boottime`, what /proc/PID/stat field 22 shows in ticks).
+    pub start_boottime_ns: u64,
+    pub cgroup_id: u64,
+    pub tid: u32,
+    pub tgid: u32,
+    /// tgid of `real_parent`.
+    pub ppid: u32,
+    pub uid: u32,
+    pub gid: u32,
+    pub euid: u32,
+    pub egid: u32,
+    /// `u32::MAX` when unset or unknown.
+    pub login_uid: u32,
+    /// `u32::MAX` when unset or unknown.
+    pub session_id: u32,
+    pub _pad0: u32,
+    pub comm: [u8; 16],
+}
+
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub struct ExecEvent {
+    pub header: Header,
+    pub task: TaskInfo,
+    /// The true argument count, read from the top of the new image's stack.
+    pub argc: u32,
+    /// Bytes used in `argv`.
+    pub argv_len: u32,
+    /// Bytes used in `exe` and `cwd` (components, leaf first, NUL-terminated).
+    pub exe_len: u32,
+    pub cwd_len: u32,
+    pub flags: u32,
+    pub _pad0: u32,
+    pub exe: [u8; PATH_BUF],
+    pub cwd: [u8; PATH_BUF],
+    /// Last, so the kernel sends only `offset_of!(argv) + argv_len` bytes.
+    pub argv: [u8; ARGV_BUF],
+}
+
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ForkEvent {
+    pub header: Header,
+    /// The parent (the task that called fork/clone).
+    pub task: TaskInfo,
+    pub child_start_boottime_ns: u64,
+    pub child_tid: u32,
+    pub child_tgid: u32,
+}
+
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ExitEvent {
+    pub header: Header,
+    /// The last thread of the process.
+    pub task: TaskInfo,
+    /// `task_struct::exit_code`: the wait(2) status (exit code << 8, or the
+    /// signal number in the low 7 bits, 0x80 when it dumped core).
+    pub exit_status: u32,
+    pub _pad0: u32,
+}
+
+/// The fixed-size part of an exec record: everything before the argv bytes.
+pub const EXEC_FIXED_LEN: usize = offset_of!(ExecEvent, argv);
+
+const _: () = assert!(size_of::<Header>() == 16);
+const _: () = assert!(size_of::<TaskInfo>() == 72);
+const _: () = assert!(offset_of!(TaskInfo, comm) == 56);
+const _: () = assert!(offset_of!(ExecEvent, task) == 16);
+const _: () = assert!(offset_of!(ExecEvent, argc) == 88);
+const _: () = assert!(offset_of!(ExecEvent, exe) == 112);
+const _: () = assert!(offset_of!(ExecEvent, cwd) == 112 + PATH_BUF);
+const _: () = assert!(EXEC_FIXED_LEN == 112 + 2 * PATH_BUF);
+const _: () = assert!(size_of::<ExecEvent>() == EXEC_FIXED_LEN + ARGV_BUF);
+const _: () = assert!(size_of::<ForkEvent>() == 104);
+const _: () = assert!(size_of::<ExitEvent>() == 96);
+const _: () = assert!(ARGV_BUF.is_power_of_two() && PATH_BUF.is_power_of_two());
+const _: () = assert!(NAME_READ < PATH_BUF);
