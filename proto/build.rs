@@ -23,6 +23,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     pbjson_build::Builder::new()
         .register_descriptors(&descriptors)?
         .preserve_proto_field_names()
+        // Zero values too (uid 0 is root, not "absent").
+        .emit_fields()
         .build(&[".sensor.v1"])?;
     Ok(())
 }

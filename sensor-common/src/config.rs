@@ -15,6 +15,7 @@ pub struct KernelOffsets {
     // struct task_struct
     pub task_pid: u32,
     pub task_tgid: u32,
+    pub task_group_leader: u32,
     pub task_real_parent: u32,
     pub task_start_boottime: u32,
     pub task_cred: u32,
@@ -23,9 +24,7 @@ pub struct KernelOffsets {
     pub task_mm: u32,
     pub task_fs: u32,
     pub task_exit_code: u32,
-    // struct cred
-    pub cred_uid: u32,
-    pub cred_gid: u32,
+    // struct cred (uid and gid come from bpf_get_current_uid_gid)
     pub cred_euid: u32,
     pub cred_egid: u32,
     // struct mm_struct
@@ -53,6 +52,7 @@ impl KernelOffsets {
     pub const MISSING: Self = Self {
         task_pid: OFFSET_MISSING,
         task_tgid: OFFSET_MISSING,
+        task_group_leader: OFFSET_MISSING,
         task_real_parent: OFFSET_MISSING,
         task_start_boottime: OFFSET_MISSING,
         task_cred: OFFSET_MISSING,
@@ -61,8 +61,6 @@ impl KernelOffsets {
         task_mm: OFFSET_MISSING,
         task_fs: OFFSET_MISSING,
         task_exit_code: OFFSET_MISSING,
-        cred_uid: OFFSET_MISSING,
-        cred_gid: OFFSET_MISSING,
         cred_euid: OFFSET_MISSING,
         cred_egid: OFFSET_MISSING,
         mm_arg_start: OFFSET_MISSING,
@@ -92,6 +90,7 @@ pub struct Config {
     /// Non-zero when `sched_process_exit` passes `group_dead` (Linux 6.16+);
     /// otherwise a process exit is the exit of its thread-group leader.
     pub exit_has_group_dead: u32,
+    pub _pad0: u32,
 }
 
 impl Config {
@@ -99,9 +98,10 @@ impl Config {
         offsets: KernelOffsets::MISSING,
         sensor_tgid: 0,
         exit_has_group_dead: 0,
+        _pad0: 0,
     };
 }
 
-const _: () = assert!(size_of::<KernelOffsets>() == 28 * 4);
+const _: () = assert!(size_of::<KernelOffsets>() == 27 * 4);
 const _: () = assert!(size_of::<Config>() == 30 * 4);
-const _: () = assert!(offset_of!(Config, sensor_tgid) == 28 * 4);
+const _: () = assert!(offset_of!(Config, sensor_tgid) == 27 * 4);

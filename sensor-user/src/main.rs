@@ -1,1 +1,118 @@
-fn main() {}
+//! `sensor`: the host sensor's command line.
+
+use std::{
+    path::PathBuf,
+    process::ExitCode,
+    sync::{Arc, atomic::AtomicBool},
+};
+
+use clap::{Parser, Subcommand};
+use sensor_user::{
+    config::{Config, ConfigError},
+    loader::LoadError,
+    pipeline::{self, Output, Settings},
+};
+
+#[derive(Parser)]
+#[command(name = "sensor", version, about = "Host security sensor: records process activity and ships it to a collector")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Capture process activity until interrupted (SIGINT/SIGTERM).
+    Run(RunArgs),
+}
+
+#[derive(clap::Args)]
+struct RunArgs {
+    /// TOML configuration file (every key: docs/configuration.md).
+    #[arg(long)]
+    config: Option<PathBuf>,
+    /// gRPC URL of the collector, e.g. http://127.0.0.1:50051 (overrides collector.url).
+    #[arg(long, conflicts_with = "stdout")]
+    collector: Option<String>,
+    /// Print events as JSON lines on stdout instead of shipping them.
+    #[arg(long)]
+    stdout: bool,
+    /// Kernel ring buffer size in bytes (overrides capture.ring_buffer_bytes).
+    #[arg(long)]
+    ring_buffer_bytes: Option<u32>,
+    /// Seconds between health events (overrides health.interval_secs).
+    #[arg(long)]
+    health_interval: Option<u64>,
+    /// Sensor id (overrides sensor_id).
+    #[arg(long)]
+    sensor_id: Option<String>,
+    /// Kernel BTF to read struct offsets from.
+    #[arg(long, default_value = "/sys/kernel/btf/vmlinux")]
+    btf: PathBuf,
+}
+
+fn settings(args: RunArgs) -> Result<Settings, ConfigError> {
+    let mut config = match &args.config {
+        Some(path) => Config::load(path)?,
+        None => Config::default(),
+    };
+    if let Some(url) = args.collector {
+        config.collector.url = url;
+    }
+    if let Some(bytes) = args.ring_buffer_bytes {
+        config.capture.ring_buffer_bytes = bytes;
+    }
+    if let Some(secs) = args.health_interval {
+        config.health.interval_secs = secs;
+    }
+    if let Some(id) = args.sensor_id {
+        config.sensor_id = id;
+    }
+    config.validate()?;
+    let output = if args.stdout {
+        Output::Stdout
+    } else {
+        Output::Collector(config.collector.url.clone())
+    };
+    Ok(Settings {
+        config,
+        output,
+        btf: args.btf,
+    })
+}
+
+fn main() -> ExitCode {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| "info".into()),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let cli = Cli::parse();
+    let Command::Run(args) = cli.command;
+    let settings = match settings(args) {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("sensor: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let stop = Arc::new(AtomicBool::new(false));
+    for signal in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
+        if let Err(e) = signal_hook::flag::register(signal, stop.clone()) {
+            eprintln!("sensor: cannot install signal handler: {e}");
+            return ExitCode::from(1);
+        }
+    }
+    match pipeline::run(settings, stop) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("sensor: {e:#}");
+            let usage = e.downcast_ref::<LoadError>().is_some_and(|l| {
+                matches!(l, LoadError::NotPrivileged | LoadError::Stub | LoadError::Btf(_))
+            });
+            ExitCode::from(if usage { 2 } else { 1 })
+        }
+    }
+}

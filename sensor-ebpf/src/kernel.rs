@@ -1,0 +1,166 @@
+//! Maps and the small readers every program shares: kernel struct fields at
+//! BTF offsets, the current task's identity, and the dentry walk.
+
+use aya_ebpf::{
+    helpers::{
+        bpf_get_current_comm, bpf_get_current_pid_tgid, bpf_get_current_uid_gid,
+        bpf_probe_read_kernel,
+        generated::{
+            bpf_get_current_cgroup_id, bpf_get_current_task, bpf_ktime_get_boot_ns,
+            bpf_probe_read_kernel_str,
+        },
+    },
+    macros::map,
+    maps::{Array, PerCpuArray, RingBuf},
+};
+use sensor_common::{
+    Config, Header, KernelOffsets, NAME_READ, OFFSET_MISSING, PATH_BUF, PATH_DEPTH, TaskInfo, kind,
+};
+
+/// Every record, in reservation order. Userspace sets the real size at load.
+#[map]
+pub static EVENTS: RingBuf = RingBuf::with_byte_size(1 << 22, 0);
+
+/// Records lost because the ring was full, per CPU, indexed by kind.
+#[map]
+pub static DROPS: PerCpuArray<u64> = PerCpuArray::with_max_entries(kind::COUNT, 0);
+
+#[map]
+pub static CONFIG: Array<Config> = Array::with_max_entries(1, 0);
+
+/// The loaded configuration, or `None` before userspace wrote it.
+#[inline(always)]
+pub fn config() -> Option<&'static Config> {
+    CONFIG.get(0)
+}
+
+/// Counts a record the ring could not take. Per-CPU, so no atomics needed.
+#[inline(always)]
+pub fn count_drop(record_kind: u32) {
+    if let Some(counter) = DROPS.get_ptr_mut(record_kind) {
+        // SAFETY: the map value is a u64 owned by this CPU while we run.
+        unsafe { *counter += 1 };
+    }
+}
+
+/// Reads a `T` at `base + off`; `None` for a null base or a field the running
+/// kernel does not have.
+#[inline(always)]
+pub fn read<T>(base: u64, off: u32) -> Option<T> {
+    if base == 0 || off == OFFSET_MISSING {
+        return None;
+    }
+    // SAFETY: bpf_probe_read_kernel copes with any address, faulting safely.
+    unsafe { bpf_probe_read_kernel((base + u64::from(off)) as *const T).ok() }
+}
+
+#[inline(always)]
+pub fn current_task() -> u64 {
+    // SAFETY: helper without preconditions.
+    unsafe { bpf_get_current_task() }
+}
+
+#[inline(always)]
+pub fn header(record_kind: u32, size: usize) -> Header {
+    Header {
+        kind: record_kind,
+        size: size as u32,
+        // SAFETY: helper without preconditions.
+        ktime_ns: unsafe { bpf_ktime_get_boot_ns() },
+    }
+}
+
+/// Who the current task is: ids, credentials, cgroup, name.
+#[inline(always)]
+pub fn current_task_info(off: &KernelOffsets) -> TaskInfo {
+    let task = current_task();
+    let pid_tgid = bpf_get_current_pid_tgid();
+    let uid_gid = bpf_get_current_uid_gid();
+    let leader: u64 = read(task, off.task_group_leader).unwrap_or(task);
+    let parent: u64 = read(task, off.task_real_parent).unwrap_or(0);
+    let cred: u64 = read(task, off.task_cred).unwrap_or(0);
+    TaskInfo {
+        start_boottime_ns: read(leader, off.task_start_boottime).unwrap_or(0),
+        // SAFETY: helper without preconditions.
+        cgroup_id: unsafe { bpf_get_current_cgroup_id() },
+        tid: pid_tgid as u32,
+        tgid: (pid_tgid >> 32) as u32,
+        ppid: read::<i32>(parent, off.task_tgid).unwrap_or(0) as u32,
+        uid: uid_gid as u32,
+        gid: (uid_gid >> 32) as u32,
+        euid: read(cred, off.cred_euid).unwrap_or(u32::MAX),
+        egid: read(cred, off.cred_egid).unwrap_or(u32::MAX),
+        login_uid: read(task, off.task_loginuid).unwrap_or(u32::MAX),
+        session_id: read(task, off.task_sessionid).unwrap_or(u32::MAX),
+        _pad0: 0,
+        comm: bpf_get_current_comm().unwrap_or([0; 16]),
+    }
+}
+
+/// The outcome of a dentry walk.
+pub struct Walk {
+    pub len: u32,
+    pub truncated: bool,
+}
+
+/// Writes the components of `struct path *path` into `buf` (a `PATH_BUF`
+/// area), leaf first, each NUL-terminated; userspace reverses them. Crosses
+/// mount points up to the root of the mount tree. An empty result is `/`.
+///
+/// Walking leaf-first avoids the variable-offset backwards writes that C
+/// sensors use, which the verifier finds hard to bound in Rust codegen.
+#[inline(always)]
+pub fn walk_path(off: &KernelOffsets, path: u64, buf: *mut u8) -> Walk {
+    let mut out = Walk {
+        len: 0,
+        truncated: false,
+    };
+    let (Some(mut dentry), Some(vfsmnt)) = (
+        read::<u64>(path, off.path_dentry),
+        read::<u64>(path, off.path_mnt),
+    ) else {
+        return out;
+    };
+    if off.mount_mnt == OFFSET_MISSING {
+        return out;
+    }
+    // struct vfsmount is embedded in struct mount: container_of().
+    let mut mnt = vfsmnt - u64::from(off.mount_mnt);
+    let mut done = false;
+    for _ in 0..PATH_DEPTH {
+        let vfsmnt = mnt + u64::from(off.mount_mnt);
+        let mnt_root: u64 = read(vfsmnt, off.vfsmount_root).unwrap_or(0);
+        let parent: u64 = read(dentry, off.dentry_parent).unwrap_or(0);
+        if dentry == mnt_root || dentry == parent || parent == 0 {
+            let mnt_parent: u64 = read(mnt, off.mount_parent).unwrap_or(0);
+            if mnt_parent == mnt || mnt_parent == 0 {
+                done = true;
+                break;
+            }
+            dentry = read(mnt, off.mount_mountpoint).unwrap_or(0);
+            mnt = mnt_parent;
+            continue;
+        }
+        let Some(name) = read::<u64>(dentry, off.dentry_name) else {
+            break;
+        };
+        if out.len >= (PATH_BUF - NAME_READ) as u32 {
+            break;
+        }
+        let at = (out.len as usize) & (PATH_BUF - 1);
+        // SAFETY: at + NAME_READ < PATH_BUF by the check above.
+        let n = unsafe {
+            bpf_probe_read_kernel_str(buf.add(at).cast(), NAME_READ as u32, name as *const _)
+        };
+        if n <= 0 {
+            break;
+        }
+        // The mask changes nothing (len < PATH_BUF - NAME_READ, n <= NAME_READ)
+        // but gives the verifier one range for every path through the loop,
+        // so its states converge instead of multiplying per iteration.
+        out.len = (out.len + n as u32) & (PATH_BUF as u32 - 1);
+        dentry = parent;
+    }
+    out.truncated = !done;
+    out
+}

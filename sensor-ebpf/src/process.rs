@@ -1,0 +1,172 @@
+//! Process lifecycle: exec, fork of a new process, exit of a process.
+
+use aya_ebpf::{
+    helpers::{
+        bpf_probe_read_user,
+        generated::{bpf_probe_read_user as probe_read_user_buf, bpf_ringbuf_output},
+    },
+    macros::{map, raw_tracepoint},
+    maps::PerCpuArray,
+    programs::RawTracePointContext,
+};
+use sensor_common::{
+    ARGV_BUF, EXEC_FIXED_LEN, ExecEvent, ExitEvent, ForkEvent, exec_flags, kind,
+};
+
+use crate::kernel::{
+    EVENTS, config, count_drop, current_task, current_task_info, header, read, walk_path,
+};
+
+/// Exec records are ~8 KiB: built here, not on the 512-byte stack.
+#[map]
+static EXEC_SCRATCH: PerCpuArray<ExecEvent> = PerCpuArray::with_max_entries(1, 0);
+
+/// `TP_PROTO(struct task_struct *p, pid_t old_pid, struct linux_binprm *bprm)`
+/// (include/trace/events/sched.h). Runs in the new image, after
+/// `begin_new_exec`, so `current->mm` already describes the new program.
+#[raw_tracepoint(tracepoint = "sched_process_exec")]
+pub fn sched_process_exec(_ctx: RawTracePointContext) -> u32 {
+    let Some(cfg) = config() else { return 0 };
+    let off = &cfg.offsets;
+    let Some(ev) = EXEC_SCRATCH.get_ptr_mut(0) else {
+        return 0;
+    };
+    // SAFETY: per-CPU scratch owned by this program run.
+    let ev = unsafe { &mut *ev };
+    ev.task = current_task_info(off);
+    ev.flags = 0;
+
+    let task = current_task();
+    let mm: u64 = read(task, off.task_mm).unwrap_or(0);
+
+    // argv: the NUL-separated strings between mm->arg_start and arg_end.
+    let arg_start: u64 = read(mm, off.mm_arg_start).unwrap_or(0);
+    let arg_end: u64 = read(mm, off.mm_arg_end).unwrap_or(0);
+    let mut len = arg_end.saturating_sub(arg_start);
+    if len >= ARGV_BUF as u64 {
+        len = ARGV_BUF as u64 - 1;
+        ev.flags |= exec_flags::ARGV_TRUNCATED;
+    }
+    // The mask is a no-op after the clamp; it lets the verifier see the bound.
+    let len = (len as usize) & (ARGV_BUF - 1);
+    // SAFETY: reads user memory of the current task into the scratch buffer.
+    let rc = unsafe {
+        probe_read_user_buf(ev.argv.as_mut_ptr().cast(), len as u32, arg_start as *const _)
+    };
+    ev.argv_len = if rc == 0 {
+        len as u32
+    } else {
+        ev.flags |= exec_flags::ARGV_UNREADABLE;
+        0
+    };
+
+    // argc: create_elf_tables() puts it at the top of the new stack, which
+    // is where mm->start_stack points.
+    let start_stack: u64 = read(mm, off.mm_start_stack).unwrap_or(0);
+    // SAFETY: as above.
+    ev.argc = match unsafe { bpf_probe_read_user(start_stack as *const u64) } {
+        Ok(argc) if start_stack != 0 => argc as u32,
+        _ => {
+            ev.flags |= exec_flags::ARGC_UNKNOWN;
+            0
+        }
+    };
+
+    // The executable as the kernel opened it: mm->exe_file->f_path.
+    let exe_file: u64 = read(mm, off.mm_exe_file).unwrap_or(0);
+    let exe = if exe_file == 0 {
+        crate::kernel::Walk {
+            len: 0,
+            truncated: true,
+        }
+    } else {
+        walk_path(off, exe_file + u64::from(off.file_f_path), ev.exe.as_mut_ptr())
+    };
+    ev.exe_len = exe.len;
+    if exe.truncated {
+        ev.flags |= exec_flags::EXE_TRUNCATED;
+    }
+
+    let fs: u64 = read(task, off.task_fs).unwrap_or(0);
+    let cwd = if fs == 0 {
+        crate::kernel::Walk {
+            len: 0,
+            truncated: true,
+        }
+    } else {
+        walk_path(off, fs + u64::from(off.fs_pwd), ev.cwd.as_mut_ptr())
+    };
+    ev.cwd_len = cwd.len;
+    if cwd.truncated {
+        ev.flags |= exec_flags::CWD_TRUNCATED;
+    }
+
+    let size = EXEC_FIXED_LEN + (ev.argv_len as usize & (ARGV_BUF - 1));
+    ev.header = header(kind::EXEC, size);
+    // SAFETY: size <= size_of::<ExecEvent>(), the scratch value's size.
+    let rc = unsafe {
+        bpf_ringbuf_output(
+            (&raw const EVENTS).cast_mut().cast(),
+            (ev as *mut ExecEvent).cast(),
+            size as u64,
+            0,
+        )
+    };
+    if rc != 0 {
+        count_drop(kind::EXEC);
+    }
+    0
+}
+
+/// `TP_PROTO(struct task_struct *parent, struct task_struct *child)`.
+/// Fires for threads too; only new processes (child tid == child tgid) pass.
+#[raw_tracepoint(tracepoint = "sched_process_fork")]
+pub fn sched_process_fork(ctx: RawTracePointContext) -> u32 {
+    let Some(cfg) = config() else { return 0 };
+    let off = &cfg.offsets;
+    let child: u64 = ctx.arg(1);
+    let child_tid = read::<i32>(child, off.task_pid).unwrap_or(0) as u32;
+    let child_tgid = read::<i32>(child, off.task_tgid).unwrap_or(0) as u32;
+    if child_tid != child_tgid {
+        return 0;
+    }
+    let ev = ForkEvent {
+        header: header(kind::FORK, size_of::<ForkEvent>()),
+        task: current_task_info(off),
+        child_start_boottime_ns: read(child, off.task_start_boottime).unwrap_or(0),
+        child_tid,
+        child_tgid,
+    };
+    if EVENTS.output::<ForkEvent>(&ev, 0).is_err() {
+        count_drop(kind::FORK);
+    }
+    0
+}
+
+/// `TP_PROTO(struct task_struct *p, bool group_dead)` (group_dead since
+/// Linux 6.16). Runs in do_exit() after `exit_code` is set and before the mm
+/// and files are released. Only the exit of the whole process is reported.
+#[raw_tracepoint(tracepoint = "sched_process_exit")]
+pub fn sched_process_exit(ctx: RawTracePointContext) -> u32 {
+    let Some(cfg) = config() else { return 0 };
+    let off = &cfg.offsets;
+    let task = current_task_info(off);
+    let last = if cfg.exit_has_group_dead != 0 {
+        ctx.arg::<u64>(1) & 0xff != 0
+    } else {
+        task.tid == task.tgid
+    };
+    if !last {
+        return 0;
+    }
+    let ev = ExitEvent {
+        header: header(kind::EXIT, size_of::<ExitEvent>()),
+        task,
+        exit_status: read::<i32>(current_task(), off.task_exit_code).unwrap_or(0) as u32,
+        _pad0: 0,
+    };
+    if EVENTS.output::<ExitEvent>(&ev, 0).is_err() {
+        count_drop(kind::EXIT);
+    }
+    0
+}

@@ -1,0 +1,229 @@
+//! The sensor's TOML configuration. Every key is documented here and in
+//! docs/configuration.md; unknown keys are refused so a typo is not silently
+//! ignored. Command-line flags override the file.
+
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config {path}: {source}")]
+    Read {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("invalid config {path}: {message}")]
+    Parse { path: PathBuf, message: String },
+    #[error("invalid config: `{key}` {problem}")]
+    Invalid { key: &'static str, problem: String },
+}
+
+#[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    /// Identity of this sensor in the stream; empty means the host id
+    /// (/etc/machine-id).
+    pub sensor_id: String,
+    /// Host name reported with every event; empty means the kernel's hostname.
+    pub host_name: String,
+    pub collector: CollectorConfig,
+    pub capture: CaptureConfig,
+    pub process: ProcessConfig,
+    pub health: HealthConfig,
+}
+
+#[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
+#[serde(default, deny_unknown_fields)]
+pub struct CollectorConfig {
+    /// gRPC endpoint of the collector, e.g. `http://127.0.0.1:50051`.
+    pub url: String,
+    /// Events per batch sent to the collector.
+    pub batch_size: usize,
+    /// A partial batch is sent after this many milliseconds.
+    pub batch_timeout_ms: u64,
+    /// Events kept in memory until the collector acknowledges them; while the
+    /// collector is unreachable the oldest beyond this are dropped and counted.
+    pub buffer_events: usize,
+    /// Longest wait between reconnection attempts (the backoff doubles up to it).
+    pub max_backoff_ms: u64,
+}
+
+#[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
+#[serde(default, deny_unknown_fields)]
+pub struct CaptureConfig {
+    /// Size of the kernel ring buffer in bytes: a power of two, at least one page.
+    pub ring_buffer_bytes: u32,
+    /// Capacity of each queue between pipeline stages, in records.
+    pub queue_capacity: usize,
+}
+
+#[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
+#[serde(default, deny_unknown_fields)]
+pub struct ProcessConfig {
+    /// Arguments kept per exec; argv beyond it is cut and flagged truncated.
+    pub max_args: usize,
+    /// Most processes in the process table.
+    pub table_capacity: usize,
+}
+
+#[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
+#[serde(default, deny_unknown_fields)]
+pub struct HealthConfig {
+    /// Seconds between SensorHealth events (0 disables them).
+    pub interval_secs: u64,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            sensor_id: String::new(),
+            host_name: String::new(),
+            collector: CollectorConfig::default(),
+            capture: CaptureConfig::default(),
+            process: ProcessConfig::default(),
+            health: HealthConfig::default(),
+        }
+    }
+}
+
+impl Default for CollectorConfig {
+    fn default() -> Self {
+        Self {
+            url: "http://127.0.0.1:50051".to_owned(),
+            batch_size: 512,
+            batch_timeout_ms: 100,
+            buffer_events: 200_000,
+            max_backoff_ms: 5_000,
+        }
+    }
+}
+
+impl Default for CaptureConfig {
+    fn default() -> Self {
+        Self {
+            ring_buffer_bytes: 8 << 20,
+            queue_capacity: 65_536,
+        }
+    }
+}
+
+impl Default for ProcessConfig {
+    fn default() -> Self {
+        Self {
+            max_args: 256,
+            table_capacity: 65_536,
+        }
+    }
+}
+
+impl Default for HealthConfig {
+    fn default() -> Self {
+        Self { interval_secs: 10 }
+    }
+}
+
+impl Config {
+    /// Reads and validates a config file.
+    pub fn load(path: &Path) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
+        Self::parse(&text).map_err(|e| match e {
+            ConfigError::Parse { message, .. } => ConfigError::Parse {
+                path: path.to_owned(),
+                message,
+            },
+            other => other,
+        })
+    }
+
+    pub fn parse(text: &str) -> Result<Self, ConfigError> {
+        let cfg: Self = toml::from_str(text).map_err(|e| ConfigError::Parse {
+            path: PathBuf::new(),
+            message: e.message().to_owned()
+                + &e.span()
+                    .map(|s| format!(" (at byte {})", s.start))
+                    .unwrap_or_default(),
+        })?;
+        cfg.validate()?;
+        Ok(cfg)
+    }
+
+    /// Checks the values serde cannot.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let invalid = |key, problem: &str| {
+            Err(ConfigError::Invalid {
+                key,
+                problem: problem.to_owned(),
+            })
+        };
+        let ring = self.capture.ring_buffer_bytes;
+        if !ring.is_power_of_two() || ring < 4096 {
+            return invalid(
+                "capture.ring_buffer_bytes",
+                &format!("must be a power of two of at least 4096, not {ring}"),
+            );
+        }
+        if self.capture.queue_capacity == 0 {
+            return invalid("capture.queue_capacity", "must be at least 1");
+        }
+        if self.collector.batch_size == 0 || self.collector.batch_size > 10_000 {
+            return invalid("collector.batch_size", "must be between 1 and 10000");
+        }
+        if self.collector.buffer_events < self.collector.batch_size {
+            return invalid("collector.buffer_events", "must be at least collector.batch_size");
+        }
+        if !(self.collector.url.starts_with("http://") || self.collector.url.starts_with("https://"))
+        {
+            return invalid("collector.url", "must start with http:// or https://");
+        }
+        if self.process.max_args == 0 {
+            return invalid("process.max_args", "must be at least 1");
+        }
+        if self.process.table_capacity == 0 {
+            return invalid("process.table_capacity", "must be at least 1");
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_empty_file_gives_the_defaults() {
+        assert_eq!(Config::parse("").unwrap(), Config::default());
+    }
+
+    #[test]
+    fn keys_override_defaults() {
+        let cfg = Config::parse(
+            "sensor_id = \"s1\"\n[capture]\nring_buffer_bytes = 65536\n[process]\nmax_args = 8\n",
+        )
+        .unwrap();
+        assert_eq!(cfg.sensor_id, "s1");
+        assert_eq!(cfg.capture.ring_buffer_bytes, 65536);
+        assert_eq!(cfg.process.max_args, 8);
+        assert_eq!(cfg.collector, CollectorConfig::default());
+    }
+
+    #[test]
+    fn bad_values_name_the_key() {
+        let err = Config::parse("[capture]\nring_buffer_bytes = 1000\n").unwrap_err();
+        assert!(err.to_string().contains("capture.ring_buffer_bytes"), "{err}");
+        let err = Config::parse("[collector]\nurl = \"ftp://x\"\n").unwrap_err();
+        assert!(err.to_string().contains("collector.url"), "{err}");
+    }
+
+    #[test]
+    fn unknown_keys_and_wrong_types_are_refused() {
+        let err = Config::parse("[capture]\nring_bufer_bytes = 4096\n").unwrap_err();
+        assert!(err.to_string().contains("ring_bufer_bytes"), "{err}");
+        let err = Config::parse("[process]\nmax_args = \"many\"\n").unwrap_err();
+        assert!(err.to_string().contains("invalid type"), "{err}");
+    }
+}

@@ -1,0 +1,440 @@
+//! Stage 2: raw ring-buffer records -> typed records. Every length is checked
+//! before it is trusted; a malformed record is an error the stage counts.
+
+use std::mem::size_of;
+
+use sensor_common::{
+    ARGV_BUF, EXEC_FIXED_LEN, ExecEvent, ExitEvent, ForkEvent, Header, PATH_BUF, TaskInfo,
+    exec_flags, kind,
+};
+
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum DecodeError {
+    #[error("record of {0} bytes is shorter than its header")]
+    Short(usize),
+    #[error("unknown record kind {0}")]
+    UnknownKind(u32),
+    #[error("{kind} record has {got} bytes, needs at least {need}")]
+    Truncated {
+        kind: &'static str,
+        got: usize,
+        need: usize,
+    },
+    #[error("{kind} record says it has {claimed} bytes but {got} arrived")]
+    BadSize {
+        kind: &'static str,
+        claimed: usize,
+        got: usize,
+    },
+    #[error("{field} length {len} exceeds its area of {cap} bytes")]
+    BadLength {
+        field: &'static str,
+        len: usize,
+        cap: usize,
+    },
+}
+
+/// The task fields every record carries, in userspace types.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Task {
+    pub start_boottime_ns: u64,
+    pub cgroup_id: u64,
+    pub tid: u32,
+    pub tgid: u32,
+    pub ppid: u32,
+    pub uid: u32,
+    pub gid: u32,
+    pub euid: u32,
+    pub egid: u32,
+    pub login_uid: u32,
+    pub session_id: u32,
+    pub comm: String,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Exec {
+    pub ktime_ns: u64,
+    pub task: Task,
+    /// Arguments as the kernel copied them (the last one may be cut short).
+    pub argv: Vec<Vec<u8>>,
+    pub argc: Option<u32>,
+    pub argv_truncated: bool,
+    pub argv_unreadable: bool,
+    /// Absolute path, `None` when the kernel could not walk it.
+    pub exe: Option<Vec<u8>>,
+    pub exe_truncated: bool,
+    pub cwd: Option<Vec<u8>>,
+    pub cwd_truncated: bool,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Fork {
+    pub ktime_ns: u64,
+    /// The parent, which called fork/clone.
+    pub task: Task,
+    pub child_tgid: u32,
+    pub child_start_boottime_ns: u64,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Exit {
+    pub ktime_ns: u64,
+    pub task: Task,
+    /// The wait(2) status.
+    pub status: u32,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Record {
+    Exec(Exec),
+    Fork(Fork),
+    Exit(Exit),
+}
+
+/// Copies a `T` out of the front of `bytes`, which the caller sized.
+fn read_pod<T: Copy>(bytes: &[u8]) -> T {
+    assert!(bytes.len() >= size_of::<T>());
+    // SAFETY: length checked above; T is a repr(C) integer-only ABI type, so
+    // every bit pattern is valid; read_unaligned copes with ring alignment.
+    unsafe { std::ptr::read_unaligned(bytes.as_ptr().cast::<T>()) }
+}
+
+fn comm(raw: &[u8; 16]) -> String {
+    let end = raw.iter().position(|&b| b == 0).unwrap_or(raw.len());
+    String::from_utf8_lossy(&raw[..end]).into_owned()
+}
+
+impl From<&TaskInfo> for Task {
+    fn from(t: &TaskInfo) -> Self {
+        Self {
+            start_boottime_ns: t.start_boottime_ns,
+            cgroup_id: t.cgroup_id,
+            tid: t.tid,
+            tgid: t.tgid,
+            ppid: t.ppid,
+            uid: t.uid,
+            gid: t.gid,
+            euid: t.euid,
+            egid: t.egid,
+            login_uid: t.login_uid,
+            session_id: t.session_id,
+            comm: comm(&t.comm),
+        }
+    }
+}
+
+/// Joins components the kernel wrote leaf first (`c\0b\0a\0`) into `/a/b/c`.
+/// No components means the root.
+#[must_use]
+pub fn path_from_components(area: &[u8]) -> Vec<u8> {
+    let mut parts: Vec<&[u8]> = area
+        .split(|&b| b == 0)
+        .filter(|c| !c.is_empty())
+        .collect();
+    parts.reverse();
+    if parts.is_empty() {
+        return b"/".to_vec();
+    }
+    let mut path = Vec::with_capacity(area.len() + 1);
+    for part in parts {
+        path.push(b'/');
+        path.extend_from_slice(part);
+    }
+    path
+}
+
+/// Splits the NUL-separated argv area. A trailing NUL ends the last argument;
+/// without one the last argument was cut short.
+fn split_argv(area: &[u8]) -> Vec<Vec<u8>> {
+    if area.is_empty() {
+        return Vec::new();
+    }
+    let body = area.strip_suffix(&[0]).unwrap_or(area);
+    body.split(|&b| b == 0).map(<[u8]>::to_vec).collect()
+}
+
+fn check_len(field: &'static str, len: u32, cap: usize) -> Result<usize, DecodeError> {
+    let len = len as usize;
+    if len > cap {
+        return Err(DecodeError::BadLength { field, len, cap });
+    }
+    Ok(len)
+}
+
+fn fixed<T: Copy>(bytes: &[u8], name: &'static str, header: &Header) -> Result<T, DecodeError> {
+    let need = size_of::<T>();
+    if bytes.len() < need {
+        return Err(DecodeError::Truncated {
+            kind: name,
+            got: bytes.len(),
+            need,
+        });
+    }
+    if header.size as usize != need {
+        return Err(DecodeError::BadSize {
+            kind: name,
+            claimed: header.size as usize,
+            got: bytes.len(),
+        });
+    }
+    Ok(read_pod(bytes))
+}
+
+fn decode_exec(bytes: &[u8], header: &Header) -> Result<Exec, DecodeError> {
+    if bytes.len() < EXEC_FIXED_LEN {
+        return Err(DecodeError::Truncated {
+            kind: "exec",
+            got: bytes.len(),
+            need: EXEC_FIXED_LEN,
+        });
+    }
+    let claimed = header.size as usize;
+    if claimed < EXEC_FIXED_LEN || claimed > bytes.len() || claimed > size_of::<ExecEvent>() {
+        return Err(DecodeError::BadSize {
+            kind: "exec",
+            claimed,
+            got: bytes.len(),
+        });
+    }
+    // Copy into a full-size record so the unsent argv tail reads as zeros.
+    let mut full = vec![0u8; size_of::<ExecEvent>()];
+    full[..claimed].copy_from_slice(&bytes[..claimed]);
+    let ev: ExecEvent = read_pod(&full);
+    let argv_len = check_len("argv", ev.argv_len, ARGV_BUF)?;
+    if EXEC_FIXED_LEN + argv_len > claimed {
+        return Err(DecodeError::BadLength {
+            field: "argv",
+            len: argv_len,
+            cap: claimed - EXEC_FIXED_LEN,
+        });
+    }
+    let exe_len = check_len("exe", ev.exe_len, PATH_BUF)?;
+    let cwd_len = check_len("cwd", ev.cwd_len, PATH_BUF)?;
+    let flags = ev.flags;
+    let has = |bit: u32| flags & bit != 0;
+    let path = |area: &[u8], len: usize, truncated: bool| {
+        // An empty, truncated walk means the kernel could not read it at all.
+        (len > 0 || !truncated).then(|| path_from_components(&area[..len]))
+    };
+    Ok(Exec {
+        ktime_ns: header.ktime_ns,
+        task: Task::from(&ev.task),
+        argv: split_argv(&ev.argv[..argv_len]),
+        argc: (!has(exec_flags::ARGC_UNKNOWN)).then_some(ev.argc),
+        argv_truncated: has(exec_flags::ARGV_TRUNCATED),
+        argv_unreadable: has(exec_flags::ARGV_UNREADABLE),
+        exe: path(&ev.exe, exe_len, has(exec_flags::EXE_TRUNCATED)),
+        exe_truncated: has(exec_flags::EXE_TRUNCATED),
+        cwd: path(&ev.cwd, cwd_len, has(exec_flags::CWD_TRUNCATED)),
+        cwd_truncated: has(exec_flags::CWD_TRUNCATED),
+    })
+}
+
+/// Decodes one ring-buffer record.
+pub fn decode(bytes: &[u8]) -> Result<Record, DecodeError> {
+    if bytes.len() < size_of::<Header>() {
+        return Err(DecodeError::Short(bytes.len()));
+    }
+    let header: Header = read_pod(bytes);
+    match header.kind {
+        kind::EXEC => decode_exec(bytes, &header).map(Record::Exec),
+        kind::FORK => {
+            let ev: ForkEvent = fixed(bytes, "fork", &header)?;
+            Ok(Record::Fork(Fork {
+                ktime_ns: header.ktime_ns,
+                task: Task::from(&ev.task),
+                child_tgid: ev.child_tgid,
+                child_start_boottime_ns: ev.child_start_boottime_ns,
+            }))
+        }
+        kind::EXIT => {
+            let ev: ExitEvent = fixed(bytes, "exit", &header)?;
+            Ok(Record::Exit(Exit {
+                ktime_ns: header.ktime_ns,
+                task: Task::from(&ev.task),
+                status: ev.exit_status,
+            }))
+        }
+        other => Err(DecodeError::UnknownKind(other)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::mem::offset_of;
+
+    use super::*;
+
+    fn as_bytes<T: Copy>(v: &T) -> Vec<u8> {
+        // SAFETY: ABI types are plain integers with explicit padding.
+        unsafe { std::slice::from_raw_parts((v as *const T).cast::<u8>(), size_of::<T>()) }
+            .to_vec()
+    }
+
+    fn task(tgid: u32) -> TaskInfo {
+        let mut comm = [0u8; 16];
+        comm[..4].copy_from_slice(b"echo");
+        TaskInfo {
+            start_boottime_ns: 5_000_000_000,
+            cgroup_id: 77,
+            tid: tgid,
+            tgid,
+            ppid: 1,
+            uid: 1000,
+            gid: 1000,
+            euid: 0,
+            egid: 0,
+            login_uid: u32::MAX,
+            session_id: 3,
+            _pad0: 0,
+            comm,
+        }
+    }
+
+    fn exec_record(argv: &[u8], exe: &[u8], cwd: &[u8], flags: u32) -> Vec<u8> {
+        // SAFETY: all-zero is a valid ExecEvent.
+        let mut ev: ExecEvent = unsafe { std::mem::zeroed() };
+        ev.task = task(42);
+        ev.argc = 3;
+        ev.argv[..argv.len()].copy_from_slice(argv);
+        ev.argv_len = argv.len() as u32;
+        ev.exe[..exe.len()].copy_from_slice(exe);
+        ev.exe_len = exe.len() as u32;
+        ev.cwd[..cwd.len()].copy_from_slice(cwd);
+        ev.cwd_len = cwd.len() as u32;
+        ev.flags = flags;
+        let size = EXEC_FIXED_LEN + argv.len();
+        ev.header = Header {
+            kind: kind::EXEC,
+            size: size as u32,
+            ktime_ns: 9,
+        };
+        as_bytes(&ev)[..size].to_vec()
+    }
+
+    #[test]
+    fn an_exec_record_becomes_argv_and_absolute_paths() {
+        let bytes = exec_record(b"/bin/echo\0hello\0world\0", b"echo\0bin\0usr\0", b"tmp\0", 0);
+        let Record::Exec(exec) = decode(&bytes).unwrap() else {
+            panic!("not an exec")
+        };
+        assert_eq!(exec.argv, vec![b"/bin/echo".to_vec(), b"hello".to_vec(), b"world".to_vec()]);
+        assert_eq!(exec.argc, Some(3));
+        assert_eq!(exec.exe.as_deref(), Some(&b"/usr/bin/echo"[..]));
+        assert_eq!(exec.cwd.as_deref(), Some(&b"/tmp"[..]));
+        assert_eq!(exec.task.comm, "echo");
+        assert_eq!(exec.task.tgid, 42);
+        assert_eq!(exec.ktime_ns, 9);
+        assert!(!exec.argv_truncated && !exec.exe_truncated);
+    }
+
+    #[test]
+    fn a_truncated_argv_keeps_the_cut_argument_and_the_flag() {
+        let bytes = exec_record(b"a\0bb\0cc", b"x\0", b"", exec_flags::ARGV_TRUNCATED);
+        let Record::Exec(exec) = decode(&bytes).unwrap() else {
+            panic!("not an exec")
+        };
+        assert_eq!(exec.argv, vec![b"a".to_vec(), b"bb".to_vec(), b"cc".to_vec()]);
+        assert!(exec.argv_truncated);
+        assert_eq!(exec.cwd.as_deref(), Some(&b"/"[..]), "no components is the root");
+    }
+
+    #[test]
+    fn an_unwalkable_exe_and_unknown_argc_are_absent() {
+        let bytes = exec_record(
+            b"",
+            b"",
+            b"",
+            exec_flags::EXE_TRUNCATED | exec_flags::ARGC_UNKNOWN | exec_flags::ARGV_UNREADABLE,
+        );
+        let Record::Exec(exec) = decode(&bytes).unwrap() else {
+            panic!("not an exec")
+        };
+        assert_eq!(exec.exe, None);
+        assert_eq!(exec.argc, None);
+        assert!(exec.argv.is_empty() && exec.argv_unreadable);
+    }
+
+    #[test]
+    fn non_utf8_arguments_keep_their_bytes() {
+        let bytes = exec_record(b"prog\0\xff\xfe\0", b"prog\0", b"", 0);
+        let Record::Exec(exec) = decode(&bytes).unwrap() else {
+            panic!("not an exec")
+        };
+        assert_eq!(exec.argv[1], vec![0xff, 0xfe]);
+    }
+
+    #[test]
+    fn exec_records_with_lying_lengths_are_refused() {
+        let mut bytes = exec_record(b"a\0", b"x\0", b"", 0);
+        // argv_len larger than what arrived.
+        let at = offset_of!(ExecEvent, argv_len);
+        bytes[at..at + 4].copy_from_slice(&100u32.to_le_bytes());
+        assert!(matches!(decode(&bytes), Err(DecodeError::BadLength { field: "argv", .. })));
+
+        let mut bytes = exec_record(b"a\0", b"x\0", b"", 0);
+        let at = offset_of!(ExecEvent, exe_len);
+        bytes[at..at + 4].copy_from_slice(&(PATH_BUF as u32 + 1).to_le_bytes());
+        assert!(matches!(decode(&bytes), Err(DecodeError::BadLength { field: "exe", .. })));
+
+        let mut bytes = exec_record(b"a\0", b"x\0", b"", 0);
+        bytes[4..8].copy_from_slice(&u32::MAX.to_le_bytes());
+        assert!(matches!(decode(&bytes), Err(DecodeError::BadSize { kind: "exec", .. })));
+
+        let bytes = exec_record(b"a\0", b"x\0", b"", 0);
+        assert!(matches!(
+            decode(&bytes[..EXEC_FIXED_LEN - 1]),
+            Err(DecodeError::Truncated { kind: "exec", .. })
+        ));
+    }
+
+    #[test]
+    fn fork_and_exit_records_decode_and_short_ones_are_refused() {
+        let fork = ForkEvent {
+            header: Header {
+                kind: kind::FORK,
+                size: size_of::<ForkEvent>() as u32,
+                ktime_ns: 1,
+            },
+            task: task(10),
+            child_start_boottime_ns: 123,
+            child_tid: 11,
+            child_tgid: 11,
+        };
+        let bytes = as_bytes(&fork);
+        let Record::Fork(f) = decode(&bytes).unwrap() else {
+            panic!("not a fork")
+        };
+        assert_eq!((f.task.tgid, f.child_tgid, f.child_start_boottime_ns), (10, 11, 123));
+        assert!(matches!(
+            decode(&bytes[..bytes.len() - 1]),
+            Err(DecodeError::Truncated { kind: "fork", .. })
+        ));
+
+        let exit = ExitEvent {
+            header: Header {
+                kind: kind::EXIT,
+                size: size_of::<ExitEvent>() as u32,
+                ktime_ns: 2,
+            },
+            task: task(10),
+            exit_status: 9,
+            _pad0: 0,
+        };
+        let Record::Exit(e) = decode(&as_bytes(&exit)).unwrap() else {
+            panic!("not an exit")
+        };
+        assert_eq!(e.status, 9);
+        let mut bad = as_bytes(&exit);
+        bad[4..8].copy_from_slice(&1u32.to_le_bytes());
+        assert!(matches!(decode(&bad), Err(DecodeError::BadSize { kind: "exit", .. })));
+    }
+
+    #[test]
+    fn short_and_unknown_records_are_refused() {
+        assert_eq!(decode(&[1, 2, 3]), Err(DecodeError::Short(3)));
+        let mut bytes = vec![0u8; 32];
+        bytes[0] = 99;
+        assert_eq!(decode(&bytes), Err(DecodeError::UnknownKind(99)));
+    }
+}

@@ -1,0 +1,398 @@
+//! Stage 3: decoded records -> events with full process context.
+//!
+//! Keeps the process table (tgid -> the current image's `Process`), which
+//! gives every event its exec_id, parent linkage, exe, argv and cwd. Entries
+//! leave the table when their process exits, so memory follows the number of
+//! live processes; a bound evicts entries whose process is gone from /proc,
+//! should an exit ever be lost.
+
+pub mod cgroups;
+pub mod identity;
+pub mod procfs;
+pub mod users;
+
+use std::{
+    collections::HashMap,
+    path::{Path, PathBuf},
+    sync::Arc,
+};
+
+use sensor_proto::{
+    timestamp_from_unix_ns,
+    v1::{Event, Process, ProcessExec, ProcessExit, ProcessFork, event::Body},
+};
+
+use self::{
+    cgroups::{Cgroups, container_id},
+    identity::{Origin, exec_id},
+    procfs::ProcProcess,
+    users::Users,
+};
+use crate::{
+    decode::{Exec, Exit, Fork, Record, Task},
+    host::HostInfo,
+    stats::Stats,
+};
+
+#[derive(Clone, Debug)]
+pub struct EnrichConfig {
+    /// Arguments kept per exec; beyond it argv is cut and flagged truncated.
+    pub max_args: usize,
+    /// Most processes kept in the table.
+    pub table_capacity: usize,
+    pub proc_root: PathBuf,
+    pub cgroup_root: PathBuf,
+    pub passwd: PathBuf,
+}
+
+impl Default for EnrichConfig {
+    fn default() -> Self {
+        Self {
+            max_args: 256,
+            table_capacity: 65_536,
+            proc_root: PathBuf::from("/proc"),
+            cgroup_root: cgroups::cgroup2_mount().unwrap_or_else(|| PathBuf::from("/sys/fs/cgroup")),
+            passwd: PathBuf::from("/etc/passwd"),
+        }
+    }
+}
+
+pub struct Enricher {
+    cfg: EnrichConfig,
+    host: HostInfo,
+    stats: Arc<Stats>,
+    table: HashMap<u32, Process>,
+    users: Users,
+    cgroups: Cgroups,
+}
+
+fn lossy(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+/// argv as text, plus the exact bytes of arguments that are not UTF-8.
+fn argv_strings(argv: &[Vec<u8>]) -> (Vec<String>, HashMap<u32, Vec<u8>>) {
+    let mut raw = HashMap::new();
+    let text = argv
+        .iter()
+        .enumerate()
+        .map(|(i, arg)| match std::str::from_utf8(arg) {
+            Ok(s) => s.to_owned(),
+            Err(_) => {
+                raw.insert(u32::try_from(i).unwrap_or(u32::MAX), arg.clone());
+                lossy(arg)
+            }
+        })
+        .collect();
+    (text, raw)
+}
+
+/// Splits a wait(2) status into (exit code, signal, core dumped).
+#[must_use]
+pub fn split_status(status: u32) -> (i32, u32, bool) {
+    let signal = status & 0x7f;
+    if signal == 0 {
+        (i32::try_from((status >> 8) & 0xff).unwrap_or(0), 0, false)
+    } else {
+        (0, signal, status & 0x80 != 0)
+    }
+}
+
+impl Enricher {
+    #[must_use]
+    pub fn new(cfg: EnrichConfig, host: HostInfo, stats: Arc<Stats>) -> Self {
+        Self {
+            users: Users::new(&cfg.passwd),
+            cgroups: Cgroups::new(&cfg.cgroup_root),
+            cfg,
+            host,
+            stats,
+            table: HashMap::new(),
+        }
+    }
+
+    /// Live processes in the table.
+    #[must_use]
+    pub fn table_len(&self) -> usize {
+        self.table.len()
+    }
+
+    fn event(&self, ktime_ns: u64, process: Process, body: Body) -> Event {
+        Event {
+            time: Some(timestamp_from_unix_ns(self.host.unix_ns(ktime_ns))),
+            monotonic_ns: ktime_ns,
+            process: Some(process),
+            body: Some(body),
+            ..Event::default()
+        }
+    }
+
+    fn start_id(&self, tgid: u32, start_boottime_ns: u64) -> String {
+        let start_ticks = start_boottime_ns / self.host.tick_ns;
+        exec_id(&self.host.boot_id, tgid, Origin::Start { start_ticks })
+    }
+
+    /// The exec_id of `tgid`'s current image: from the table, else from /proc.
+    fn current_id(&mut self, tgid: u32) -> String {
+        if tgid == 0 {
+            return String::new();
+        }
+        if let Some(p) = self.table.get(&tgid) {
+            return p.exec_id.clone();
+        }
+        Stats::inc(&self.stats.unknown_parent);
+        procfs::read_process(&self.cfg.proc_root, tgid)
+            .map(|p| {
+                exec_id(
+                    &self.host.boot_id,
+                    tgid,
+                    Origin::Start {
+                        start_ticks: p.start_ticks,
+                    },
+                )
+            })
+            .unwrap_or_default()
+    }
+
+    /// Fills the ids, credentials and names of `p` from a kernel task record.
+    fn apply_task(&mut self, p: &mut Process, t: &Task) {
+        p.pid = t.tgid;
+        p.tid = t.tid;
+        p.ppid = t.ppid;
+        p.uid = t.uid;
+        p.gid = t.gid;
+        p.euid = t.euid;
+        p.egid = t.egid;
+        p.login_uid = t.login_uid;
+        p.session_id = t.session_id;
+        p.comm.clone_from(&t.comm);
+        p.user = self.users.name(t.uid);
+        if p.cgroup_id != t.cgroup_id || p.cgroup_path.is_empty() {
+            p.cgroup_id = t.cgroup_id;
+            p.cgroup_path = self.cgroups.path(t.cgroup_id);
+            p.container_id = container_id(&p.cgroup_path).unwrap_or_default();
+        }
+        if p.start_time.is_none() && t.start_boottime_ns != 0 {
+            p.start_time = Some(timestamp_from_unix_ns(self.host.unix_ns(t.start_boottime_ns)));
+        }
+    }
+
+    /// The table entry of the task's process, or one built from the record
+    /// for a process the sensor never saw begin.
+    fn known_process(&mut self, t: &Task) -> Process {
+        if let Some(p) = self.table.get(&t.tgid) {
+            return p.clone();
+        }
+        let mut p = Process {
+            exec_id: self.start_id(t.tgid, t.start_boottime_ns),
+            parent_exec_id: self.current_id(t.ppid),
+            ..Process::default()
+        };
+        if let Some(proc) = procfs::read_process(&self.cfg.proc_root, t.tgid) {
+            p.exe = lossy(&proc.exe);
+            p.cwd = lossy(&proc.cwd);
+            p.argv = argv_strings(&proc.argv).0;
+        }
+        p
+    }
+
+    fn insert(&mut self, p: Process) {
+        if self.table.len() >= self.cfg.table_capacity && !self.table.contains_key(&p.pid) {
+            let root = self.cfg.proc_root.clone();
+            let before = self.table.len();
+            self.table
+                .retain(|pid, _| root.join(pid.to_string()).exists());
+            Stats::add(&self.stats.table_evicted, (before - self.table.len()) as u64);
+        }
+        self.table.insert(p.pid, p);
+    }
+
+    fn exec(&mut self, e: Exec) -> Event {
+        let previous_exec_id = self
+            .table
+            .get(&e.task.tgid)
+            .map(|p| p.exec_id.clone())
+            .unwrap_or_default();
+        let mut argv = e.argv;
+        let argc = e
+            .argc
+            .unwrap_or_else(|| u32::try_from(argv.len()).unwrap_or(u32::MAX));
+        let mut argv_truncated = e.argv_truncated;
+        if argv.len() > self.cfg.max_args {
+            argv.truncate(self.cfg.max_args);
+            argv_truncated = true;
+            Stats::inc(&self.stats.argv_limited);
+        }
+        let (argv, argv_raw) = argv_strings(&argv);
+        let proc_dir = self.cfg.proc_root.join(e.task.tgid.to_string());
+        let or_proc_link = |path: Option<Vec<u8>>, name: &str| {
+            path.map_or_else(
+                || lossy(&std::fs::read_link(proc_dir.join(name)).map(|p| p.into_os_string().into_encoded_bytes()).unwrap_or_default()),
+                |p| lossy(&p),
+            )
+        };
+        let mut p = Process {
+            exec_id: exec_id(&self.host.boot_id, e.task.tgid, Origin::Exec { ktime_ns: e.ktime_ns }),
+            parent_exec_id: self.current_id(e.task.ppid),
+            exe: or_proc_link(e.exe, "exe"),
+            cwd: or_proc_link(e.cwd, "cwd"),
+            argv,
+            ..Process::default()
+        };
+        self.apply_task(&mut p, &e.task);
+        self.insert(p.clone());
+        let body = Body::Exec(ProcessExec {
+            argv_raw,
+            argv_truncated,
+            argc,
+            exe_truncated: e.exe_truncated,
+            cwd_truncated: e.cwd_truncated,
+            procfs: false,
+            previous_exec_id,
+        });
+        self.event(e.ktime_ns, p, body)
+    }
+
+    fn fork(&mut self, f: Fork) -> Event {
+        let parent = self.known_process(&f.task);
+        let mut child = Process {
+            exec_id: self.start_id(f.child_tgid, f.child_start_boottime_ns),
+            parent_exec_id: parent.exec_id.clone(),
+            exe: parent.exe.clone(),
+            argv: parent.argv.clone(),
+            cwd: parent.cwd.clone(),
+            start_time: Some(timestamp_from_unix_ns(
+                self.host.unix_ns(f.child_start_boottime_ns),
+            )),
+            ..Process::default()
+        };
+        self.apply_task(&mut child, &f.task);
+        child.pid = f.child_tgid;
+        child.tid = f.child_tgid;
+        child.ppid = f.task.tgid;
+        self.insert(child.clone());
+        self.event(
+            f.ktime_ns,
+            child,
+            Body::Fork(ProcessFork {
+                parent_tid: f.task.tid,
+            }),
+        )
+    }
+
+    fn exit(&mut self, x: Exit) -> Event {
+        let mut p = self
+            .table
+            .remove(&x.task.tgid)
+            .unwrap_or_else(|| self.known_process(&x.task));
+        self.apply_task(&mut p, &x.task);
+        let (exit_code, signal, core_dumped) = split_status(x.status);
+        self.event(
+            x.ktime_ns,
+            p,
+            Body::Exit(ProcessExit {
+                exit_code,
+                signal,
+                core_dumped,
+                status: x.status,
+            }),
+        )
+    }
+
+    /// One decoded record in, one event out.
+    pub fn enrich(&mut self, record: Record) -> Event {
+        Stats::inc(&self.stats.enriched);
+        match record {
+            Record::Exec(e) => self.exec(e),
+            Record::Fork(f) => self.fork(f),
+            Record::Exit(x) => self.exit(x),
+        }
+    }
+
+    /// Fills the table from /proc and returns one `procfs` exec event per
+    /// process already running, parents first, so every later event and the
+    /// collector's ancestry walk can reach back to init.
+    pub fn scan_procfs(&mut self, now_boot_ns: u64) -> Vec<Event> {
+        let all = procfs::scan(&self.cfg.proc_root);
+        Stats::add(&self.stats.procfs_seen, all.len() as u64);
+        let mut events = Vec::with_capacity(all.len());
+        for proc in all {
+            if !self.table.contains_key(&proc.pid) {
+                events.push(self.procfs_event(&proc, now_boot_ns));
+            }
+        }
+        events
+    }
+
+    fn procfs_event(&mut self, proc: &ProcProcess, now_boot_ns: u64) -> Event {
+        let id = |tgid, start_ticks| exec_id(&self.host.boot_id, tgid, Origin::Start { start_ticks });
+        let start_ns = proc.start_ticks * self.host.tick_ns;
+        let parent_exec_id = self
+            .table
+            .get(&proc.ppid)
+            .map(|p| p.exec_id.clone())
+            .unwrap_or_default();
+        let (argv, argv_raw) = argv_strings(&proc.argv);
+        let cgroup_id = std::fs::metadata(
+            Path::new(&self.cfg.cgroup_root).join(proc.cgroup_path.trim_start_matches('/')),
+        )
+        .map(|m| std::os::unix::fs::MetadataExt::ino(&m))
+        .unwrap_or(0);
+        let task = Task {
+            start_boottime_ns: start_ns,
+            cgroup_id,
+            tid: proc.pid,
+            tgid: proc.pid,
+            ppid: proc.ppid,
+            uid: proc.uid,
+            gid: proc.gid,
+            euid: proc.euid,
+            egid: proc.egid,
+            login_uid: proc.login_uid,
+            session_id: proc.session_id,
+            comm: proc.comm.clone(),
+        };
+        let mut p = Process {
+            exec_id: id(proc.pid, proc.start_ticks),
+            parent_exec_id,
+            exe: lossy(&proc.exe),
+            cwd: lossy(&proc.cwd),
+            argv,
+            ..Process::default()
+        };
+        self.apply_task(&mut p, &task);
+        self.insert(p.clone());
+        let argc = u32::try_from(proc.argv.len()).unwrap_or(u32::MAX);
+        self.event(
+            now_boot_ns,
+            p,
+            Body::Exec(ProcessExec {
+                argv_raw,
+                argc,
+                procfs: true,
+                ..ProcessExec::default()
+            }),
+        )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn wait_statuses_split_into_code_signal_and_core() {
+        assert_eq!(split_status(0), (0, 0, false));
+        assert_eq!(split_status(3 << 8), (3, 0, false));
+        assert_eq!(split_status(9), (0, 9, false));
+        assert_eq!(split_status(11 | 0x80), (0, 11, true));
+    }
+
+    #[test]
+    fn non_utf8_arguments_are_kept_exactly_beside_their_text() {
+        let (text, raw) = argv_strings(&[b"ok".to_vec(), vec![0xff, b'a']]);
+        assert_eq!(text, vec!["ok".to_owned(), "\u{fffd}a".to_owned()]);
+        assert_eq!(raw.get(&1), Some(&vec![0xff, b'a']));
+        assert_eq!(raw.len(), 1);
+    }
+}

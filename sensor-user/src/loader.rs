@@ -1,0 +1,182 @@
+//! Loads the eBPF object, hands it the kernel offsets and attaches the
+//! programs. Failures become one clear line for the operator.
+
+use std::path::Path;
+
+use aya::{
+    Ebpf, EbpfLoader,
+    maps::{Array, MapData, PerCpuArray, RingBuf},
+    programs::RawTracePoint,
+};
+use sensor_common::{Config as KernelConfig, maps, programs};
+
+use crate::btf::{Btf, BtfError, kernel_offsets};
+
+static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/sensor-ebpf"));
+
+const TRACEFS: &str = "/sys/kernel/tracing";
+
+#[derive(Debug, thiserror::Error)]
+pub enum LoadError {
+    #[error("the sensor needs root (or CAP_BPF and CAP_PERFMON) to load eBPF programs")]
+    NotPrivileged,
+    #[error("this sensor binary was built without its eBPF programs (AYA_BUILD_SKIP)")]
+    Stub,
+    #[error(transparent)]
+    Btf(#[from] BtfError),
+    #[error("cannot mount tracefs at {TRACEFS}: {0}")]
+    Tracefs(std::io::Error),
+    #[error("loading the eBPF object failed: {0}")]
+    Object(#[source] Box<aya::EbpfError>),
+    #[error("program {name}: {source}")]
+    Program {
+        name: &'static str,
+        #[source]
+        source: Box<aya::programs::ProgramError>,
+    },
+    #[error("map {name}: {source}")]
+    Map {
+        name: &'static str,
+        #[source]
+        source: Box<aya::maps::MapError>,
+    },
+    #[error("map {0} is missing from the eBPF object")]
+    MissingMap(&'static str),
+}
+
+/// The loaded programs and the maps userspace reads.
+pub struct Loaded {
+    /// Owns the programs; dropping it detaches them.
+    pub ebpf: Ebpf,
+    pub events: RingBuf<MapData>,
+    pub drops: PerCpuArray<MapData, u64>,
+    /// The tracepoints attached, for health reports.
+    pub hooks: Vec<String>,
+}
+
+/// Effective capabilities of this process, from /proc/self/status.
+fn effective_caps() -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            let line = s.lines().find(|l| l.starts_with("CapEff:"))?;
+            u64::from_str_radix(line["CapEff:".len()..].trim(), 16).ok()
+        })
+        .unwrap_or(0)
+}
+
+/// Root, or CAP_SYS_ADMIN, or CAP_BPF (39) with CAP_PERFMON (38).
+#[must_use]
+pub fn has_privileges() -> bool {
+    let caps = effective_caps();
+    let has = |bit: u32| caps & (1 << bit) != 0;
+    has(21) || (has(39) && has(38))
+}
+
+/// Mounts tracefs where it is missing (some hosts mount only debugfs).
+pub fn ensure_tracefs() -> Result<(), LoadError> {
+    if Path::new(TRACEFS).join("events").exists() {
+        return Ok(());
+    }
+    let target = std::ffi::CString::new(TRACEFS).map_err(|e| LoadError::Tracefs(e.into()))?;
+    let fstype = c"tracefs";
+    // SAFETY: valid NUL-terminated strings; no data argument.
+    let rc = unsafe {
+        libc::mount(
+            fstype.as_ptr(),
+            target.as_ptr(),
+            fstype.as_ptr(),
+            0,
+            std::ptr::null(),
+        )
+    };
+    if rc != 0 {
+        return Err(LoadError::Tracefs(std::io::Error::last_os_error()));
+    }
+    tracing::info!("mounted tracefs at {TRACEFS}");
+    Ok(())
+}
+
+/// Whether `sched_process_exit` passes `group_dead` (Linux 6.16+).
+fn exit_has_group_dead() -> bool {
+    std::fs::read_to_string(Path::new(TRACEFS).join("events/sched/sched_process_exit/format"))
+        .is_ok_and(|f| f.contains("group_dead"))
+}
+
+fn take_map(ebpf: &mut Ebpf, name: &'static str) -> Result<aya::maps::Map, LoadError> {
+    ebpf.take_map(name).ok_or(LoadError::MissingMap(name))
+}
+
+/// Loads and attaches everything. `ring_bytes` sizes the ring buffer.
+pub fn load(ring_bytes: u32, btf_path: &Path) -> Result<Loaded, LoadError> {
+    if OBJECT.is_empty() {
+        return Err(LoadError::Stub);
+    }
+    if !has_privileges() {
+        return Err(LoadError::NotPrivileged);
+    }
+    let btf = Btf::from_file(btf_path)?;
+    let offsets = kernel_offsets(&btf)?;
+    if let Err(e) = ensure_tracefs() {
+        // Raw tracepoints attach without tracefs; only the group_dead probe
+        // needs it, and without it exits fall back to leader exits.
+        tracing::warn!("{e}");
+    }
+    let config = KernelConfig {
+        offsets,
+        sensor_tgid: std::process::id(),
+        exit_has_group_dead: u32::from(exit_has_group_dead()),
+        _pad0: 0,
+    };
+
+    let mut ebpf = EbpfLoader::new()
+        .map_max_entries(maps::EVENTS, ring_bytes)
+        .load(OBJECT)
+        .map_err(|e| LoadError::Object(Box::new(e)))?;
+    let map_err = |name| move |e| LoadError::Map {
+        name,
+        source: Box::new(e),
+    };
+    {
+        let map = ebpf
+            .map_mut(maps::CONFIG)
+            .ok_or(LoadError::MissingMap(maps::CONFIG))?;
+        let mut cfg: Array<_, KernelConfig> = Array::try_from(map).map_err(map_err(maps::CONFIG))?;
+        cfg.set(0, config, 0).map_err(map_err(maps::CONFIG))?;
+    }
+    let mut hooks = Vec::new();
+    for (name, tracepoint) in programs::ALL {
+        let prog_err = |e| LoadError::Program {
+            name,
+            source: Box::new(e),
+        };
+        let prog: &mut RawTracePoint = ebpf
+            .program_mut(name)
+            .ok_or(LoadError::Program {
+                name,
+                source: Box::new(aya::programs::ProgramError::UnexpectedProgramType),
+            })?
+            .try_into()
+            .map_err(prog_err)?;
+        prog.load().map_err(prog_err)?;
+        prog.attach(tracepoint).map_err(prog_err)?;
+        hooks.push(format!("raw_tp/{tracepoint}"));
+    }
+    let events = RingBuf::try_from(take_map(&mut ebpf, maps::EVENTS)?).map_err(map_err(maps::EVENTS))?;
+    let drops = PerCpuArray::try_from(take_map(&mut ebpf, maps::DROPS)?).map_err(map_err(maps::DROPS))?;
+    Ok(Loaded {
+        ebpf,
+        events,
+        drops,
+        hooks,
+    })
+}
+
+/// Sum over CPUs and kinds of the records the kernel could not queue.
+#[must_use]
+pub fn kernel_drops(drops: &PerCpuArray<MapData, u64>) -> u64 {
+    (0..sensor_common::kind::COUNT)
+        .filter_map(|k| drops.get(&k, 0).ok())
+        .map(|per_cpu| per_cpu.iter().sum::<u64>())
+        .sum()
+}

@@ -1,0 +1,215 @@
+//! Wires the stages: capture -> decode -> enrich -> encode -> ship, each on
+//! its own thread with a bounded queue between them. Only capture must never
+//! block (it faces the kernel); later stages pass backpressure upstream,
+//! where capture sheds and counts.
+
+use std::{
+    path::PathBuf,
+    sync::{
+        Arc,
+        atomic::{AtomicBool, Ordering},
+    },
+    thread::JoinHandle,
+    time::Duration,
+};
+
+use anyhow::{Context as _, Result};
+use crossbeam_channel::{Receiver, Sender, bounded};
+use sensor_proto::v1::Event;
+use tokio::sync::mpsc;
+
+use crate::{
+    capture,
+    config::Config,
+    decode::{self, Record},
+    encode::Encoder,
+    enrich::{EnrichConfig, Enricher},
+    health::health_event,
+    host::{HostInfo, boottime_ns},
+    loader::{self, Loaded},
+    ship::{ShipConfig, Shipper, print_json},
+    stats::Stats,
+};
+
+/// Where events go.
+#[derive(Clone, Debug)]
+pub enum Output {
+    Collector(String),
+    Stdout,
+}
+
+fn spawn(name: &str, f: impl FnOnce() + Send + 'static) -> Result<JoinHandle<()>> {
+    std::thread::Builder::new()
+        .name(name.into())
+        .spawn(f)
+        .with_context(|| format!("spawning the {name} thread"))
+}
+
+fn decode_stage(input: &Receiver<Vec<u8>>, out: &Sender<Record>, stats: &Stats) {
+    for bytes in input {
+        match decode::decode(&bytes) {
+            Ok(record) => {
+                Stats::inc(&stats.decoded);
+                if out.send(record).is_err() {
+                    return;
+                }
+            }
+            Err(e) => {
+                Stats::inc(&stats.malformed);
+                tracing::debug!("malformed record: {e}");
+            }
+        }
+    }
+}
+
+fn enrich_stage(mut enricher: Enricher, input: &Receiver<Record>, out: &Sender<Event>) {
+    for event in enricher.scan_procfs(boottime_ns()) {
+        if out.send(event).is_err() {
+            return;
+        }
+    }
+    for record in input {
+        if out.send(enricher.enrich(record)).is_err() {
+            return;
+        }
+    }
+}
+
+fn encode_stage(mut encoder: Encoder, input: &Receiver<Event>, out: &mpsc::Sender<Event>, stats: &Stats) {
+    for event in input {
+        Stats::inc(&stats.encoded);
+        if out.blocking_send(encoder.encode(event)).is_err() {
+            return;
+        }
+    }
+}
+
+/// Sends a health event every `interval` until `stop`, then a last one.
+fn health_stage(
+    loaded_drops: &aya::maps::PerCpuArray<aya::maps::MapData, u64>,
+    hooks: &[String],
+    host: &HostInfo,
+    interval: Option<Duration>,
+    stats: &Stats,
+    out: &Sender<Event>,
+    stop: &AtomicBool,
+) {
+    let report = || {
+        stats
+            .kernel_dropped
+            .store(loader::kernel_drops(loaded_drops), Ordering::Relaxed);
+        let now = boottime_ns();
+        let time = sensor_proto::timestamp_from_unix_ns(host.unix_ns(now));
+        out.send(health_event(stats, hooks, time, now)).is_ok()
+    };
+    let mut last = std::time::Instant::now();
+    while !stop.load(Ordering::Relaxed) {
+        std::thread::sleep(Duration::from_millis(50));
+        if let Some(every) = interval
+            && last.elapsed() >= every
+        {
+            last = std::time::Instant::now();
+            if !report() {
+                return;
+            }
+        }
+    }
+    // Let capture drain the ring first so the last report has final counts.
+    std::thread::sleep(Duration::from_millis(200));
+    report();
+}
+
+/// Everything `sensor run` needs.
+pub struct Settings {
+    pub config: Config,
+    pub output: Output,
+    pub btf: PathBuf,
+}
+
+/// Runs until `stop` is set, then flushes and returns.
+pub fn run(settings: Settings, stop: Arc<AtomicBool>) -> Result<()> {
+    let cfg = settings.config;
+    let Loaded {
+        ebpf,
+        events,
+        drops,
+        hooks,
+    } = loader::load(cfg.capture.ring_buffer_bytes, &settings.btf)?;
+    let host = HostInfo::detect();
+    let stats = Arc::new(Stats::default());
+    let cap = cfg.capture.queue_capacity;
+    let (raw_tx, raw_rx) = bounded::<Vec<u8>>(cap);
+    let (rec_tx, rec_rx) = bounded::<Record>(cap);
+    let (ev_tx, ev_rx) = bounded::<Event>(cap);
+    let (ship_tx, ship_rx) = mpsc::channel::<Event>(cap);
+
+    let mut threads = vec![capture::spawn(events, raw_tx, stats.clone(), stop.clone())
+        .context("spawning the capture thread")?];
+    let s = stats.clone();
+    threads.push(spawn("decode", move || decode_stage(&raw_rx, &rec_tx, &s))?);
+    let enricher = Enricher::new(
+        EnrichConfig {
+            max_args: cfg.process.max_args,
+            table_capacity: cfg.process.table_capacity,
+            ..EnrichConfig::default()
+        },
+        host.clone(),
+        stats.clone(),
+    );
+    let out = ev_tx.clone();
+    threads.push(spawn("enrich", move || enrich_stage(enricher, &rec_rx, &out))?);
+    let sensor_id = if cfg.sensor_id.is_empty() {
+        host.host_id.clone()
+    } else {
+        cfg.sensor_id.clone()
+    };
+    let host_name = if cfg.host_name.is_empty() {
+        host.host_name.clone()
+    } else {
+        cfg.host_name.clone()
+    };
+    let first_seq = host.unix_ns(boottime_ns());
+    let encoder = Encoder::new(sensor_id, host.host_id.clone(), host_name, first_seq);
+    let s = stats.clone();
+    threads.push(spawn("encode", move || encode_stage(encoder, &ev_rx, &ship_tx, &s))?);
+    let interval = (cfg.health.interval_secs > 0).then(|| Duration::from_secs(cfg.health.interval_secs));
+    let (s, st, h, hk) = (stats.clone(), stop.clone(), host.clone(), hooks.clone());
+    threads.push(spawn("health", move || {
+        health_stage(&drops, &hk, &h, interval, &s, &ev_tx, &st);
+    })?);
+
+    eprintln!("sensor: capturing, hooks {}", hooks.join(", "));
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("starting the async runtime")?;
+    runtime.block_on(async {
+        match settings.output {
+            Output::Stdout => print_json(ship_rx, stats.clone()).await,
+            Output::Collector(url) => {
+                let ship_cfg = ShipConfig {
+                    url,
+                    batch_size: cfg.collector.batch_size,
+                    batch_timeout: Duration::from_millis(cfg.collector.batch_timeout_ms),
+                    buffer_events: cfg.collector.buffer_events,
+                    max_backoff: Duration::from_millis(cfg.collector.max_backoff_ms),
+                };
+                let shipper = Shipper::new(ship_cfg, ship_rx, stats.clone());
+                let stop_flag = stop.clone();
+                let ship = tokio::spawn(shipper.run());
+                // After stop, give the shipper a bounded time to deliver.
+                while !stop_flag.load(Ordering::Relaxed) {
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+                if tokio::time::timeout(Duration::from_secs(10), ship).await.is_err() {
+                    tracing::warn!("collector did not acknowledge everything within 10 s of shutdown");
+                }
+            }
+        }
+    });
+    for t in threads {
+        let _ = t.join();
+    }
+    drop(ebpf);
+    Ok(())
+}
