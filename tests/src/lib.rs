@@ -1,1 +1,259 @@
+//! Test harness: a real collector on a loopback port with a real database
+//! file, and a real sensor (real eBPF programs in the running kernel)
+//! shipping to it over gRPC. Assertions read the store through
+//! `collector query`, as an investigator would.
 
+use std::{
+    io::{BufRead as _, BufReader},
+    path::{Path, PathBuf},
+    process::{Child, Command, Output, Stdio},
+    sync::mpsc,
+    time::{Duration, Instant},
+};
+
+use serde_json::Value;
+
+/// How long a test waits for an event to reach the store.
+pub const PATIENCE: Duration = Duration::from_secs(30);
+
+/// A built binary of this workspace: `$NAME_BIN`, else target/debug/NAME
+/// (which `cargo xtask test` builds first).
+#[must_use]
+pub fn binary(name: &str) -> PathBuf {
+    if let Some(p) = std::env::var_os(format!("{}_BIN", name.to_uppercase())) {
+        return PathBuf::from(p);
+    }
+    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../target/debug")
+        .join(name);
+    assert!(
+        path.exists(),
+        "{} is missing: run the tests with `cargo xtask test`",
+        path.display()
+    );
+    path
+}
+
+/// Spawns `cmd` and waits for a stderr line containing `marker`; the rest of
+/// stderr keeps being echoed so failures show the child's logs.
+fn spawn_until(mut cmd: Command, marker: &'static str, what: &str) -> (Child, String) {
+    cmd.stderr(Stdio::piped()).stdout(Stdio::null());
+    let mut child = cmd
+        .spawn()
+        .unwrap_or_else(|e| panic!("cannot start {what}: {e}"));
+    let stderr = child.stderr.take().expect("piped stderr");
+    let (tx, rx) = mpsc::channel();
+    let label = what.to_owned();
+    std::thread::spawn(move || {
+        let mut tx = Some(tx);
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            eprintln!("[{label}] {line}");
+            if line.contains(marker)
+                && let Some(tx) = tx.take()
+            {
+                let _ = tx.send(line);
+            }
+        }
+    });
+    match rx.recv_timeout(PATIENCE) {
+        Ok(line) => (child, line),
+        Err(_) => {
+            let _ = child.kill();
+            panic!("{what} did not print {marker:?} within {PATIENCE:?}");
+        }
+    }
+}
+
+/// A collector with its database in a temporary directory.
+pub struct Collector {
+    child: Child,
+    pub url: String,
+    pub db: PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+impl Collector {
+    #[must_use]
+    pub fn start() -> Self {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let db = dir.path().join("events.db");
+        let mut cmd = Command::new(binary("collector"));
+        cmd.args(["serve", "--listen", "127.0.0.1:0", "--db"]).arg(&db);
+        let (child, line) = spawn_until(cmd, "listening on", "collector");
+        let addr = line
+            .split("listening on ")
+            .nth(1)
+            .and_then(|rest| rest.split([',', ' ']).next())
+            .unwrap_or_else(|| panic!("no address in {line:?}"))
+            .to_owned();
+        Self {
+            child,
+            url: format!("http://{addr}"),
+            db,
+            _dir: dir,
+        }
+    }
+
+    /// Runs `collector ARGS --db DB` and returns its output.
+    #[must_use]
+    pub fn cli(&self, sub: &str, args: &[&str]) -> Output {
+        Command::new(binary("collector"))
+            .arg(sub)
+            .arg("--db")
+            .arg(&self.db)
+            .args(args)
+            .output()
+            .expect("run collector")
+    }
+
+    /// Events matching `collector query` filters, as JSON objects.
+    #[must_use]
+    pub fn query(&self, filters: &[&str]) -> Vec<Value> {
+        let out = self.cli("query", filters);
+        assert!(
+            out.status.success(),
+            "collector query {filters:?} failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("bad JSON {l:?}: {e}")))
+            .collect()
+    }
+
+    /// Polls `query` until `done` accepts what it returns.
+    pub fn wait_for(&self, filters: &[&str], done: impl Fn(&[Value]) -> bool) -> Vec<Value> {
+        let start = Instant::now();
+        loop {
+            let events = self.query(filters);
+            if done(&events) {
+                return events;
+            }
+            assert!(
+                start.elapsed() < PATIENCE,
+                "after {PATIENCE:?}, query {filters:?} still returns {events:#?}"
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+}
+
+impl Drop for Collector {
+    fn drop(&mut self) {
+        stop(&mut self.child);
+    }
+}
+
+fn stop(child: &mut Child) {
+    // SAFETY: kill(2) on our own child's pid.
+    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while Instant::now() < deadline {
+        if let Ok(Some(_)) = child.try_wait() {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+}
+
+/// A sensor shipping to a collector.
+pub struct Sensor {
+    child: Child,
+}
+
+impl Sensor {
+    #[must_use]
+    pub fn start(collector: &Collector, extra: &[&str]) -> Self {
+        let mut cmd = Command::new(binary("sensor"));
+        cmd.args(["run", "--collector", &collector.url, "--health-interval", "1"])
+            .args(extra);
+        let (child, _) = spawn_until(cmd, "sensor: capturing", "sensor");
+        Self { child }
+    }
+
+    /// Stops the sensor as an operator would (SIGTERM) and waits for it.
+    pub fn stop(mut self) {
+        stop(&mut self.child);
+    }
+}
+
+impl Drop for Sensor {
+    fn drop(&mut self) {
+        stop(&mut self.child);
+    }
+}
+
+/// A collector and a sensor feeding it, with the sensor's own procfs events
+/// (processes already running) stored before the test begins.
+pub struct Rig {
+    pub sensor: Sensor,
+    pub collector: Collector,
+}
+
+impl Rig {
+    #[must_use]
+    pub fn start() -> Self {
+        let collector = Collector::start();
+        let sensor = Sensor::start(&collector, &[]);
+        let me = std::process::id().to_string();
+        // This test process was running before the sensor: its procfs record
+        // marks the end of the start-up scan.
+        collector.wait_for(&["--pid", &me, "--kind", "exec"], |e| !e.is_empty());
+        Self { sensor, collector }
+    }
+
+    /// Every event of `pid`, oldest first, once `done` accepts them.
+    pub fn events_of(&self, pid: u32, done: impl Fn(&[Value]) -> bool) -> Vec<Value> {
+        self.collector.wait_for(&["--pid", &pid.to_string()], done)
+    }
+}
+
+/// Field accessors that read like the proto.
+pub trait EventExt {
+    fn kind(&self) -> &'static str;
+    fn process(&self) -> &Value;
+    fn str_at(&self, pointer: &str) -> &str;
+    fn u64_at(&self, pointer: &str) -> u64;
+    fn argv(&self) -> Vec<String>;
+}
+
+impl EventExt for Value {
+    fn kind(&self) -> &'static str {
+        ["exec", "fork", "exit", "health"]
+            .into_iter()
+            .find(|k| self.get(k).is_some())
+            .unwrap_or("unknown")
+    }
+
+    fn process(&self) -> &Value {
+        &self["process"]
+    }
+
+    fn str_at(&self, pointer: &str) -> &str {
+        self.pointer(pointer).and_then(Value::as_str).unwrap_or("")
+    }
+
+    /// Numbers, and 64-bit numbers that proto JSON writes as strings.
+    fn u64_at(&self, pointer: &str) -> u64 {
+        match self.pointer(pointer) {
+            Some(Value::Number(n)) => n.as_u64().unwrap_or(0),
+            Some(Value::String(s)) => s.parse().unwrap_or(0),
+            _ => 0,
+        }
+    }
+
+    fn argv(&self) -> Vec<String> {
+        self.pointer("/process/argv")
+            .and_then(Value::as_array)
+            .map(|a| a.iter().filter_map(|v| v.as_str().map(str::to_owned)).collect())
+            .unwrap_or_default()
+    }
+}
+
+/// The events of one kind.
+#[must_use]
+pub fn of_kind<'a>(events: &'a [Value], kind: &str) -> Vec<&'a Value> {
+    events.iter().filter(|e| e.kind() == kind).collect()
+}

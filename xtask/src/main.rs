@@ -1,1 +1,222 @@
-fn main() {}
+//! `cargo xtask`: everything a new machine needs, then build, run and test.
+//!
+//! `setup` is idempotent and is called by `run` and `test`, so a fresh machine
+//! needs nothing but this repository and a Rust toolchain.
+
+mod setup;
+
+use std::{
+    path::{Path, PathBuf},
+    process::{Child, Command, ExitCode},
+    sync::{
+        Arc,
+        atomic::{AtomicBool, Ordering},
+    },
+    time::Duration,
+};
+
+use anyhow::{Context as _, Result, bail};
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(name = "cargo xtask", about = "Set up, build, run and test the sensor")]
+struct Cli {
+    #[command(subcommand)]
+    command: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Install what building needs: nightly rust-src, bpf-linker, Debian packages.
+    Setup,
+    /// Build the sensor (with its eBPF programs) and the collector.
+    Build {
+        #[arg(long)]
+        release: bool,
+    },
+    /// Run a local collector and a sensor feeding it, until Ctrl-C.
+    Run {
+        /// Address the collector listens on.
+        #[arg(long, default_value = "127.0.0.1:50051")]
+        listen: String,
+        /// The collector's database file.
+        #[arg(long, default_value = "sensor-data/events.db")]
+        db: PathBuf,
+        /// Extra arguments for `sensor run`, after `--`.
+        #[arg(last = true)]
+        sensor_args: Vec<String>,
+    },
+    /// Run every test: unit tests, then the integration tests against the
+    /// real kernel (as root, one at a time).
+    Test {
+        /// Only run tests whose name contains this.
+        filter: Option<String>,
+    },
+    /// Benchmarks (issue 6).
+    Bench,
+}
+
+fn workspace_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .map_or_else(|| PathBuf::from("."), Path::to_path_buf)
+}
+
+/// Runs a command to completion, failing on a non-zero exit.
+pub fn run_cmd(cmd: &mut Command) -> Result<()> {
+    let status = cmd
+        .status()
+        .with_context(|| format!("cannot start {cmd:?}"))?;
+    if !status.success() {
+        bail!("{cmd:?} failed with {status}");
+    }
+    Ok(())
+}
+
+fn cargo() -> Command {
+    let mut cmd = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
+    cmd.current_dir(workspace_root());
+    cmd
+}
+
+fn is_root() -> bool {
+    // /proc/self/status: "Uid: real effective saved fs".
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            let line = s.lines().find(|l| l.starts_with("Uid:"))?;
+            line.split_whitespace().nth(2).map(|euid| euid == "0")
+        })
+        .unwrap_or(false)
+}
+
+fn build(release: bool) -> Result<()> {
+    let mut cmd = cargo();
+    cmd.args(["build", "--package", "sensor-user", "--package", "collector"]);
+    if release {
+        cmd.arg("--release");
+    }
+    run_cmd(&mut cmd)
+}
+
+fn privileged(program: &Path) -> Command {
+    if is_root() {
+        Command::new(program)
+    } else {
+        let mut cmd = Command::new("sudo");
+        cmd.arg("-E").arg(program);
+        cmd
+    }
+}
+
+fn wait_for_stop(children: &mut [(&str, Child)]) -> Result<()> {
+    let stop = Arc::new(AtomicBool::new(false));
+    for signal in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
+        signal_hook::flag::register(signal, stop.clone()).context("installing signal handler")?;
+    }
+    loop {
+        for (name, child) in children.iter_mut() {
+            if let Some(status) = child.try_wait()? {
+                if !stop.load(Ordering::Relaxed) {
+                    eprintln!("xtask: {name} exited with {status}");
+                }
+                stop.store(true, Ordering::Relaxed);
+            }
+        }
+        if stop.load(Ordering::Relaxed) {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    // Stop the sensor first so its last events reach the collector.
+    for (_, child) in children.iter_mut() {
+        // SAFETY: kill(2) on our own child's pid.
+        unsafe { libc::kill(child.id() as i32, libc::SIGINT) };
+        let _ = child.wait();
+    }
+    Ok(())
+}
+
+fn run(listen: &str, db: &Path, sensor_args: &[String]) -> Result<()> {
+    setup::setup()?;
+    build(true)?;
+    let root = workspace_root();
+    let bin = root.join("target/release");
+    let db = if db.is_absolute() {
+        db.to_path_buf()
+    } else {
+        root.join(db)
+    };
+    if let Some(dir) = db.parent() {
+        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    }
+    let collector = Command::new(bin.join("collector"))
+        .args(["serve", "--listen", listen, "--db"])
+        .arg(&db)
+        .spawn()
+        .context("starting the collector")?;
+    let sensor = privileged(&bin.join("sensor"))
+        .args(["run", "--collector", &format!("http://{listen}")])
+        .args(sensor_args)
+        .spawn()
+        .context("starting the sensor")?;
+    eprintln!(
+        "xtask: sensor -> collector {listen} -> {}\n\
+         xtask: search it with e.g. `target/release/collector query --db {} --kind exec --limit 20`\n\
+         xtask: Ctrl-C stops both",
+        db.display(),
+        db.display()
+    );
+    wait_for_stop(&mut [("sensor", sensor), ("collector", collector)])
+}
+
+fn test(filter: Option<&str>) -> Result<()> {
+    setup::setup()?;
+    // Unit tests of every crate but the integration suite, in parallel.
+    let mut unit = cargo();
+    unit.args(["test", "--workspace", "--exclude", "tests"]);
+    if let Some(f) = filter {
+        unit.arg(f);
+    }
+    run_cmd(&mut unit)?;
+    // The integration suite drives the real binaries.
+    build(false)?;
+    let mut integration = cargo();
+    integration.args(["test", "--package", "tests"]);
+    if !is_root() {
+        eprintln!("xtask: integration tests load eBPF programs; running them with sudo");
+        integration.env("CARGO_TARGET_X86_64_UNKNOWN_LINUX_GNU_RUNNER", "sudo -E");
+    }
+    integration.arg("--");
+    if let Some(f) = filter {
+        integration.arg(f);
+    }
+    // One at a time: they share the kernel's tracepoints and the host's processes.
+    integration.arg("--test-threads=1");
+    run_cmd(&mut integration)
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Cmd::Setup => setup::setup(),
+        Cmd::Build { release } => setup::setup().and_then(|()| build(release)),
+        Cmd::Run {
+            listen,
+            db,
+            sensor_args,
+        } => run(&listen, &db, &sensor_args),
+        Cmd::Test { filter } => test(filter.as_deref()),
+        Cmd::Bench => {
+            eprintln!("xtask: benchmarks arrive with issue 6");
+            Ok(())
+        }
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("xtask: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

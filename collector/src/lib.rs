@@ -1,0 +1,34 @@
+//! The collector: receives sensor event streams over gRPC, stores them in
+//! SQLite and answers investigators' queries.
+//!
+//! - [`store`]: the SQLite schema, batch inserts and lookups.
+//! - [`writer`]: the database writer thread the server feeds.
+//! - [`server`]: the gRPC `Collector` service and [`serve`].
+//! - [`query`]: query filters and the SQL they become.
+//! - [`timestamp`]: parsing `--since` / `--until`.
+//! - [`tree`]: the ancestry walk behind `collector tree`.
+//! - [`output`]: what `query` and `tree` print.
+
+pub mod output;
+pub mod query;
+pub mod server;
+pub mod store;
+pub mod timestamp;
+pub mod tree;
+pub mod writer;
+
+pub use query::{EventFilter, Kind};
+pub use server::{ServeConfig, ServeError, ServeSummary, serve};
+pub use store::{Store, StoreError};
+
+/// `error: cause: cause ...` in one line, for logs and gRPC statuses.
+pub(crate) fn error_chain(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
+}

@@ -1,0 +1,293 @@
+//! The gRPC `Collector` service: receive batches, store them, acknowledge.
+
+use std::{future::Future, io, net::SocketAddr, time::Duration};
+
+use sensor_proto::v1::{
+    Ack, EventBatch,
+    collector_server::{Collector, CollectorServer},
+};
+use tokio::{
+    net::TcpListener,
+    sync::{mpsc, watch},
+};
+use tokio_stream::{
+    StreamExt as _,
+    wrappers::{ReceiverStream, TcpListenerStream},
+};
+use tonic::{Code, Request, Response, Status, Streaming, transport::Server};
+
+use crate::{
+    store::{Store, validate_event},
+    writer::{WriteError, Writer, WriterHandle, WriterTotals},
+};
+
+/// Most events one batch may carry.
+pub const DEFAULT_MAX_BATCH_EVENTS: usize = 10_000;
+/// Largest encoded batch message accepted, in bytes.
+pub const DEFAULT_MAX_MESSAGE_BYTES: usize = 16 * 1024 * 1024;
+/// How long, after shutdown is asked for, streams get to finish.
+pub const DEFAULT_SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
+
+/// Acks waiting to be sent on one stream.
+const ACK_QUEUE_DEPTH: usize = 16;
+
+/// Limits and timing of the server.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ServeConfig {
+    /// A batch with more events is refused (RESOURCE_EXHAUSTED).
+    pub max_batch_events: usize,
+    /// A batch message larger than this is refused (RESOURCE_EXHAUSTED).
+    pub max_message_bytes: usize,
+    /// After shutdown is asked for: how long to wait for streams to end
+    /// before closing connections anyway.
+    pub shutdown_grace: Duration,
+}
+
+impl Default for ServeConfig {
+    fn default() -> Self {
+        Self {
+            max_batch_events: DEFAULT_MAX_BATCH_EVENTS,
+            max_message_bytes: DEFAULT_MAX_MESSAGE_BYTES,
+            shutdown_grace: DEFAULT_SHUTDOWN_GRACE,
+        }
+    }
+}
+
+/// Why the server could not run.
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    #[error("cannot start the database writer thread")]
+    Writer(#[source] io::Error),
+    #[error("gRPC server failed")]
+    Transport(#[from] tonic::transport::Error),
+}
+
+/// What a server did, reported when it has shut down.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ServeSummary {
+    pub writer: WriterTotals,
+    /// Streams were still open when the shutdown grace ran out.
+    pub forced: bool,
+}
+
+/// Serves the `Collector` service on `listener`, storing into `store`, until
+/// `shutdown` completes. Then open streams are ended (each after its current
+/// batch is committed and acknowledged), every batch received is committed,
+/// and the database is closed.
+///
+/// # Errors
+/// The writer thread cannot start or the transport fails.
+pub async fn serve<F>(
+    listener: TcpListener,
+    store: Store,
+    config: ServeConfig,
+    shutdown: F,
+) -> Result<ServeSummary, ServeError>
+where
+    F: Future<Output = ()>,
+{
+    let writer = Writer::start(store).map_err(ServeError::Writer)?;
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let service = CollectorService {
+        writer: writer.handle(),
+        config,
+        stop: stop_rx.clone(),
+    };
+    let incoming = TcpListenerStream::new(listener).map(|conn| {
+        conn.inspect(|stream| {
+            // Acks are small and latency matters to the sensor's buffer.
+            let _ = stream.set_nodelay(true);
+        })
+    });
+    let server_stop = {
+        let mut stop = stop_rx;
+        async move {
+            let _ = stop.wait_for(|stopping| *stopping).await;
+        }
+    };
+    let server = Server::builder()
+        .http2_keepalive_interval(Some(Duration::from_secs(30)))
+        .http2_keepalive_timeout(Some(Duration::from_secs(10)))
+        .add_service(
+            CollectorServer::new(service).max_decoding_message_size(config.max_message_bytes),
+        )
+        .serve_with_incoming_shutdown(incoming, server_stop);
+    tokio::pin!(server);
+
+    let mut forced = false;
+    let served = tokio::select! {
+        result = &mut server => result,
+        () = shutdown => {
+            tracing::info!("shutting down: ending streams after their current batch");
+            let _ = stop_tx.send(true);
+            match tokio::time::timeout(config.shutdown_grace, &mut server).await {
+                Ok(result) => result,
+                Err(_) => {
+                    forced = true;
+                    tracing::warn!(grace = ?config.shutdown_grace, "streams did not end in time; closing them");
+                    Ok(())
+                }
+            }
+        }
+    };
+    // Stop the streams in every case, so that none keeps waiting for the
+    // writer, then commit whatever is queued.
+    let _ = stop_tx.send(true);
+    let totals = writer.stop().await;
+    tracing::info!(
+        batches = totals.batches,
+        inserted = totals.inserted,
+        duplicates = totals.duplicates,
+        failed_batches = totals.failed_batches,
+        "database closed"
+    );
+    served?;
+    Ok(ServeSummary {
+        writer: totals,
+        forced,
+    })
+}
+
+/// The `Collector` gRPC service. Each stream is served by its own task that
+/// stores a batch, then acks it, in order.
+#[derive(Debug, Clone)]
+pub struct CollectorService {
+    writer: WriterHandle,
+    config: ServeConfig,
+    stop: watch::Receiver<bool>,
+}
+
+#[tonic::async_trait]
+impl Collector for CollectorService {
+    type StreamStream = ReceiverStream<Result<Ack, Status>>;
+
+    async fn stream(
+        &self,
+        request: Request<Streaming<EventBatch>>,
+    ) -> Result<Response<Self::StreamStream>, Status> {
+        let peer = request.remote_addr();
+        let inbound = request.into_inner();
+        let (acks, ack_rx) = mpsc::channel(ACK_QUEUE_DEPTH);
+        let stream = StreamTask {
+            inbound,
+            acks,
+            writer: self.writer.clone(),
+            config: self.config,
+            stop: self.stop.clone(),
+            peer,
+        };
+        tokio::spawn(stream.run());
+        Ok(Response::new(ReceiverStream::new(ack_rx)))
+    }
+}
+
+struct StreamTask {
+    inbound: Streaming<EventBatch>,
+    acks: mpsc::Sender<Result<Ack, Status>>,
+    writer: WriterHandle,
+    config: ServeConfig,
+    stop: watch::Receiver<bool>,
+    peer: Option<SocketAddr>,
+}
+
+impl StreamTask {
+    async fn run(mut self) {
+        let peer = self
+            .peer
+            .map_or_else(|| "unknown peer".to_owned(), |p| p.to_string());
+        tracing::info!(%peer, "stream opened");
+        let mut last_acked = 0_u64;
+        let end = loop {
+            let received = tokio::select! {
+                biased;
+                _ = self.stop.wait_for(|stopping| *stopping) => {
+                    break Err(Status::unavailable("collector is shutting down; reconnect and resend unacknowledged events"));
+                }
+                () = self.acks.closed() => break Ok(()),
+                received = self.inbound.message() => received,
+            };
+            let batch = match received {
+                Ok(Some(batch)) => batch,
+                Ok(None) => break Ok(()),
+                Err(status) => break Err(inbound_error(&status)),
+            };
+            match self.store(batch).await {
+                Ok(Some(acked_seq)) => last_acked = acked_seq,
+                Ok(None) => {}
+                Err(status) => break Err(status),
+            }
+            if self
+                .acks
+                .send(Ok(Ack {
+                    acked_seq: last_acked,
+                }))
+                .await
+                .is_err()
+            {
+                break Ok(());
+            }
+        };
+        match end {
+            Ok(()) => tracing::info!(%peer, last_acked, "stream closed"),
+            Err(status) => {
+                tracing::warn!(%peer, last_acked, code = ?status.code(), message = status.message(), "stream ended with an error");
+                let _ = self.acks.send(Err(status)).await;
+            }
+        }
+    }
+
+    /// Checks and stores one batch; returns its highest seq (None when empty).
+    async fn store(&self, batch: EventBatch) -> Result<Option<u64>, Status> {
+        let events = batch.events;
+        if events.len() > self.config.max_batch_events {
+            return Err(Status::resource_exhausted(format!(
+                "batch of {} events refused: at most {} events per batch",
+                events.len(),
+                self.config.max_batch_events
+            )));
+        }
+        for event in &events {
+            validate_event(event)
+                .map_err(|e| Status::invalid_argument(format!("batch refused: {e}")))?;
+        }
+        let highest = events.iter().map(|e| e.seq).max();
+        if events.is_empty() {
+            return Ok(None);
+        }
+        let n = events.len();
+        match self.writer.insert(events).await {
+            Ok(outcome) => {
+                tracing::debug!(
+                    events = n,
+                    inserted = outcome.inserted,
+                    duplicates = outcome.duplicates,
+                    acked_seq = highest,
+                    "batch stored"
+                );
+                Ok(highest)
+            }
+            Err(WriteError::Stopped) => Err(Status::unavailable(
+                "collector is shutting down; reconnect and resend unacknowledged events",
+            )),
+            Err(WriteError::Store(e)) => Err(Status::internal(format!(
+                "storing the batch failed: {}",
+                crate::error_chain(&e)
+            ))),
+        }
+    }
+}
+
+/// The status to answer a stream whose next message could not be read.
+/// tonic reports an over-size message as OUT_OF_RANGE; gRPC's own code for
+/// that is RESOURCE_EXHAUSTED.
+fn inbound_error(status: &Status) -> Status {
+    match status.code() {
+        Code::OutOfRange => {
+            Status::resource_exhausted(format!("batch message refused: {}", status.message()))
+        }
+        code => Status::new(
+            code,
+            format!("reading the batch stream failed: {}", status.message()),
+        ),
+    }
+}

@@ -1,0 +1,158 @@
+//! The one thread that writes to the database, fed through a channel so
+//! SQLite never blocks the async runtime.
+
+use std::thread::JoinHandle;
+
+use sensor_proto::v1::Event;
+use tokio::sync::{mpsc, oneshot};
+
+use crate::store::{InsertOutcome, Store, StoreError};
+
+/// Batches waiting for the writer; senders wait when it is full.
+const QUEUE_DEPTH: usize = 64;
+
+/// Why a batch was not stored.
+#[derive(Debug, thiserror::Error)]
+pub enum WriteError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("the database writer has stopped")]
+    Stopped,
+}
+
+/// What the writer did over its life.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct WriterTotals {
+    pub batches: u64,
+    pub failed_batches: u64,
+    pub inserted: u64,
+    pub duplicates: u64,
+}
+
+enum Request {
+    Insert {
+        events: Vec<Event>,
+        reply: oneshot::Sender<Result<InsertOutcome, StoreError>>,
+    },
+    Stop,
+}
+
+/// Sends batches to the writer thread. Cheap to clone.
+#[derive(Debug, Clone)]
+pub struct WriterHandle {
+    tx: mpsc::Sender<Request>,
+}
+
+impl std::fmt::Debug for Request {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Insert { events, .. } => write!(f, "Insert({} events)", events.len()),
+            Self::Stop => f.write_str("Stop"),
+        }
+    }
+}
+
+impl WriterHandle {
+    /// Stores `events` in one transaction and waits until it is committed.
+    ///
+    /// # Errors
+    /// The store refused the batch or the writer has stopped.
+    pub async fn insert(&self, events: Vec<Event>) -> Result<InsertOutcome, WriteError> {
+        let (reply, answer) = oneshot::channel();
+        self.tx
+            .send(Request::Insert { events, reply })
+            .await
+            .map_err(|_| WriteError::Stopped)?;
+        answer
+            .await
+            .map_err(|_| WriteError::Stopped)?
+            .map_err(WriteError::from)
+    }
+}
+
+/// The writer thread; [`Writer::stop`] commits what is queued and ends it.
+#[derive(Debug)]
+pub struct Writer {
+    handle: WriterHandle,
+    thread: JoinHandle<WriterTotals>,
+}
+
+impl Writer {
+    /// Starts the writer thread, which owns `store`.
+    ///
+    /// # Errors
+    /// The thread cannot be spawned.
+    pub fn start(store: Store) -> std::io::Result<Self> {
+        let (tx, rx) = mpsc::channel(QUEUE_DEPTH);
+        let thread = std::thread::Builder::new()
+            .name("collector-writer".into())
+            .spawn(move || run(store, rx))?;
+        Ok(Self {
+            handle: WriterHandle { tx },
+            thread,
+        })
+    }
+
+    /// A handle for sending batches.
+    #[must_use]
+    pub fn handle(&self) -> WriterHandle {
+        self.handle.clone()
+    }
+
+    /// Stores every batch already queued, refuses later ones, closes the
+    /// database and returns the totals once the thread has ended.
+    pub async fn stop(self) -> WriterTotals {
+        // If the thread is gone the send fails; joining still reports it.
+        let _ = self.handle.tx.send(Request::Stop).await;
+        drop(self.handle);
+        let thread = self.thread;
+        match tokio::task::spawn_blocking(move || thread.join()).await {
+            Ok(Ok(totals)) => totals,
+            Ok(Err(_)) | Err(_) => {
+                tracing::error!("the database writer thread panicked");
+                WriterTotals::default()
+            }
+        }
+    }
+}
+
+fn run(mut store: Store, mut rx: mpsc::Receiver<Request>) -> WriterTotals {
+    let mut totals = WriterTotals::default();
+    let mut handle = |request: Request, totals: &mut WriterTotals| -> bool {
+        match request {
+            Request::Insert { events, reply } => {
+                let result = store.insert_batch(&events);
+                match &result {
+                    Ok(outcome) => {
+                        totals.batches += 1;
+                        totals.inserted += outcome.inserted;
+                        totals.duplicates += outcome.duplicates;
+                    }
+                    Err(error) => {
+                        totals.failed_batches += 1;
+                        tracing::error!(
+                            error = crate::error_chain(error),
+                            events = events.len(),
+                            "storing a batch failed"
+                        );
+                    }
+                }
+                // The stream may have gone away; the batch is stored anyway.
+                let _ = reply.send(result);
+                true
+            }
+            Request::Stop => false,
+        }
+    };
+    while let Some(request) = rx.blocking_recv() {
+        if !handle(request, &mut totals) {
+            break;
+        }
+    }
+    // Refuse new batches, but store the ones already queued.
+    rx.close();
+    while let Some(request) = rx.blocking_recv() {
+        handle(request, &mut totals);
+    }
+    totals
+}
