@@ -9,9 +9,7 @@ use aya_ebpf::{
     maps::PerCpuArray,
     programs::RawTracePointContext,
 };
-use sensor_common::{
-    ARGV_BUF, EXEC_FIXED_LEN, ExecEvent, ExitEvent, ForkEvent, exec_flags, kind,
-};
+use sensor_common::{ARGV_BUF, EXEC_FIXED_LEN, ExecEvent, ExitEvent, ForkEvent, exec_flags, kind};
 
 use crate::kernel::{
     EVENTS, config, count_drop, current_task, current_task_info, header, read, walk_path,
@@ -51,7 +49,11 @@ pub fn sched_process_exec(_ctx: RawTracePointContext) -> u32 {
     let len = (len as usize) & (ARGV_BUF - 1);
     // SAFETY: reads user memory of the current task into the scratch buffer.
     let rc = unsafe {
-        probe_read_user_buf(ev.argv.as_mut_ptr().cast(), len as u32, arg_start as *const _)
+        probe_read_user_buf(
+            ev.argv.as_mut_ptr().cast(),
+            len as u32,
+            arg_start as *const _,
+        )
     };
     ev.argv_len = if rc == 0 {
         len as u32
@@ -80,7 +82,11 @@ pub fn sched_process_exec(_ctx: RawTracePointContext) -> u32 {
             truncated: true,
         }
     } else {
-        walk_path(off, exe_file + u64::from(off.file_f_path), ev.exe.as_mut_ptr())
+        walk_path(
+            off,
+            exe_file + u64::from(off.file_f_path),
+            ev.exe.as_mut_ptr(),
+        )
     };
     ev.exe_len = exe.len;
     if exe.truncated {

@@ -126,7 +126,11 @@ impl Btf {
                             name: u32_at(data, at)?,
                             type_id: u32_at(data, at + 4)?,
                             // With kind_flag the top 8 bits are a bitfield size.
-                            bit_offset: if kind_flag { offset & 0x00ff_ffff } else { offset },
+                            bit_offset: if kind_flag {
+                                offset & 0x00ff_ffff
+                            } else {
+                                offset
+                            },
                         });
                         at += 12;
                     }
@@ -202,7 +206,9 @@ impl Btf {
 
     /// Byte offset of `path` (e.g. `["d_name", "name"]`) inside `struct`.
     pub fn offset(&self, strukt: &str, path: &[&str]) -> Option<u32> {
-        let mut t = self.types.get(*self.structs_by_name.get(strukt)? as usize)?;
+        let mut t = self
+            .types
+            .get(*self.structs_by_name.get(strukt)? as usize)?;
         let mut bits = 0;
         for (i, field) in path.iter().enumerate() {
             let (off, ty) = self.member(t, field)?;
@@ -289,7 +295,13 @@ mod tests {
         let mut blob = Vec::new();
         blob.extend_from_slice(&BTF_MAGIC.to_le_bytes());
         blob.extend_from_slice(&[1, 0]);
-        for w in [24u32, 0, types.len() as u32, types.len() as u32, strings.len() as u32] {
+        for w in [
+            24u32,
+            0,
+            types.len() as u32,
+            types.len() as u32,
+            strings.len() as u32,
+        ] {
             blob.extend_from_slice(&w.to_le_bytes());
         }
         blob.extend_from_slice(&types);

@@ -174,9 +174,13 @@ impl Config {
             return invalid("collector.batch_size", "must be between 1 and 10000");
         }
         if self.collector.buffer_events < self.collector.batch_size {
-            return invalid("collector.buffer_events", "must be at least collector.batch_size");
+            return invalid(
+                "collector.buffer_events",
+                "must be at least collector.batch_size",
+            );
         }
-        if !(self.collector.url.starts_with("http://") || self.collector.url.starts_with("https://"))
+        if !(self.collector.url.starts_with("http://")
+            || self.collector.url.starts_with("https://"))
         {
             return invalid("collector.url", "must start with http:// or https://");
         }
@@ -214,7 +218,10 @@ mod tests {
     #[test]
     fn bad_values_name_the_key() {
         let err = Config::parse("[capture]\nring_buffer_bytes = 1000\n").unwrap_err();
-        assert!(err.to_string().contains("capture.ring_buffer_bytes"), "{err}");
+        assert!(
+            err.to_string().contains("capture.ring_buffer_bytes"),
+            "{err}"
+        );
         let err = Config::parse("[collector]\nurl = \"ftp://x\"\n").unwrap_err();
         assert!(err.to_string().contains("collector.url"), "{err}");
     }

@@ -127,10 +127,7 @@ impl From<&TaskInfo> for Task {
 /// No components means the root.
 #[must_use]
 pub fn path_from_components(area: &[u8]) -> Vec<u8> {
-    let mut parts: Vec<&[u8]> = area
-        .split(|&b| b == 0)
-        .filter(|c| !c.is_empty())
-        .collect();
+    let mut parts: Vec<&[u8]> = area.split(|&b| b == 0).filter(|c| !c.is_empty()).collect();
     parts.reverse();
     if parts.is_empty() {
         return b"/".to_vec();
@@ -267,8 +264,7 @@ mod tests {
 
     fn as_bytes<T: Copy>(v: &T) -> Vec<u8> {
         // SAFETY: ABI types are plain integers with explicit padding.
-        unsafe { std::slice::from_raw_parts((v as *const T).cast::<u8>(), size_of::<T>()) }
-            .to_vec()
+        unsafe { std::slice::from_raw_parts((v as *const T).cast::<u8>(), size_of::<T>()) }.to_vec()
     }
 
     fn task(tgid: u32) -> TaskInfo {
@@ -314,11 +310,19 @@ mod tests {
 
     #[test]
     fn an_exec_record_becomes_argv_and_absolute_paths() {
-        let bytes = exec_record(b"/bin/echo\0hello\0world\0", b"echo\0bin\0usr\0", b"tmp\0", 0);
+        let bytes = exec_record(
+            b"/bin/echo\0hello\0world\0",
+            b"echo\0bin\0usr\0",
+            b"tmp\0",
+            0,
+        );
         let Record::Exec(exec) = decode(&bytes).unwrap() else {
             panic!("not an exec")
         };
-        assert_eq!(exec.argv, vec![b"/bin/echo".to_vec(), b"hello".to_vec(), b"world".to_vec()]);
+        assert_eq!(
+            exec.argv,
+            vec![b"/bin/echo".to_vec(), b"hello".to_vec(), b"world".to_vec()]
+        );
         assert_eq!(exec.argc, Some(3));
         assert_eq!(exec.exe.as_deref(), Some(&b"/usr/bin/echo"[..]));
         assert_eq!(exec.cwd.as_deref(), Some(&b"/tmp"[..]));
@@ -334,9 +338,16 @@ mod tests {
         let Record::Exec(exec) = decode(&bytes).unwrap() else {
             panic!("not an exec")
         };
-        assert_eq!(exec.argv, vec![b"a".to_vec(), b"bb".to_vec(), b"cc".to_vec()]);
+        assert_eq!(
+            exec.argv,
+            vec![b"a".to_vec(), b"bb".to_vec(), b"cc".to_vec()]
+        );
         assert!(exec.argv_truncated);
-        assert_eq!(exec.cwd.as_deref(), Some(&b"/"[..]), "no components is the root");
+        assert_eq!(
+            exec.cwd.as_deref(),
+            Some(&b"/"[..]),
+            "no components is the root"
+        );
     }
 
     #[test]
@@ -370,16 +381,25 @@ mod tests {
         // argv_len larger than what arrived.
         let at = offset_of!(ExecEvent, argv_len);
         bytes[at..at + 4].copy_from_slice(&100u32.to_le_bytes());
-        assert!(matches!(decode(&bytes), Err(DecodeError::BadLength { field: "argv", .. })));
+        assert!(matches!(
+            decode(&bytes),
+            Err(DecodeError::BadLength { field: "argv", .. })
+        ));
 
         let mut bytes = exec_record(b"a\0", b"x\0", b"", 0);
         let at = offset_of!(ExecEvent, exe_len);
         bytes[at..at + 4].copy_from_slice(&(PATH_BUF as u32 + 1).to_le_bytes());
-        assert!(matches!(decode(&bytes), Err(DecodeError::BadLength { field: "exe", .. })));
+        assert!(matches!(
+            decode(&bytes),
+            Err(DecodeError::BadLength { field: "exe", .. })
+        ));
 
         let mut bytes = exec_record(b"a\0", b"x\0", b"", 0);
         bytes[4..8].copy_from_slice(&u32::MAX.to_le_bytes());
-        assert!(matches!(decode(&bytes), Err(DecodeError::BadSize { kind: "exec", .. })));
+        assert!(matches!(
+            decode(&bytes),
+            Err(DecodeError::BadSize { kind: "exec", .. })
+        ));
 
         let bytes = exec_record(b"a\0", b"x\0", b"", 0);
         assert!(matches!(
@@ -405,7 +425,10 @@ mod tests {
         let Record::Fork(f) = decode(&bytes).unwrap() else {
             panic!("not a fork")
         };
-        assert_eq!((f.task.tgid, f.child_tgid, f.child_start_boottime_ns), (10, 11, 123));
+        assert_eq!(
+            (f.task.tgid, f.child_tgid, f.child_start_boottime_ns),
+            (10, 11, 123)
+        );
         assert!(matches!(
             decode(&bytes[..bytes.len() - 1]),
             Err(DecodeError::Truncated { kind: "fork", .. })
@@ -427,7 +450,10 @@ mod tests {
         assert_eq!(e.status, 9);
         let mut bad = as_bytes(&exit);
         bad[4..8].copy_from_slice(&1u32.to_le_bytes());
-        assert!(matches!(decode(&bad), Err(DecodeError::BadSize { kind: "exit", .. })));
+        assert!(matches!(
+            decode(&bad),
+            Err(DecodeError::BadSize { kind: "exit", .. })
+        ));
     }
 
     #[test]

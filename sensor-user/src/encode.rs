@@ -44,6 +44,13 @@ mod tests {
         let a = enc.encode(Event::default());
         let b = enc.encode(Event::default());
         assert_eq!((a.seq, b.seq), (100, 101));
-        assert_eq!((a.sensor_id.as_str(), a.host_id.as_str(), a.host_name.as_str()), ("s", "h", "n"));
+        assert_eq!(
+            (
+                a.sensor_id.as_str(),
+                a.host_id.as_str(),
+                a.host_name.as_str()
+            ),
+            ("s", "h", "n")
+        );
     }
 }

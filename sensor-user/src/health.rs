@@ -7,7 +7,12 @@ use crate::stats::Stats;
 
 /// A health event from the current counters.
 #[must_use]
-pub fn health_event(stats: &Stats, hooks: &[String], time: sensor_proto::Timestamp, boot_ns: u64) -> Event {
+pub fn health_event(
+    stats: &Stats,
+    hooks: &[String],
+    time: sensor_proto::Timestamp,
+    boot_ns: u64,
+) -> Event {
     let snapshot = stats.snapshot();
     let dropped_total = snapshot
         .iter()
@@ -46,10 +51,21 @@ mod tests {
         Stats::add(&stats.capture_dropped, 3);
         Stats::add(&stats.ship_dropped, 5);
         Stats::add(&stats.captured, 100);
-        let ev = health_event(&stats, &["raw_tp/x".into()], sensor_proto::Timestamp::default(), 1);
-        let Some(Body::Health(h)) = ev.body else { panic!("not health") };
+        let ev = health_event(
+            &stats,
+            &["raw_tp/x".into()],
+            sensor_proto::Timestamp::default(),
+            1,
+        );
+        let Some(Body::Health(h)) = ev.body else {
+            panic!("not health")
+        };
         assert_eq!(h.dropped_total, 10);
-        assert!(h.counters.iter().any(|c| c.stage == "capture" && c.name == "records" && c.value == 100));
+        assert!(
+            h.counters
+                .iter()
+                .any(|c| c.stage == "capture" && c.name == "records" && c.value == 100)
+        );
         assert_eq!(h.hooks, vec!["raw_tp/x".to_owned()]);
     }
 }

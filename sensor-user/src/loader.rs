@@ -133,15 +133,18 @@ pub fn load(ring_bytes: u32, btf_path: &Path) -> Result<Loaded, LoadError> {
         .map_max_entries(maps::EVENTS, ring_bytes)
         .load(OBJECT)
         .map_err(|e| LoadError::Object(Box::new(e)))?;
-    let map_err = |name| move |e| LoadError::Map {
-        name,
-        source: Box::new(e),
+    let map_err = |name| {
+        move |e| LoadError::Map {
+            name,
+            source: Box::new(e),
+        }
     };
     {
         let map = ebpf
             .map_mut(maps::CONFIG)
             .ok_or(LoadError::MissingMap(maps::CONFIG))?;
-        let mut cfg: Array<_, KernelConfig> = Array::try_from(map).map_err(map_err(maps::CONFIG))?;
+        let mut cfg: Array<_, KernelConfig> =
+            Array::try_from(map).map_err(map_err(maps::CONFIG))?;
         cfg.set(0, config, 0).map_err(map_err(maps::CONFIG))?;
     }
     let mut hooks = Vec::new();
@@ -162,8 +165,10 @@ pub fn load(ring_bytes: u32, btf_path: &Path) -> Result<Loaded, LoadError> {
         prog.attach(tracepoint).map_err(prog_err)?;
         hooks.push(format!("raw_tp/{tracepoint}"));
     }
-    let events = RingBuf::try_from(take_map(&mut ebpf, maps::EVENTS)?).map_err(map_err(maps::EVENTS))?;
-    let drops = PerCpuArray::try_from(take_map(&mut ebpf, maps::DROPS)?).map_err(map_err(maps::DROPS))?;
+    let events =
+        RingBuf::try_from(take_map(&mut ebpf, maps::EVENTS)?).map_err(map_err(maps::EVENTS))?;
+    let drops =
+        PerCpuArray::try_from(take_map(&mut ebpf, maps::DROPS)?).map_err(map_err(maps::DROPS))?;
     Ok(Loaded {
         ebpf,
         events,

@@ -14,7 +14,11 @@ use sensor_user::{
 };
 
 #[derive(Parser)]
-#[command(name = "sensor", version, about = "Host security sensor: records process activity and ships it to a collector")]
+#[command(
+    name = "sensor",
+    version,
+    about = "Host security sensor: records process activity and ships it to a collector"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -84,8 +88,7 @@ fn settings(args: RunArgs) -> Result<Settings, ConfigError> {
 fn main() -> ExitCode {
     tracing_subscriber::fmt()
         .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| "info".into()),
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
         )
         .with_writer(std::io::stderr)
         .init();
@@ -110,7 +113,10 @@ fn main() -> ExitCode {
         Err(e) => {
             eprintln!("sensor: {e:#}");
             let usage = e.downcast_ref::<LoadError>().is_some_and(|l| {
-                matches!(l, LoadError::NotPrivileged | LoadError::Stub | LoadError::Btf(_))
+                matches!(
+                    l,
+                    LoadError::NotPrivileged | LoadError::Stub | LoadError::Btf(_)
+                )
             });
             ExitCode::from(if usage { 2 } else { 1 })
         }

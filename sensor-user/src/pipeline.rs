@@ -75,33 +75,50 @@ fn enrich_stage(mut enricher: Enricher, input: &Receiver<Record>, out: &Sender<E
     }
 }
 
-fn encode_stage(mut encoder: Encoder, input: &Receiver<Event>, out: &mpsc::Sender<Event>, stats: &Stats) {
+/// Encodes until every upstream stage is done, then adds the last health
+/// report, so its counters cover every event before it.
+fn encode_stage(
+    mut encoder: Encoder,
+    input: &Receiver<Event>,
+    out: &mpsc::Sender<Event>,
+    stats: &Stats,
+    last_report: impl FnOnce() -> Event,
+) {
     for event in input {
         Stats::inc(&stats.encoded);
         if out.blocking_send(encoder.encode(event)).is_err() {
             return;
         }
     }
+    let _ = out.blocking_send(encoder.encode(last_report()));
 }
 
-/// Sends a health event every `interval` until `stop`, then a last one.
+/// Health reports from the counters, the kernel's drop map read first.
+struct Reporter {
+    drops: aya::maps::PerCpuArray<aya::maps::MapData, u64>,
+    hooks: Vec<String>,
+    host: HostInfo,
+    stats: Arc<Stats>,
+}
+
+impl Reporter {
+    fn report(&self) -> Event {
+        self.stats
+            .kernel_dropped
+            .store(loader::kernel_drops(&self.drops), Ordering::Relaxed);
+        let now = boottime_ns();
+        let time = sensor_proto::timestamp_from_unix_ns(self.host.unix_ns(now));
+        health_event(&self.stats, &self.hooks, time, now)
+    }
+}
+
+/// Sends a health report every `interval` until `stop`.
 fn health_stage(
-    loaded_drops: &aya::maps::PerCpuArray<aya::maps::MapData, u64>,
-    hooks: &[String],
-    host: &HostInfo,
+    reporter: &Reporter,
     interval: Option<Duration>,
-    stats: &Stats,
     out: &Sender<Event>,
     stop: &AtomicBool,
 ) {
-    let report = || {
-        stats
-            .kernel_dropped
-            .store(loader::kernel_drops(loaded_drops), Ordering::Relaxed);
-        let now = boottime_ns();
-        let time = sensor_proto::timestamp_from_unix_ns(host.unix_ns(now));
-        out.send(health_event(stats, hooks, time, now)).is_ok()
-    };
     let mut last = std::time::Instant::now();
     while !stop.load(Ordering::Relaxed) {
         std::thread::sleep(Duration::from_millis(50));
@@ -109,14 +126,11 @@ fn health_stage(
             && last.elapsed() >= every
         {
             last = std::time::Instant::now();
-            if !report() {
+            if out.send(reporter.report()).is_err() {
                 return;
             }
         }
     }
-    // Let capture drain the ring first so the last report has final counts.
-    std::thread::sleep(Duration::from_millis(200));
-    report();
 }
 
 /// Everything `sensor run` needs.
@@ -143,8 +157,10 @@ pub fn run(settings: Settings, stop: Arc<AtomicBool>) -> Result<()> {
     let (ev_tx, ev_rx) = bounded::<Event>(cap);
     let (ship_tx, ship_rx) = mpsc::channel::<Event>(cap);
 
-    let mut threads = vec![capture::spawn(events, raw_tx, stats.clone(), stop.clone())
-        .context("spawning the capture thread")?];
+    let mut threads = vec![
+        capture::spawn(events, raw_tx, stats.clone(), stop.clone())
+            .context("spawning the capture thread")?,
+    ];
     let s = stats.clone();
     threads.push(spawn("decode", move || decode_stage(&raw_rx, &rec_tx, &s))?);
     let enricher = Enricher::new(
@@ -157,7 +173,9 @@ pub fn run(settings: Settings, stop: Arc<AtomicBool>) -> Result<()> {
         stats.clone(),
     );
     let out = ev_tx.clone();
-    threads.push(spawn("enrich", move || enrich_stage(enricher, &rec_rx, &out))?);
+    threads.push(spawn("enrich", move || {
+        enrich_stage(enricher, &rec_rx, &out)
+    })?);
     let sensor_id = if cfg.sensor_id.is_empty() {
         host.host_id.clone()
     } else {
@@ -170,12 +188,21 @@ pub fn run(settings: Settings, stop: Arc<AtomicBool>) -> Result<()> {
     };
     let first_seq = host.unix_ns(boottime_ns());
     let encoder = Encoder::new(sensor_id, host.host_id.clone(), host_name, first_seq);
-    let s = stats.clone();
-    threads.push(spawn("encode", move || encode_stage(encoder, &ev_rx, &ship_tx, &s))?);
-    let interval = (cfg.health.interval_secs > 0).then(|| Duration::from_secs(cfg.health.interval_secs));
-    let (s, st, h, hk) = (stats.clone(), stop.clone(), host.clone(), hooks.clone());
+    let reporter = Arc::new(Reporter {
+        drops,
+        hooks: hooks.clone(),
+        host: host.clone(),
+        stats: stats.clone(),
+    });
+    let (s, r) = (stats.clone(), reporter.clone());
+    threads.push(spawn("encode", move || {
+        encode_stage(encoder, &ev_rx, &ship_tx, &s, || r.report());
+    })?);
+    let interval =
+        (cfg.health.interval_secs > 0).then(|| Duration::from_secs(cfg.health.interval_secs));
+    let st = stop.clone();
     threads.push(spawn("health", move || {
-        health_stage(&drops, &hk, &h, interval, &s, &ev_tx, &st);
+        health_stage(&reporter, interval, &ev_tx, &st)
     })?);
 
     eprintln!("sensor: capturing, hooks {}", hooks.join(", "));
@@ -201,8 +228,13 @@ pub fn run(settings: Settings, stop: Arc<AtomicBool>) -> Result<()> {
                 while !stop_flag.load(Ordering::Relaxed) {
                     tokio::time::sleep(Duration::from_millis(100)).await;
                 }
-                if tokio::time::timeout(Duration::from_secs(10), ship).await.is_err() {
-                    tracing::warn!("collector did not acknowledge everything within 10 s of shutdown");
+                if tokio::time::timeout(Duration::from_secs(10), ship)
+                    .await
+                    .is_err()
+                {
+                    tracing::warn!(
+                        "collector did not acknowledge everything within 10 s of shutdown"
+                    );
                 }
             }
         }

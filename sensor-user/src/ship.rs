@@ -60,7 +60,11 @@ impl Unacked {
 
     fn next_batch(&mut self, max: usize) -> EventBatch {
         let n = self.unsent().min(max);
-        let events = self.events.range(self.sent..self.sent + n).cloned().collect();
+        let events = self
+            .events
+            .range(self.sent..self.sent + n)
+            .cloned()
+            .collect();
         self.sent += n;
         EventBatch { events }
     }
@@ -173,7 +177,8 @@ impl Shipper {
             }
             let unsent = self.unacked.unsent();
             let ready = unsent >= self.cfg.batch_size
-                || (unsent > 0 && (!self.input_open || last_send.elapsed() >= self.cfg.batch_timeout));
+                || (unsent > 0
+                    && (!self.input_open || last_send.elapsed() >= self.cfg.batch_timeout));
             tokio::select! {
                 e = self.input.recv(), if self.input_open && unsent < self.cfg.batch_size => self.take(e),
                 ack = acks.message() => match ack {
@@ -240,7 +245,12 @@ mod tests {
         }
         let seqs: Vec<u64> = u.events.iter().map(|e| e.seq).collect();
         assert_eq!(seqs, vec![3, 4, 5]);
-        assert_eq!(stats.ship_dropped.load(std::sync::atomic::Ordering::Relaxed), 2);
+        assert_eq!(
+            stats
+                .ship_dropped
+                .load(std::sync::atomic::Ordering::Relaxed),
+            2
+        );
     }
 
     #[test]

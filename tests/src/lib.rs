@@ -73,12 +73,18 @@ pub struct Collector {
 }
 
 impl Collector {
+    /// A collector on a free loopback port.
     #[must_use]
     pub fn start() -> Self {
+        Self::start_on("127.0.0.1:0")
+    }
+
+    #[must_use]
+    pub fn start_on(listen: &str) -> Self {
         let dir = tempfile::tempdir().expect("tempdir");
         let db = dir.path().join("events.db");
         let mut cmd = Command::new(binary("collector"));
-        cmd.args(["serve", "--listen", "127.0.0.1:0", "--db"]).arg(&db);
+        cmd.args(["serve", "--listen", listen, "--db"]).arg(&db);
         let (child, line) = spawn_until(cmd, "listening on", "collector");
         let addr = line
             .split("listening on ")
@@ -167,8 +173,20 @@ impl Sensor {
     #[must_use]
     pub fn start(collector: &Collector, extra: &[&str]) -> Self {
         let mut cmd = Command::new(binary("sensor"));
-        cmd.args(["run", "--collector", &collector.url, "--health-interval", "1"])
-            .args(extra);
+        cmd.args([
+            "run",
+            "--collector",
+            &collector.url,
+            "--health-interval",
+            "1",
+        ])
+        .args(extra);
+        Self::spawn(cmd)
+    }
+
+    /// Runs a prepared `sensor run` command until its programs are attached.
+    #[must_use]
+    pub fn spawn(cmd: Command) -> Self {
         let (child, _) = spawn_until(cmd, "sensor: capturing", "sensor");
         Self { child }
     }
@@ -247,7 +265,11 @@ impl EventExt for Value {
     fn argv(&self) -> Vec<String> {
         self.pointer("/process/argv")
             .and_then(Value::as_array)
-            .map(|a| a.iter().filter_map(|v| v.as_str().map(str::to_owned)).collect())
+            .map(|a| {
+                a.iter()
+                    .filter_map(|v| v.as_str().map(str::to_owned))
+                    .collect()
+            })
             .unwrap_or_default()
     }
 }

@@ -30,9 +30,12 @@ fn a_shell_runs_echo_both_execs_arrive_and_echos_parent_is_the_shell() {
     assert!(sh.status.success());
     let sh_pid = {
         // The shell's pid is its exec's: find the exec with exactly our argv.
-        let execs = rig.collector.wait_for(&["--kind", "exec", "--exe", "/usr/bin/dash"], |e| {
-            e.iter().any(|x| x.argv() == ["/bin/sh", "-c", "/bin/echo hello world"])
-        });
+        let execs = rig
+            .collector
+            .wait_for(&["--kind", "exec", "--exe", "/usr/bin/dash"], |e| {
+                e.iter()
+                    .any(|x| x.argv() == ["/bin/sh", "-c", "/bin/echo hello world"])
+            });
         let mine = execs
             .iter()
             .find(|x| x.argv() == ["/bin/sh", "-c", "/bin/echo hello world"])
@@ -40,13 +43,17 @@ fn a_shell_runs_echo_both_execs_arrive_and_echos_parent_is_the_shell() {
         u32::try_from(mine.u64_at("/process/pid")).unwrap()
     };
     let (sh_exec, sh_exit) = exec_and_exit(&rig, sh_pid);
-    assert_eq!(sh_exec.u64_at("/process/ppid"), u64::from(std::process::id()));
+    assert_eq!(
+        sh_exec.u64_at("/process/ppid"),
+        u64::from(std::process::id())
+    );
     assert_eq!(sh_exec.u64_at("/exec/argc"), 3);
 
     let echo_exec = rig
         .collector
         .wait_for(&["--kind", "exec", "--exe", "/usr/bin/echo"], |e| {
-            e.iter().any(|x| x.u64_at("/process/ppid") == u64::from(sh_pid))
+            e.iter()
+                .any(|x| x.u64_at("/process/ppid") == u64::from(sh_pid))
         })
         .into_iter()
         .find(|x| x.u64_at("/process/ppid") == u64::from(sh_pid))
@@ -59,7 +66,10 @@ fn a_shell_runs_echo_both_execs_arrive_and_echos_parent_is_the_shell() {
         sh_exec.str_at("/process/exec_id"),
         "echo's parent is the shell's image"
     );
-    assert_eq!(echo_exec.str_at("/process/cwd"), sh_exec.str_at("/process/cwd"));
+    assert_eq!(
+        echo_exec.str_at("/process/cwd"),
+        sh_exec.str_at("/process/cwd")
+    );
 
     let echo_pid = u32::try_from(echo_exec.u64_at("/process/pid")).unwrap();
     let (_, echo_exit) = exec_and_exit(&rig, echo_pid);
@@ -77,13 +87,23 @@ fn a_shell_runs_echo_both_execs_arrive_and_echos_parent_is_the_shell() {
     let tree = rig
         .collector
         .cli("tree", &[echo_exec.str_at("/process/exec_id")]);
-    assert!(tree.status.success(), "{}", String::from_utf8_lossy(&tree.stderr));
+    assert!(
+        tree.status.success(),
+        "{}",
+        String::from_utf8_lossy(&tree.stderr)
+    );
     let text = String::from_utf8_lossy(&tree.stdout);
     let lines: Vec<&str> = text.lines().collect();
     assert!(lines.len() >= 4, "tree too short:\n{text}");
     assert!(lines[0].contains("pid=1 "), "root is init:\n{text}");
-    assert!(lines[lines.len() - 1].contains("/bin/echo hello world"), "{text}");
-    assert!(lines[lines.len() - 2].contains(&format!("pid={sh_pid} ")), "{text}");
+    assert!(
+        lines[lines.len() - 1].contains("/bin/echo hello world"),
+        "{text}"
+    );
+    assert!(
+        lines[lines.len() - 2].contains(&format!("pid={sh_pid} ")),
+        "{text}"
+    );
     assert!(
         lines[lines.len() - 3].contains(&format!("pid={} ", std::process::id())),
         "{text}"
@@ -93,7 +113,10 @@ fn a_shell_runs_echo_both_execs_arrive_and_echos_parent_is_the_shell() {
 #[test]
 fn an_exit_code_is_reported_exactly() {
     let rig = Rig::start();
-    let child = Command::new("/bin/sh").args(["-c", "exit 7"]).spawn().unwrap();
+    let child = Command::new("/bin/sh")
+        .args(["-c", "exit 7"])
+        .spawn()
+        .unwrap();
     let pid = child.id();
     let status = child.wait_with_output().unwrap().status;
     assert_eq!(status.code(), Some(7));
@@ -111,17 +134,27 @@ fn three_hundred_arguments_are_truncated_with_the_flag_and_the_true_count() {
     child.wait_with_output().unwrap();
     let (exec, _) = exec_and_exit(&rig, pid);
     assert_eq!(exec["exec"]["argv_truncated"], true);
-    assert_eq!(exec.u64_at("/exec/argc"), 301, "the true count, argv[0] included");
+    assert_eq!(
+        exec.u64_at("/exec/argc"),
+        301,
+        "the true count, argv[0] included"
+    );
     let argv = exec.argv();
     assert!(argv.len() < 301, "argv was cut: {} kept", argv.len());
     assert_eq!(argv[0], "/bin/true");
-    assert_eq!(&argv[1..], &args[..argv.len() - 1], "the kept arguments are exact");
+    assert_eq!(
+        &argv[1..],
+        &args[..argv.len() - 1],
+        "the kept arguments are exact"
+    );
 }
 
 #[test]
 fn arguments_longer_than_the_kernel_buffer_are_cut_and_flagged() {
     let rig = Rig::start();
-    let args: Vec<String> = (0..40).map(|i| format!("{i:02}{}", "x".repeat(198))).collect();
+    let args: Vec<String> = (0..40)
+        .map(|i| format!("{i:02}{}", "x".repeat(198)))
+        .collect();
     let child = Command::new("/bin/true").args(&args).spawn().unwrap();
     let pid = child.id();
     child.wait_with_output().unwrap();
@@ -140,7 +173,11 @@ fn arguments_longer_than_the_kernel_buffer_are_cut_and_flagged() {
 fn a_non_utf8_argument_survives_byte_for_byte() {
     let rig = Rig::start();
     let raw = OsStr::from_bytes(b"caf\xe9");
-    let child = Command::new("/bin/true").arg(raw).arg("plain").spawn().unwrap();
+    let child = Command::new("/bin/true")
+        .arg(raw)
+        .arg("plain")
+        .spawn()
+        .unwrap();
     let pid = child.id();
     child.wait_with_output().unwrap();
     let (exec, _) = exec_and_exit(&rig, pid);
@@ -167,7 +204,10 @@ fn a_fork_without_exec_is_seen_with_its_own_id() {
     let events = rig.events_of(pid, |e| {
         !of_kind(e, "fork").is_empty() && !of_kind(e, "exit").is_empty()
     });
-    assert!(of_kind(&events, "exec").is_empty(), "the child never exec'd");
+    assert!(
+        of_kind(&events, "exec").is_empty(),
+        "the child never exec'd"
+    );
     let fork = of_kind(&events, "fork")[0];
     let exit = of_kind(&events, "exit")[0];
     assert_eq!(fork.u64_at("/process/ppid"), u64::from(std::process::id()));
@@ -178,8 +218,14 @@ fn a_fork_without_exec_is_seen_with_its_own_id() {
         fork.str_at("/process/parent_exec_id"),
         me[0].str_at("/process/exec_id")
     );
-    assert_ne!(fork.str_at("/process/exec_id"), me[0].str_at("/process/exec_id"));
-    assert_eq!(fork.str_at("/process/exec_id"), exit.str_at("/process/exec_id"));
+    assert_ne!(
+        fork.str_at("/process/exec_id"),
+        me[0].str_at("/process/exec_id")
+    );
+    assert_eq!(
+        fork.str_at("/process/exec_id"),
+        exit.str_at("/process/exec_id")
+    );
     assert_eq!(exit["exit"]["exit_code"], 42);
 }
 
@@ -231,7 +277,9 @@ fn health_events_carry_every_stage_counter() {
         ("ship", "buffer_full_dropped"),
     ] {
         assert!(
-            counters.iter().any(|c| c["stage"] == stage && c["name"] == name),
+            counters
+                .iter()
+                .any(|c| c["stage"] == stage && c["name"] == name),
             "no {stage}/{name} in {counters:?}"
         );
     }

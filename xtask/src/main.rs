@@ -92,7 +92,13 @@ fn is_root() -> bool {
 
 fn build(release: bool) -> Result<()> {
     let mut cmd = cargo();
-    cmd.args(["build", "--package", "sensor-user", "--package", "collector"]);
+    cmd.args([
+        "build",
+        "--package",
+        "sensor-user",
+        "--package",
+        "collector",
+    ]);
     if release {
         cmd.arg("--release");
     }

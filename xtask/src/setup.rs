@@ -87,7 +87,8 @@ fn ensure_rust_src(sysroot: &Path) -> Result<()> {
 
 /// The nightly's `libLLVM.so.*` and its LLVM major version.
 fn nightly_llvm(sysroot: &Path) -> Result<(PathBuf, String)> {
-    let vv = output(Command::new("rustc").args(["+nightly", "-vV"])).context("rustc +nightly -vV")?;
+    let vv =
+        output(Command::new("rustc").args(["+nightly", "-vV"])).context("rustc +nightly -vV")?;
     let major = vv
         .lines()
         .find_map(|l| l.strip_prefix("LLVM version: "))
@@ -124,11 +125,25 @@ fn ensure_bpf_linker(sysroot: &Path) -> Result<()> {
     let _ = std::fs::remove_file(&link);
     std::os::unix::fs::symlink(&lib, &link)
         .with_context(|| format!("linking {} -> {}", link.display(), lib.display()))?;
-    eprintln!("xtask: building bpf-linker {BPF_LINKER_VERSION} against {}", lib.display());
+    eprintln!(
+        "xtask: building bpf-linker {BPF_LINKER_VERSION} against {}",
+        lib.display()
+    );
     run_cmd(
         Command::new("cargo")
-            .args(["install", "bpf-linker", "--locked", "--force", "--version", BPF_LINKER_VERSION])
-            .args(["--no-default-features", "--features", &format!("llvm-{major}")])
+            .args([
+                "install",
+                "bpf-linker",
+                "--locked",
+                "--force",
+                "--version",
+                BPF_LINKER_VERSION,
+            ])
+            .args([
+                "--no-default-features",
+                "--features",
+                &format!("llvm-{major}"),
+            ])
             .env("LLVM_PREFIX", &prefix),
     )?;
     std::fs::write(&stamp, wanted).context("writing the bpf-linker stamp")?;

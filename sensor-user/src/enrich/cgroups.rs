@@ -67,7 +67,9 @@ impl Cgroups {
     /// The cgroup path (relative to the cgroup2 root) of `id`, or empty.
     pub fn path(&mut self, id: u64) -> String {
         if !self.paths.contains_key(&id)
-            && self.last_scan.is_none_or(|t| t.elapsed() >= self.min_rescan)
+            && self
+                .last_scan
+                .is_none_or(|t| t.elapsed() >= self.min_rescan)
         {
             self.scan();
         }
@@ -94,10 +96,22 @@ mod tests {
     #[test]
     fn container_ids_are_found_in_runtime_scopes() {
         let id = "a".repeat(64);
-        assert_eq!(container_id(&format!("/system.slice/docker-{id}.scope")), Some(id.clone()));
-        assert_eq!(container_id(&format!("/kubepods/burstable/pod1/{id}")), Some(id.clone()));
-        assert_eq!(container_id(&format!("/kubepods.slice/cri-containerd-{id}.scope")), Some(id));
-        assert_eq!(container_id("/user.slice/user-1000.slice/session-3.scope"), None);
+        assert_eq!(
+            container_id(&format!("/system.slice/docker-{id}.scope")),
+            Some(id.clone())
+        );
+        assert_eq!(
+            container_id(&format!("/kubepods/burstable/pod1/{id}")),
+            Some(id.clone())
+        );
+        assert_eq!(
+            container_id(&format!("/kubepods.slice/cri-containerd-{id}.scope")),
+            Some(id)
+        );
+        assert_eq!(
+            container_id("/user.slice/user-1000.slice/session-3.scope"),
+            None
+        );
         assert_eq!(container_id(""), None);
     }
 
@@ -110,7 +124,9 @@ mod tests {
         let Some(rel) = own.lines().find_map(|l| l.strip_prefix("0::")) else {
             panic!("this test needs the unified cgroup v2 hierarchy");
         };
-        let ino = std::fs::metadata(root.join(rel.trim_start_matches('/'))).unwrap().ino();
+        let ino = std::fs::metadata(root.join(rel.trim_start_matches('/')))
+            .unwrap()
+            .ino();
         let mut cgroups = Cgroups::new(&root);
         assert_eq!(cgroups.path(ino), rel);
     }

@@ -29,7 +29,10 @@ pub fn exec_id(boot_id: &str, tgid: u32, origin: Origin) -> String {
             h.update(ktime_ns.to_le_bytes());
         }
     }
-    h.finalize()[..16].iter().map(|b| format!("{b:02x}")).collect()
+    h.finalize()[..16]
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
 }
 
 #[cfg(test)]

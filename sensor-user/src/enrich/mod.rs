@@ -51,7 +51,8 @@ impl Default for EnrichConfig {
             max_args: 256,
             table_capacity: 65_536,
             proc_root: PathBuf::from("/proc"),
-            cgroup_root: cgroups::cgroup2_mount().unwrap_or_else(|| PathBuf::from("/sys/fs/cgroup")),
+            cgroup_root: cgroups::cgroup2_mount()
+                .unwrap_or_else(|| PathBuf::from("/sys/fs/cgroup")),
             passwd: PathBuf::from("/etc/passwd"),
         }
     }
@@ -173,7 +174,9 @@ impl Enricher {
             p.container_id = container_id(&p.cgroup_path).unwrap_or_default();
         }
         if p.start_time.is_none() && t.start_boottime_ns != 0 {
-            p.start_time = Some(timestamp_from_unix_ns(self.host.unix_ns(t.start_boottime_ns)));
+            p.start_time = Some(timestamp_from_unix_ns(
+                self.host.unix_ns(t.start_boottime_ns),
+            ));
         }
     }
 
@@ -202,7 +205,10 @@ impl Enricher {
             let before = self.table.len();
             self.table
                 .retain(|pid, _| root.join(pid.to_string()).exists());
-            Stats::add(&self.stats.table_evicted, (before - self.table.len()) as u64);
+            Stats::add(
+                &self.stats.table_evicted,
+                (before - self.table.len()) as u64,
+            );
         }
         self.table.insert(p.pid, p);
     }
@@ -227,12 +233,24 @@ impl Enricher {
         let proc_dir = self.cfg.proc_root.join(e.task.tgid.to_string());
         let or_proc_link = |path: Option<Vec<u8>>, name: &str| {
             path.map_or_else(
-                || lossy(&std::fs::read_link(proc_dir.join(name)).map(|p| p.into_os_string().into_encoded_bytes()).unwrap_or_default()),
+                || {
+                    lossy(
+                        &std::fs::read_link(proc_dir.join(name))
+                            .map(|p| p.into_os_string().into_encoded_bytes())
+                            .unwrap_or_default(),
+                    )
+                },
                 |p| lossy(&p),
             )
         };
         let mut p = Process {
-            exec_id: exec_id(&self.host.boot_id, e.task.tgid, Origin::Exec { ktime_ns: e.ktime_ns }),
+            exec_id: exec_id(
+                &self.host.boot_id,
+                e.task.tgid,
+                Origin::Exec {
+                    ktime_ns: e.ktime_ns,
+                },
+            ),
             parent_exec_id: self.current_id(e.task.ppid),
             exe: or_proc_link(e.exe, "exe"),
             cwd: or_proc_link(e.cwd, "cwd"),
@@ -325,7 +343,8 @@ impl Enricher {
     }
 
     fn procfs_event(&mut self, proc: &ProcProcess, now_boot_ns: u64) -> Event {
-        let id = |tgid, start_ticks| exec_id(&self.host.boot_id, tgid, Origin::Start { start_ticks });
+        let id =
+            |tgid, start_ticks| exec_id(&self.host.boot_id, tgid, Origin::Start { start_ticks });
         let start_ns = proc.start_ticks * self.host.tick_ns;
         let parent_exec_id = self
             .table

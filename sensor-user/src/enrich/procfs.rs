@@ -129,7 +129,10 @@ mod tests {
     fn this_test_process_is_seen_with_its_parent_and_exe() {
         let me = std::process::id();
         let all = scan(Path::new("/proc"));
-        let mine = all.iter().find(|p| p.pid == me).expect("own process in the scan");
+        let mine = all
+            .iter()
+            .find(|p| p.pid == me)
+            .expect("own process in the scan");
         assert_eq!(mine.ppid, std::os::unix::process::parent_id());
         assert_eq!(
             mine.exe,

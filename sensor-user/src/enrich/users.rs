@@ -44,7 +44,9 @@ impl Users {
     /// The user name of `uid`, or an empty string when the host cannot tell.
     pub fn name(&mut self, uid: u32) -> String {
         if !self.names.contains_key(&uid)
-            && self.last_load.is_none_or(|t| t.elapsed() >= self.min_reload)
+            && self
+                .last_load
+                .is_none_or(|t| t.elapsed() >= self.min_reload)
         {
             self.load();
         }
@@ -60,7 +62,11 @@ mod tests {
     fn names_come_from_the_passwd_file_and_unknown_uids_are_empty() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("passwd");
-        std::fs::write(&path, "root:x:0:0:root:/root:/bin/bash\nbad line\nalice:x:1000:1000::/home/alice:/bin/sh\n").unwrap();
+        std::fs::write(
+            &path,
+            "root:x:0:0:root:/root:/bin/bash\nbad line\nalice:x:1000:1000::/home/alice:/bin/sh\n",
+        )
+        .unwrap();
         let mut users = Users::new(&path);
         assert_eq!(users.name(0), "root");
         assert_eq!(users.name(1000), "alice");
