@@ -103,27 +103,29 @@ pub struct Walk {
     pub truncated: bool,
 }
 
-/// Writes the components of `struct path *path` into `buf` (a `PATH_BUF`
-/// area), leaf first, each NUL-terminated; userspace reverses them. Crosses
-/// mount points up to the root of the mount tree. An empty result is `/`.
+/// Writes the components of the `struct path` at `owner + field` into `buf`
+/// (a `PATH_BUF` area), leaf first, each NUL-terminated; userspace reverses
+/// them. Crosses mount points up to the root of the mount tree. An empty,
+/// complete walk is `/`; a walk that could not start is empty and truncated.
 ///
 /// Walking leaf-first avoids the variable-offset backwards writes that C
 /// sensors use, which the verifier finds hard to bound in Rust codegen.
 #[inline(always)]
-pub fn walk_path(off: &KernelOffsets, path: u64, buf: *mut u8) -> Walk {
+pub fn walk_path(off: &KernelOffsets, owner: u64, field: u32, buf: *mut u8) -> Walk {
     let mut out = Walk {
         len: 0,
-        truncated: false,
+        truncated: true,
     };
+    if owner == 0 || field == OFFSET_MISSING || off.mount_mnt == OFFSET_MISSING {
+        return out;
+    }
+    let path = owner + u64::from(field);
     let (Some(mut dentry), Some(vfsmnt)) = (
         read::<u64>(path, off.path_dentry),
         read::<u64>(path, off.path_mnt),
     ) else {
         return out;
     };
-    if off.mount_mnt == OFFSET_MISSING {
-        return out;
-    }
     // struct vfsmount is embedded in struct mount: container_of().
     let mut mnt = vfsmnt - u64::from(off.mount_mnt);
     let mut done = false;

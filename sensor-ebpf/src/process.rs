@@ -76,32 +76,14 @@ pub fn sched_process_exec(_ctx: RawTracePointContext) -> u32 {
 
     // The executable as the kernel opened it: mm->exe_file->f_path.
     let exe_file: u64 = read(mm, off.mm_exe_file).unwrap_or(0);
-    let exe = if exe_file == 0 {
-        crate::kernel::Walk {
-            len: 0,
-            truncated: true,
-        }
-    } else {
-        walk_path(
-            off,
-            exe_file + u64::from(off.file_f_path),
-            ev.exe.as_mut_ptr(),
-        )
-    };
+    let exe = walk_path(off, exe_file, off.file_f_path, ev.exe.as_mut_ptr());
     ev.exe_len = exe.len;
     if exe.truncated {
         ev.flags |= exec_flags::EXE_TRUNCATED;
     }
 
     let fs: u64 = read(task, off.task_fs).unwrap_or(0);
-    let cwd = if fs == 0 {
-        crate::kernel::Walk {
-            len: 0,
-            truncated: true,
-        }
-    } else {
-        walk_path(off, fs + u64::from(off.fs_pwd), ev.cwd.as_mut_ptr())
-    };
+    let cwd = walk_path(off, fs, off.fs_pwd, ev.cwd.as_mut_ptr());
     ev.cwd_len = cwd.len;
     if cwd.truncated {
         ev.flags |= exec_flags::CWD_TRUNCATED;

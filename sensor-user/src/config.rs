@@ -20,7 +20,7 @@ pub enum ConfigError {
     Invalid { key: &'static str, problem: String },
 }
 
-#[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, Deserialize, PartialEq, Eq)]
 #[serde(default, deny_unknown_fields)]
 pub struct Config {
     /// Identity of this sensor in the stream; empty means the host id
@@ -73,19 +73,6 @@ pub struct ProcessConfig {
 pub struct HealthConfig {
     /// Seconds between SensorHealth events (0 disables them).
     pub interval_secs: u64,
-}
-
-impl Default for Config {
-    fn default() -> Self {
-        Self {
-            sensor_id: String::new(),
-            host_name: String::new(),
-            collector: CollectorConfig::default(),
-            capture: CaptureConfig::default(),
-            process: ProcessConfig::default(),
-            health: HealthConfig::default(),
-        }
-    }
 }
 
 impl Default for CollectorConfig {

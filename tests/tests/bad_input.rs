@@ -24,39 +24,35 @@ fn without_privileges_the_sensor_says_so_and_exits_2() {
     assert!(line.contains("needs root"), "{line}");
 }
 
-#[test]
-fn an_invalid_config_value_names_its_key_and_exits_2() {
+/// Runs `sensor run --stdout --config FILE` with `config` as the file's text
+/// (`None`: the file does not exist) and returns (exit code, the one line).
+fn sensor_with_config(config: Option<&str>) -> (Option<i32>, String) {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("sensor.toml");
-    std::fs::write(&path, "[capture]\nring_buffer_bytes = 1000\n").unwrap();
+    if let Some(text) = config {
+        std::fs::write(&path, text).unwrap();
+    }
     let out = Command::new(binary("sensor"))
         .args(["run", "--stdout", "--config"])
         .arg(&path)
         .output()
         .unwrap();
-    assert_eq!(out.status.code(), Some(2));
-    let line = one_line(&out.stderr);
+    (out.status.code(), one_line(&out.stderr))
+}
+
+#[test]
+fn an_invalid_config_value_names_its_key_and_exits_2() {
+    let (code, line) = sensor_with_config(Some("[capture]\nring_buffer_bytes = 1000\n"));
+    assert_eq!(code, Some(2));
     assert!(line.contains("capture.ring_buffer_bytes"), "{line}");
 }
 
 #[test]
 fn an_unknown_config_key_and_a_missing_file_are_refused() {
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("sensor.toml");
-    std::fs::write(&path, "[capture]\nring_bufer_bytes = 4096\n").unwrap();
-    let out = Command::new(binary("sensor"))
-        .args(["run", "--stdout", "--config"])
-        .arg(&path)
-        .output()
-        .unwrap();
-    assert_eq!(out.status.code(), Some(2));
-    assert!(one_line(&out.stderr).contains("ring_bufer_bytes"));
-
-    let out = Command::new(binary("sensor"))
-        .args(["run", "--stdout", "--config"])
-        .arg(dir.path().join("absent.toml"))
-        .output()
-        .unwrap();
-    assert_eq!(out.status.code(), Some(2));
-    assert!(one_line(&out.stderr).contains("absent.toml"));
+    let (code, line) = sensor_with_config(Some("[capture]\nring_bufer_bytes = 4096\n"));
+    assert_eq!(code, Some(2));
+    assert!(line.contains("ring_bufer_bytes"), "{line}");
+    let (code, line) = sensor_with_config(None);
+    assert_eq!(code, Some(2));
+    assert!(line.contains("sensor.toml"), "{line}");
 }

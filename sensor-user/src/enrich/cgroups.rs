@@ -8,8 +8,10 @@ use std::{
     collections::HashMap,
     os::unix::fs::MetadataExt,
     path::{Path, PathBuf},
-    time::{Duration, Instant},
+    time::Duration,
 };
+
+use super::throttle::Throttle;
 
 /// Where the unified (v2) hierarchy is mounted: `/sys/fs/cgroup` on most
 /// hosts, `/sys/fs/cgroup/unified` on hybrid ones. The walk must stay on that
@@ -27,8 +29,7 @@ pub fn cgroup2_mount() -> Option<PathBuf> {
 pub struct Cgroups {
     root: PathBuf,
     paths: HashMap<u64, String>,
-    last_scan: Option<Instant>,
-    min_rescan: Duration,
+    rescan: Throttle,
 }
 
 impl Cgroups {
@@ -37,13 +38,11 @@ impl Cgroups {
         Self {
             root: root.into(),
             paths: HashMap::new(),
-            last_scan: None,
-            min_rescan: Duration::from_secs(1),
+            rescan: Throttle::new(Duration::from_secs(1)),
         }
     }
 
     fn scan(&mut self) {
-        self.last_scan = Some(Instant::now());
         self.paths.clear();
         let mut stack = vec![self.root.clone()];
         while let Some(dir) = stack.pop() {
@@ -66,11 +65,7 @@ impl Cgroups {
 
     /// The cgroup path (relative to the cgroup2 root) of `id`, or empty.
     pub fn path(&mut self, id: u64) -> String {
-        if !self.paths.contains_key(&id)
-            && self
-                .last_scan
-                .is_none_or(|t| t.elapsed() >= self.min_rescan)
-        {
+        if !self.paths.contains_key(&id) && self.rescan.ready() {
             self.scan();
         }
         self.paths.get(&id).cloned().unwrap_or_default()

@@ -9,6 +9,7 @@
 pub mod cgroups;
 pub mod identity;
 pub mod procfs;
+pub mod throttle;
 pub mod users;
 
 use std::{

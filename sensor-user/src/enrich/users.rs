@@ -1,17 +1,14 @@
 //! uid -> user name, from /etc/passwd (re-read when a uid is unknown, at
 //! most once per interval, so a storm of unknown uids costs nothing).
 
-use std::{
-    collections::HashMap,
-    path::PathBuf,
-    time::{Duration, Instant},
-};
+use std::{collections::HashMap, path::PathBuf, time::Duration};
+
+use super::throttle::Throttle;
 
 pub struct Users {
     path: PathBuf,
     names: HashMap<u32, String>,
-    last_load: Option<Instant>,
-    min_reload: Duration,
+    reload: Throttle,
 }
 
 impl Users {
@@ -20,13 +17,11 @@ impl Users {
         Self {
             path: path.into(),
             names: HashMap::new(),
-            last_load: None,
-            min_reload: Duration::from_secs(5),
+            reload: Throttle::new(Duration::from_secs(5)),
         }
     }
 
     fn load(&mut self) {
-        self.last_load = Some(Instant::now());
         let Ok(text) = std::fs::read_to_string(&self.path) else {
             return;
         };
@@ -43,11 +38,7 @@ impl Users {
 
     /// The user name of `uid`, or an empty string when the host cannot tell.
     pub fn name(&mut self, uid: u32) -> String {
-        if !self.names.contains_key(&uid)
-            && self
-                .last_load
-                .is_none_or(|t| t.elapsed() >= self.min_reload)
-        {
+        if !self.names.contains_key(&uid) && self.reload.ready() {
             self.load();
         }
         self.names.get(&uid).cloned().unwrap_or_default()
