@@ -91,7 +91,7 @@ impl Default for CaptureConfig {
     fn default() -> Self {
         Self {
             ring_buffer_bytes: 8 << 20,
-            queue_capacity: 65_536,
+            queue_capacity: 8_192,
         }
     }
 }
