@@ -25,23 +25,13 @@ fn a_shell_runs_echo_both_execs_arrive_and_echos_parent_is_the_shell() {
     let rig = Rig::start();
     let sh = Command::new("/bin/sh")
         .args(["-c", "/bin/echo hello world"])
-        .output()
+        .stdout(std::process::Stdio::piped())
+        .spawn()
         .unwrap();
-    assert!(sh.status.success());
-    let sh_pid = {
-        // The shell's pid is its exec's: find the exec with exactly our argv.
-        let execs = rig
-            .collector
-            .wait_for(&["--kind", "exec", "--exe", "/usr/bin/dash"], |e| {
-                e.iter()
-                    .any(|x| x.argv() == ["/bin/sh", "-c", "/bin/echo hello world"])
-            });
-        let mine = execs
-            .iter()
-            .find(|x| x.argv() == ["/bin/sh", "-c", "/bin/echo hello world"])
-            .unwrap();
-        u32::try_from(mine.u64_at("/process/pid")).unwrap()
-    };
+    let sh_pid = sh.id();
+    let out = sh.wait_with_output().unwrap();
+    assert!(out.status.success());
+    assert_eq!(out.stdout, b"hello world\n");
     let (sh_exec, sh_exit) = exec_and_exit(&rig, sh_pid);
     assert_eq!(
         sh_exec.u64_at("/process/ppid"),

@@ -15,6 +15,8 @@ use std::{
     time::Duration,
 };
 
+use std::os::unix::process::CommandExt as _;
+
 use anyhow::{Context as _, Result, bail};
 use clap::{Parser, Subcommand};
 
@@ -156,9 +158,12 @@ fn run(listen: &str, db: &Path, sensor_args: &[String]) -> Result<()> {
     if let Some(dir) = db.parent() {
         std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
     }
+    // Its own process group: Ctrl-C reaches the sensor, and the collector
+    // stops only after the sensor delivered its last events.
     let collector = Command::new(bin.join("collector"))
         .args(["serve", "--listen", listen, "--db"])
         .arg(&db)
+        .process_group(0)
         .spawn()
         .context("starting the collector")?;
     let sensor = privileged(&bin.join("sensor"))

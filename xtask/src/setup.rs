@@ -121,10 +121,20 @@ fn ensure_bpf_linker(sysroot: &Path) -> Result<()> {
     let (lib, major) = nightly_llvm(sysroot)?;
     let prefix = state_dir().join(format!("llvm-{major}"));
     std::fs::create_dir_all(prefix.join("lib")).context("creating the LLVM prefix")?;
-    let link = prefix.join("lib/libLLVM.so");
-    let _ = std::fs::remove_file(&link);
-    std::os::unix::fs::symlink(&lib, &link)
-        .with_context(|| format!("linking {} -> {}", link.display(), lib.display()))?;
+    // `libLLVM.so` for the build to link against, and the library's own
+    // file name (its soname) so the installed linker also runs outside
+    // `rustup run nightly`, through its RUNPATH.
+    let soname = lib
+        .file_name()
+        .context("libLLVM path without a file name")?;
+    for link in [
+        prefix.join("lib/libLLVM.so"),
+        prefix.join("lib").join(soname),
+    ] {
+        let _ = std::fs::remove_file(&link);
+        std::os::unix::fs::symlink(&lib, &link)
+            .with_context(|| format!("linking {} -> {}", link.display(), lib.display()))?;
+    }
     eprintln!(
         "xtask: building bpf-linker {BPF_LINKER_VERSION} against {}",
         lib.display()
