@@ -35,6 +35,9 @@ impl v1::Event {
             Some(v1::event::Body::Fork(_)) => "fork",
             Some(v1::event::Body::Exit(_)) => "exit",
             Some(v1::event::Body::Health(_)) => "health",
+            Some(v1::event::Body::File(_)) => "file",
+            Some(v1::event::Body::Network(_)) => "network",
+            Some(v1::event::Body::Dns(_)) => "dns",
             None => "unknown",
         }
     }
