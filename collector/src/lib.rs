@@ -4,11 +4,14 @@
 //! - [`store`]: the SQLite schema, batch inserts and lookups.
 //! - [`writer`]: the database writer thread the server feeds.
 //! - [`server`]: the gRPC `Collector` service and [`serve`].
+//! - [`indicators`]: the paths, addresses, ports and domains events are
+//!   searched by, and their index keys.
 //! - [`query`]: query filters and the SQL they become.
 //! - [`timestamp`]: parsing `--since` / `--until`.
 //! - [`tree`]: the ancestry walk behind `collector tree`.
 //! - [`output`]: what `query` and `tree` print.
 
+pub mod indicators;
 pub mod output;
 pub mod query;
 pub mod server;
@@ -17,6 +20,7 @@ pub mod timestamp;
 pub mod tree;
 pub mod writer;
 
+pub use indicators::IpRange;
 pub use query::{EventFilter, Kind};
 pub use server::{ServeConfig, ServeError, ServeSummary, serve};
 pub use store::{Store, StoreError};

@@ -10,7 +10,7 @@ use std::{
 use anyhow::Context as _;
 use clap::{Args, Parser, Subcommand};
 use collector::{
-    EventFilter, Kind, ServeConfig, Store,
+    EventFilter, IpRange, Kind, ServeConfig, Store,
     output::{self, OutputError},
     server, timestamp,
     tree::{self, Stop, TreeError},
@@ -33,7 +33,8 @@ enum Command {
     /// Receive sensor streams and store every event.
     Serve(ServeArgs),
     /// Print stored events as JSON lines, oldest first.
-    Query(QueryArgs),
+    // Boxed: the filters make it far larger than the other commands.
+    Query(Box<QueryArgs>),
     /// Print the ancestry of a process image, root first.
     Tree(TreeArgs),
 }
@@ -92,6 +93,26 @@ struct QueryArgs {
     /// Only events before this time (RFC 3339 or unix nanoseconds).
     #[arg(long, value_name = "TIME", value_parser = timestamp::parse_time_arg)]
     until: Option<i64>,
+    /// Only file events whose path or old_path (rename/link source, symlink
+    /// target) is exactly this.
+    #[arg(long, value_name = "PATH")]
+    path: Option<String>,
+    /// Only file events whose path or old_path starts with this (plain string
+    /// prefix, case-sensitive: /tmp/x also matches /tmp/xyz).
+    #[arg(long, value_name = "PREFIX")]
+    path_prefix: Option<String>,
+    /// Only network events whose remote or local address, and DNS events with
+    /// an A/AAAA answer, in this address or CIDR block (IPv4 or IPv6;
+    /// IPv4 also matches its v4-mapped IPv6 form and vice versa).
+    #[arg(long, value_name = "ADDR_OR_CIDR")]
+    ip: Option<String>,
+    /// Only network events whose remote or local port is this.
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u16).range(1..))]
+    port: Option<u16>,
+    /// Only DNS events whose query name or an answer name is this domain or a
+    /// subdomain of it (case-insensitive).
+    #[arg(long, value_name = "NAME")]
+    domain: Option<String>,
     /// Print at most this many events (the earliest).
     #[arg(long, value_name = "N")]
     limit: Option<u64>,
@@ -135,7 +156,7 @@ fn main() -> ExitCode {
     init_logging(default_level);
     let result = match cli.command {
         Command::Serve(args) => run_serve(&args),
-        Command::Query(args) => run_query(args),
+        Command::Query(args) => run_query(*args),
         Command::Tree(args) => run_tree(&args),
     };
     match result {
@@ -210,6 +231,23 @@ fn open_for_reading(db: &Path) -> Result<Store, Failure> {
 }
 
 fn run_query(args: QueryArgs) -> Result<(), Failure> {
+    // Checked before the database is opened: a bad flag is a usage error.
+    let ip = args
+        .ip
+        .as_deref()
+        .map(|text| {
+            text.parse::<IpRange>()
+                .with_context(|| format!("invalid --ip {text:?}"))
+        })
+        .transpose()
+        .map_err(setup)?;
+    if let Some(domain) = &args.domain
+        && domain.trim_end_matches('.').is_empty()
+    {
+        return Err(setup(anyhow::anyhow!(
+            "invalid --domain {domain:?}: it names no domain"
+        )));
+    }
     let store = open_for_reading(&args.db)?;
     let filter = EventFilter {
         host_name: args.host,
@@ -222,8 +260,14 @@ fn run_query(args: QueryArgs) -> Result<(), Failure> {
         kind: args.kind,
         since_ns: args.since,
         until_ns: args.until,
+        path: args.path,
+        path_prefix: args.path_prefix,
+        ip,
+        port: args.port,
+        domain: args.domain,
         limit: args.limit,
     };
+    store.check_filter(&filter).map_err(|e| setup(e.into()))?;
     let stdout = io::stdout();
     let mut out = BufWriter::new(stdout.lock());
     match output::write_events_json(&store, &filter, &mut out) {

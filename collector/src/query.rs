@@ -2,6 +2,8 @@
 
 use rusqlite::types::Value;
 
+use crate::indicators::{IpRange, domain_key};
+
 /// The kind of an event body, as stored in the `kind` column.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum Kind {
@@ -9,6 +11,9 @@ pub enum Kind {
     Fork,
     Exit,
     Health,
+    File,
+    Network,
+    Dns,
 }
 
 impl Kind {
@@ -20,6 +25,9 @@ impl Kind {
             Self::Fork => "fork",
             Self::Exit => "exit",
             Self::Health => "health",
+            Self::File => "file",
+            Self::Network => "network",
+            Self::Dns => "dns",
         }
     }
 }
@@ -46,6 +54,20 @@ pub struct EventFilter {
     pub since_ns: Option<i64>,
     /// Events strictly before this wall-clock time (unix ns).
     pub until_ns: Option<i64>,
+    /// File events whose `path` or `old_path` is exactly this.
+    pub path: Option<String>,
+    /// File events whose `path` or `old_path` starts with this (a plain,
+    /// case-sensitive string prefix: `/tmp/x` matches `/tmp/xyz`).
+    pub path_prefix: Option<String>,
+    /// Network events whose remote or local address is in this block, and
+    /// DNS events with an `A`/`AAAA` answer in it.
+    pub ip: Option<IpRange>,
+    /// Network events whose remote or local port is this.
+    pub port: Option<u16>,
+    /// DNS events whose query name or an answer name is this domain or a
+    /// subdomain of it (case-insensitive; trailing dots ignored; the root,
+    /// `""` or `"."`, matches every name).
+    pub domain: Option<String>,
     /// At most this many events (the earliest ones).
     pub limit: Option<u64>,
 }
@@ -57,14 +79,21 @@ impl EventFilter {
     pub fn to_sql(&self) -> (String, Vec<Value>) {
         let mut conditions: Vec<&str> = Vec::new();
         let mut values: Vec<Value> = Vec::new();
+        // An indicator is far more selective than a host, a sensor or a time
+        // range, but without table statistics SQLite would rather walk the
+        // host's events in time order. `+column` keeps it off those indexes.
+        let by_indicator = self.uses_indicators();
+        let pick = |indexed: &'static str, unindexed: &'static str| {
+            if by_indicator { unindexed } else { indexed }
+        };
         let mut text = |column: &'static str, value: &Option<String>| {
             if let Some(v) = value {
                 conditions.push(column);
                 values.push(Value::Text(v.clone()));
             }
         };
-        text("host_name = ?", &self.host_name);
-        text("sensor_id = ?", &self.sensor_id);
+        text(pick("host_name = ?", "+host_name = ?"), &self.host_name);
+        text(pick("sensor_id = ?", "+sensor_id = ?"), &self.sensor_id);
         text("exec_id = ?", &self.exec_id);
         text("parent_exec_id = ?", &self.parent_exec_id);
         text("exe = ?", &self.exe);
@@ -82,12 +111,36 @@ impl EventFilter {
             values.push(Value::Integer(i64::from(pid)));
         }
         if let Some(since) = self.since_ns {
-            conditions.push("time_ns >= ?");
+            conditions.push(pick("time_ns >= ?", "+time_ns >= ?"));
             values.push(Value::Integer(since));
         }
         if let Some(until) = self.until_ns {
-            conditions.push("time_ns < ?");
+            conditions.push(pick("time_ns < ?", "+time_ns < ?"));
             values.push(Value::Integer(until));
+        }
+        // Each indicator filter selects event ids through an index of the
+        // indicators table; SQLite then reads those events by rowid.
+        if let Some(path) = &self.path {
+            conditions.push(PATH_EQUALS);
+            values.push(Value::Text(path.clone()));
+        }
+        if let Some(prefix) = &self.path_prefix {
+            conditions.push(PATH_GLOB);
+            values.push(Value::Text(format!("{}*", glob_escape(prefix))));
+        }
+        if let Some(range) = &self.ip {
+            conditions.push(IP_BETWEEN);
+            values.push(Value::Blob(range.lo().to_vec()));
+            values.push(Value::Blob(range.hi().to_vec()));
+        }
+        if let Some(port) = self.port {
+            conditions.push(PORT_EQUALS);
+            values.push(Value::Integer(i64::from(port)));
+        }
+        if let Some(domain) = &self.domain {
+            conditions.push(DOMAIN_GLOB);
+            let pattern = domain_key(domain).map_or_else(String::new, |key| glob_escape(&key));
+            values.push(Value::Text(format!("{pattern}*")));
         }
         let mut sql = String::from("SELECT sensor_id, seq, body FROM events");
         if !conditions.is_empty() {
@@ -101,7 +154,36 @@ impl EventFilter {
         }
         (sql, values)
     }
+
+    /// Whether the filter searches the `indicators` table (which databases of
+    /// schema version 1 lack).
+    #[must_use]
+    pub fn uses_indicators(&self) -> bool {
+        self.path.is_some()
+            || self.path_prefix.is_some()
+            || self.ip.is_some()
+            || self.port.is_some()
+            || self.domain.is_some()
+    }
 }
+
+macro_rules! indicator_condition {
+    ($type:literal, $test:literal) => {
+        concat!(
+            "id IN (SELECT event_id FROM indicators WHERE type = '",
+            $type,
+            "' AND ",
+            $test,
+            ")"
+        )
+    };
+}
+
+const PATH_EQUALS: &str = indicator_condition!("path", "value_text = ?");
+const PATH_GLOB: &str = indicator_condition!("path", "value_text GLOB ?");
+const IP_BETWEEN: &str = indicator_condition!("ip", "value_ip BETWEEN ? AND ?");
+const PORT_EQUALS: &str = indicator_condition!("port", "value_int = ?");
+const DOMAIN_GLOB: &str = indicator_condition!("domain", "value_text GLOB ?");
 
 /// Makes `s` match itself literally in a GLOB pattern.
 fn glob_escape(s: &str) -> String {
@@ -131,6 +213,40 @@ mod tests {
             "SELECT sensor_id, seq, body FROM events ORDER BY time_ns, sensor_id, seq"
         );
         assert!(values.is_empty());
+    }
+
+    #[test]
+    fn indicator_conditions_name_the_stored_types() {
+        use crate::indicators::IndicatorType;
+        for (condition, kind) in [
+            (PATH_EQUALS, IndicatorType::Path),
+            (PATH_GLOB, IndicatorType::Path),
+            (IP_BETWEEN, IndicatorType::Ip),
+            (PORT_EQUALS, IndicatorType::Port),
+            (DOMAIN_GLOB, IndicatorType::Domain),
+        ] {
+            assert!(
+                condition.contains(&format!("type = '{}' AND", kind.as_str())),
+                "{condition}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_domain_becomes_a_glob_over_its_reversed_labels() {
+        let filter = |domain: &str| EventFilter {
+            domain: Some(domain.into()),
+            ..EventFilter::default()
+        };
+        assert_eq!(
+            filter("A.Example.com.").to_sql().1,
+            [Value::Text("com.example.a.*".into())]
+        );
+        assert_eq!(
+            filter("we*ird[.com").to_sql().1,
+            [Value::Text("com.we[*]ird[[].*".into())]
+        );
+        assert_eq!(filter(".").to_sql().1, [Value::Text("*".into())]);
     }
 
     #[test]

@@ -4,6 +4,20 @@
 //! by are copied out of the event; `body` holds the whole prost-encoded
 //! `Event`, so nothing the sensor sent is lost. `UNIQUE(sensor_id, seq)` with
 //! `ON CONFLICT DO NOTHING` makes redelivery harmless.
+//!
+//! File, network and DNS events also get rows in `indicators`, one per
+//! distinct searchable value (see [`crate::indicators`]):
+//!
+//! | `type`   | column       | from                                              |
+//! |----------|--------------|---------------------------------------------------|
+//! | `path`   | `value_text` | file `path`, `old_path`                           |
+//! | `ip`     | `value_ip`   | network `remote_address`, `local_address`; DNS `A`/`AAAA` answer data (16 bytes, IPv4 v4-mapped) |
+//! | `port`   | `value_int`  | network `remote_port`, `local_port` (1-65535)     |
+//! | `domain` | `value_text` | DNS `query_name`, answer names, `CNAME`/`DNAME`/`NS`/`PTR` answer data (reversed labels) |
+//!
+//! Schema versions (`PRAGMA user_version`): 1 had only `events`; 2 adds
+//! `indicators`. [`Store::open`] upgrades a version-1 database in place,
+//! indexing the file, network and DNS events it already holds.
 
 use std::{
     fs::OpenOptions,
@@ -15,13 +29,21 @@ use std::{
 };
 
 use prost::Message as _;
-use rusqlite::{Connection, OpenFlags, OptionalExtension as _, params, params_from_iter};
+use rusqlite::{
+    Connection, OpenFlags, OptionalExtension as _, TransactionBehavior, params, params_from_iter,
+};
 use sensor_proto::v1::Event;
 
-use crate::query::EventFilter;
+use crate::{
+    indicators::{IndicatorValue, indicators_of},
+    query::EventFilter,
+};
 
 /// Schema version stored in `PRAGMA user_version`.
-const SCHEMA_VERSION: i64 = 1;
+const SCHEMA_VERSION: i64 = 2;
+
+/// The first schema version with the `indicators` table.
+const INDICATORS_VERSION: i64 = 2;
 
 const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS events (
@@ -45,6 +67,17 @@ CREATE INDEX IF NOT EXISTS events_parent_exec_id ON events (parent_exec_id);
 CREATE INDEX IF NOT EXISTS events_pid            ON events (pid, time_ns);
 CREATE INDEX IF NOT EXISTS events_exe            ON events (exe);
 CREATE INDEX IF NOT EXISTS events_time_ns        ON events (time_ns, sensor_id, seq);
+
+CREATE TABLE IF NOT EXISTS indicators (
+    event_id   INTEGER NOT NULL REFERENCES events (id),
+    type       TEXT    NOT NULL,
+    value_text TEXT,
+    value_ip   BLOB,
+    value_int  INTEGER
+);
+CREATE INDEX IF NOT EXISTS indicators_text ON indicators (type, value_text);
+CREATE INDEX IF NOT EXISTS indicators_ip   ON indicators (type, value_ip);
+CREATE INDEX IF NOT EXISTS indicators_int  ON indicators (type, value_int);
 ";
 
 const INSERT: &str = "
@@ -52,6 +85,11 @@ INSERT INTO events (sensor_id, seq, host_id, host_name, kind, time_ns, exec_id,
                     parent_exec_id, pid, exe, body)
 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)
 ON CONFLICT (sensor_id, seq) DO NOTHING
+";
+
+const INSERT_INDICATOR: &str = "
+INSERT INTO indicators (event_id, type, value_text, value_ip, value_int)
+VALUES (?1, ?2, ?3, ?4, ?5)
 ";
 
 /// Why the store could not do what was asked.
@@ -75,6 +113,18 @@ pub enum StoreError {
         path.display()
     )]
     NewerSchema { path: PathBuf, found: i64 },
+    #[error(
+        "database {} has schema version {found}, without the indicator index that --path, \
+         --path-prefix, --ip, --port and --domain search; run `collector serve` on it once to upgrade it",
+        path.display()
+    )]
+    NoIndicators { path: PathBuf, found: i64 },
+    #[error("cannot upgrade database {} from schema version {found}", path.display())]
+    Upgrade {
+        path: PathBuf,
+        found: i64,
+        source: rusqlite::Error,
+    },
     #[error(transparent)]
     InvalidEvent(#[from] InvalidEvent),
     #[error(transparent)]
@@ -143,6 +193,8 @@ pub struct ImageEvent {
 pub struct Store {
     conn: Connection,
     path: PathBuf,
+    /// `PRAGMA user_version` as opened (after any upgrade).
+    schema_version: i64,
 }
 
 impl Store {
@@ -170,7 +222,7 @@ impl Store {
             path: path.to_owned(),
             source,
         };
-        let conn = Connection::open_with_flags(
+        let mut conn = Connection::open_with_flags(
             path,
             OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX,
         )
@@ -194,12 +246,17 @@ impl Store {
                 found: version,
             });
         }
-        conn.execute_batch(SCHEMA).map_err(open_err)?;
-        conn.pragma_update(None, "user_version", SCHEMA_VERSION)
-            .map_err(open_err)?;
+        if version < SCHEMA_VERSION {
+            upgrade(&mut conn, version).map_err(|source| StoreError::Upgrade {
+                path: path.to_owned(),
+                found: version,
+                source,
+            })?;
+        }
         Ok(Self {
             conn,
             path: path.to_owned(),
+            schema_version: SCHEMA_VERSION,
         })
     }
 
@@ -242,10 +299,20 @@ impl Store {
                 path: path.to_owned(),
             });
         }
+        let schema_version: i64 = conn
+            .query_row("PRAGMA user_version", [], |row| row.get(0))
+            .map_err(open_err)?;
         Ok(Self {
             conn,
             path: path.to_owned(),
+            schema_version,
         })
+    }
+
+    /// The schema version (`PRAGMA user_version`) of the open database.
+    #[must_use]
+    pub fn schema_version(&self) -> i64 {
+        self.schema_version
     }
 
     /// The database file.
@@ -267,6 +334,7 @@ impl Store {
         let mut outcome = InsertOutcome::default();
         {
             let mut stmt = tx.prepare_cached(INSERT)?;
+            let mut indicator_stmt = tx.prepare_cached(INSERT_INDICATOR)?;
             for event in events {
                 let row = Row::of(event)?;
                 let changed = stmt.execute(params![
@@ -286,11 +354,28 @@ impl Store {
                     outcome.duplicates += 1;
                 } else {
                     outcome.inserted += 1;
+                    insert_indicators(&mut indicator_stmt, tx.last_insert_rowid(), event)?;
                 }
             }
         }
         tx.commit()?;
         Ok(outcome)
+    }
+
+    /// Whether this database can answer `filter`: indicator filters need
+    /// schema version 2 (a version-1 database opened read-only has no
+    /// `indicators` table until `collector serve` upgrades it).
+    ///
+    /// # Errors
+    /// [`StoreError::NoIndicators`].
+    pub fn check_filter(&self, filter: &EventFilter) -> Result<(), StoreError> {
+        if filter.uses_indicators() && self.schema_version < INDICATORS_VERSION {
+            return Err(StoreError::NoIndicators {
+                path: self.path.clone(),
+                found: self.schema_version,
+            });
+        }
+        Ok(())
     }
 
     /// Number of stored events.
@@ -314,6 +399,7 @@ impl Store {
     where
         F: FnMut(Event) -> ControlFlow<()>,
     {
+        self.check_filter(filter)?;
         let (sql, values) = filter.to_sql();
         let mut stmt = self.conn.prepare(&sql)?;
         let mut rows = stmt.query(params_from_iter(values))?;
@@ -389,6 +475,81 @@ impl Store {
     }
 }
 
+/// Creates what is missing of the schema and, coming from a version without
+/// indicators, indexes the file, network and DNS events already stored; all
+/// in one transaction with the version bump.
+fn upgrade(conn: &mut Connection, from: i64) -> rusqlite::Result<()> {
+    let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+    tx.execute_batch(SCHEMA)?;
+    if from < INDICATORS_VERSION {
+        let indexed = index_stored_events(&tx)?;
+        if from > 0 {
+            tracing::info!(
+                from,
+                to = SCHEMA_VERSION,
+                indexed,
+                "upgraded the database schema"
+            );
+        }
+    }
+    tx.pragma_update(None, "user_version", SCHEMA_VERSION)?;
+    tx.commit()
+}
+
+/// Adds the indicators of every stored file, network and DNS event; returns
+/// how many events were indexed. Bodies that do not decode are skipped.
+fn index_stored_events(tx: &rusqlite::Transaction<'_>) -> rusqlite::Result<u64> {
+    let mut select = tx.prepare(
+        "SELECT id, sensor_id, seq, body FROM events
+         WHERE kind IN ('file', 'network', 'dns') ORDER BY id",
+    )?;
+    let mut insert = tx.prepare(INSERT_INDICATOR)?;
+    let mut rows = select.query([])?;
+    let mut indexed = 0_u64;
+    while let Some(row) = rows.next()? {
+        let id: i64 = row.get(0)?;
+        let body = row.get_ref(3)?.as_blob()?;
+        match Event::decode(body) {
+            Ok(event) => {
+                insert_indicators(&mut insert, id, &event)?;
+                indexed += 1;
+            }
+            Err(error) => {
+                let sensor_id: String = row.get(1)?;
+                let seq: i64 = row.get(2)?;
+                tracing::warn!(sensor_id, seq, %error, "not indexing a stored event whose body does not decode");
+            }
+        }
+    }
+    Ok(indexed)
+}
+
+fn insert_indicators(
+    stmt: &mut rusqlite::Statement<'_>,
+    event_id: i64,
+    event: &Event,
+) -> rusqlite::Result<()> {
+    for indicator in indicators_of(event) {
+        let kind = indicator.kind.as_str();
+        match indicator.value {
+            IndicatorValue::Text(text) => {
+                stmt.execute(params![event_id, kind, text, None::<Vec<u8>>, None::<i64>])?
+            }
+            IndicatorValue::Ip(ip) => stmt.execute(params![
+                event_id,
+                kind,
+                None::<String>,
+                ip.as_slice(),
+                None::<i64>
+            ])?,
+            IndicatorValue::Int(n) => {
+                stmt.execute(params![event_id, kind, None::<String>, None::<Vec<u8>>, n])?
+            }
+        };
+    }
+    Ok(())
+}
+
 /// The columns copied out of an event.
 struct Row<'a> {
     seq: i64,
@@ -417,5 +578,95 @@ impl<'a> Row<'a> {
             pid: process.map_or(0, |p| i64::from(p.pid)),
             exe: process.map_or("", |p| p.exe.as_str()),
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{Kind, indicators::IpRange};
+
+    fn plan(store: &Store, filter: &EventFilter) -> Vec<String> {
+        let (sql, values) = filter.to_sql();
+        let mut stmt = store
+            .conn
+            .prepare(&format!("EXPLAIN QUERY PLAN {sql}"))
+            .unwrap();
+        stmt.query_map(params_from_iter(values), |r| r.get::<_, String>(3))
+            .unwrap()
+            .collect::<Result<_, _>>()
+            .unwrap()
+    }
+
+    #[test]
+    fn indicator_filters_are_answered_from_the_indicator_indexes() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("events.db")).unwrap();
+        let ten = "10.0.0.0/8".parse::<IpRange>().unwrap();
+        let cases = [
+            (
+                EventFilter {
+                    path: Some("/etc/passwd".into()),
+                    ..EventFilter::default()
+                },
+                "indicators_text (type=? AND value_text=?)",
+            ),
+            (
+                EventFilter {
+                    path_prefix: Some("/etc/".into()),
+                    ..EventFilter::default()
+                },
+                "indicators_text (type=? AND value_text>? AND value_text<?)",
+            ),
+            (
+                EventFilter {
+                    ip: Some(ten),
+                    ..EventFilter::default()
+                },
+                "indicators_ip (type=? AND value_ip>? AND value_ip<?)",
+            ),
+            (
+                EventFilter {
+                    port: Some(443),
+                    ..EventFilter::default()
+                },
+                "indicators_int (type=? AND value_int=?)",
+            ),
+            (
+                EventFilter {
+                    domain: Some("example.com".into()),
+                    ..EventFilter::default()
+                },
+                "indicators_text (type=? AND value_text>? AND value_text<?)",
+            ),
+            (
+                EventFilter {
+                    domain: Some("example.com".into()),
+                    host_name: Some("web-1".into()),
+                    sensor_id: Some("sensor-a".into()),
+                    kind: Some(Kind::Dns),
+                    since_ns: Some(1),
+                    until_ns: Some(2),
+                    ..EventFilter::default()
+                },
+                "indicators_text (type=? AND value_text>? AND value_text<?)",
+            ),
+        ];
+        for (filter, index) in cases {
+            let plan = plan(&store, &filter);
+            assert_eq!(
+                plan[..3],
+                [
+                    "SEARCH events USING INTEGER PRIMARY KEY (rowid=?)".to_owned(),
+                    "LIST SUBQUERY 1".to_owned(),
+                    format!("SEARCH indicators USING INDEX {index}"),
+                ],
+                "{filter:?}: {plan:#?}"
+            );
+            assert!(
+                !plan.iter().any(|step| step.starts_with("SCAN")),
+                "{filter:?}: {plan:#?}"
+            );
+        }
     }
 }

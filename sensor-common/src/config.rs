@@ -24,6 +24,11 @@ pub struct KernelOffsets {
     pub task_mm: u32,
     pub task_fs: u32,
     pub task_exit_code: u32,
+    pub task_files: u32,
+    // struct files_struct, struct fdtable
+    pub files_fdt: u32,
+    pub fdtable_fd: u32,
+    pub fdtable_max_fds: u32,
     // struct cred (uid and gid come from bpf_get_current_uid_gid)
     pub cred_euid: u32,
     pub cred_egid: u32,
@@ -34,6 +39,15 @@ pub struct KernelOffsets {
     pub mm_exe_file: u32,
     // struct file, struct path, struct fs_struct
     pub file_f_path: u32,
+    pub file_f_inode: u32,
+    pub file_f_mode: u32,
+    // struct inode, struct super_block
+    pub inode_i_ino: u32,
+    pub inode_i_mode: u32,
+    pub inode_i_uid: u32,
+    pub inode_i_gid: u32,
+    pub inode_i_sb: u32,
+    pub sb_s_dev: u32,
     pub path_mnt: u32,
     pub path_dentry: u32,
     pub fs_pwd: u32,
@@ -61,6 +75,10 @@ impl KernelOffsets {
         task_mm: OFFSET_MISSING,
         task_fs: OFFSET_MISSING,
         task_exit_code: OFFSET_MISSING,
+        task_files: OFFSET_MISSING,
+        files_fdt: OFFSET_MISSING,
+        fdtable_fd: OFFSET_MISSING,
+        fdtable_max_fds: OFFSET_MISSING,
         cred_euid: OFFSET_MISSING,
         cred_egid: OFFSET_MISSING,
         mm_arg_start: OFFSET_MISSING,
@@ -68,6 +86,14 @@ impl KernelOffsets {
         mm_start_stack: OFFSET_MISSING,
         mm_exe_file: OFFSET_MISSING,
         file_f_path: OFFSET_MISSING,
+        file_f_inode: OFFSET_MISSING,
+        file_f_mode: OFFSET_MISSING,
+        inode_i_ino: OFFSET_MISSING,
+        inode_i_mode: OFFSET_MISSING,
+        inode_i_uid: OFFSET_MISSING,
+        inode_i_gid: OFFSET_MISSING,
+        inode_i_sb: OFFSET_MISSING,
+        sb_s_dev: OFFSET_MISSING,
         path_mnt: OFFSET_MISSING,
         path_dentry: OFFSET_MISSING,
         fs_pwd: OFFSET_MISSING,
@@ -102,6 +128,6 @@ impl Config {
     };
 }
 
-const _: () = assert!(size_of::<KernelOffsets>() == 27 * 4);
-const _: () = assert!(size_of::<Config>() == 30 * 4);
-const _: () = assert!(offset_of!(Config, sensor_tgid) == 27 * 4);
+const _: () = assert!(size_of::<KernelOffsets>() == 39 * 4);
+const _: () = assert!(size_of::<Config>() == 42 * 4);
+const _: () = assert!(offset_of!(Config, sensor_tgid) == 39 * 4);

@@ -30,6 +30,18 @@ pub mod programs {
     pub const FORK: (&str, &str) = ("sched_process_fork", "sched_process_fork");
     pub const EXIT: (&str, &str) = ("sched_process_exit", "sched_process_exit");
     pub const ALL: [(&str, &str); 3] = [EXEC, FORK, EXIT];
+
+    /// Syscall tracepoints (category `syscalls`): (program, tracepoint).
+    pub const SYSCALLS: [(&str, &str); 8] = [
+        ("sys_enter_open", "sys_enter_open"),
+        ("sys_exit_open", "sys_exit_open"),
+        ("sys_enter_openat", "sys_enter_openat"),
+        ("sys_exit_openat", "sys_exit_openat"),
+        ("sys_enter_openat2", "sys_enter_openat2"),
+        ("sys_exit_openat2", "sys_exit_openat2"),
+        ("sys_enter_creat", "sys_enter_creat"),
+        ("sys_exit_creat", "sys_exit_creat"),
+    ];
 }
 
 /// Implements `aya::Pod` for ABI types on the user side only.
@@ -48,4 +60,4 @@ macro_rules! impl_pod {
 impl_pod!(Config, KernelOffsets);
 
 #[cfg(feature = "user")]
-impl_pod!(ExecEvent, ForkEvent, ExitEvent, Header, TaskInfo);
+impl_pod!(ExecEvent, ForkEvent, ExitEvent, FileEvent, Header, TaskInfo);

@@ -10,8 +10,9 @@ pub mod kind {
     pub const EXEC: u32 = 1;
     pub const FORK: u32 = 2;
     pub const EXIT: u32 = 3;
+    pub const FILE: u32 = 4;
     /// One past the largest kind: the length of the `DROPS` map.
-    pub const COUNT: u32 = 4;
+    pub const COUNT: u32 = 5;
 
     /// Human name of a kind, for counters and logs.
     #[must_use]
@@ -20,6 +21,7 @@ pub mod kind {
             EXEC => "exec",
             FORK => "fork",
             EXIT => "exit",
+            FILE => "file",
             _ => "unknown",
         }
     }
@@ -49,6 +51,20 @@ pub mod exec_flags {
     pub const ARGV_UNREADABLE: u32 = 1 << 3;
     /// `argc` could not be read from the new image's stack.
     pub const ARGC_UNKNOWN: u32 = 1 << 4;
+}
+
+/// `FileEvent::op`: the same numbers as `sensor.v1.FileOp`. The kernel
+/// reports opens as `OPEN_WRITE`; userspace tells creations apart by
+/// `f_mode`.
+pub mod file_op {
+    pub const CREATE: u32 = 1;
+    pub const OPEN_WRITE: u32 = 2;
+}
+
+/// `FileEvent::path_flags` bits.
+pub mod path_flags {
+    /// The walk hit `PATH_BUF` or `PATH_DEPTH`, or could not start.
+    pub const TRUNCATED: u32 = 1 << 0;
 }
 
 #[repr(C)]
@@ -128,6 +144,45 @@ pub struct ExitEvent {
     pub _pad0: u32,
 }
 
+/// A file operation that succeeded, described after the fact from the
+/// kernel's own objects (the opened `struct file`), never by re-reading the
+/// caller's path argument.
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub struct FileEvent {
+    pub header: Header,
+    pub task: TaskInfo,
+    /// `file_op::*`.
+    pub op: u32,
+    /// open(2) flags as the caller passed them.
+    pub flags: u32,
+    /// The mode the caller asked for.
+    pub mode: u32,
+    /// `inode::i_mode`: type and permission bits.
+    pub file_mode: u32,
+    pub owner_uid: u32,
+    pub owner_gid: u32,
+    /// `super_block::s_dev`, the kernel's encoding (major << 20 | minor).
+    pub dev: u32,
+    /// Bytes used in `path` (components, leaf first, NUL-terminated).
+    pub path_len: u32,
+    /// `path_flags::*`.
+    pub path_flags: u32,
+    /// `file::f_mode` after open: userspace reads FMODE_CREATED from it.
+    pub f_mode: u32,
+    pub ino: u64,
+    /// The syscall's return value.
+    pub result: i64,
+    /// Last, so the kernel sends only `offset_of!(path) + path_len` bytes.
+    pub path: [u8; PATH_BUF],
+    /// Never sent: room for the verifier, which must see that a component
+    /// read of `NAME_READ` bytes at any masked offset stays in the record.
+    pub _slack: [u8; NAME_READ],
+}
+
+/// The fixed-size part of a file record: everything before the path bytes.
+pub const FILE_FIXED_LEN: usize = offset_of!(FileEvent, path);
+
 /// The fixed-size part of an exec record: everything before the argv bytes.
 pub const EXEC_FIXED_LEN: usize = offset_of!(ExecEvent, argv);
 
@@ -142,5 +197,7 @@ const _: () = assert!(EXEC_FIXED_LEN == 112 + 2 * PATH_BUF);
 const _: () = assert!(size_of::<ExecEvent>() == EXEC_FIXED_LEN + ARGV_BUF);
 const _: () = assert!(size_of::<ForkEvent>() == 104);
 const _: () = assert!(size_of::<ExitEvent>() == 96);
+const _: () = assert!(FILE_FIXED_LEN == 144);
+const _: () = assert!(size_of::<FileEvent>() == FILE_FIXED_LEN + PATH_BUF + NAME_READ);
 const _: () = assert!(ARGV_BUF.is_power_of_two() && PATH_BUF.is_power_of_two());
 const _: () = assert!(NAME_READ < PATH_BUF);

@@ -4,8 +4,8 @@
 use std::mem::size_of;
 
 use sensor_common::{
-    ARGV_BUF, EXEC_FIXED_LEN, ExecEvent, ExitEvent, ForkEvent, Header, PATH_BUF, TaskInfo,
-    exec_flags, kind,
+    ARGV_BUF, EXEC_FIXED_LEN, ExecEvent, ExitEvent, FILE_FIXED_LEN, FileEvent, ForkEvent, Header,
+    PATH_BUF, TaskInfo, exec_flags, kind, path_flags,
 };
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -85,10 +85,32 @@ pub struct Exit {
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
+pub struct File {
+    pub ktime_ns: u64,
+    pub task: Task,
+    /// `sensor_common::file_op`.
+    pub op: u32,
+    pub flags: u32,
+    pub mode: u32,
+    pub file_mode: u32,
+    pub owner_uid: u32,
+    pub owner_gid: u32,
+    /// The kernel's device number encoding (major << 20 | minor).
+    pub dev: u32,
+    pub ino: u64,
+    pub result: i64,
+    pub f_mode: u32,
+    /// Absolute path, `None` when the kernel could not walk it.
+    pub path: Option<Vec<u8>>,
+    pub path_truncated: bool,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Record {
     Exec(Exec),
     Fork(Fork),
     Exit(Exit),
+    File(File),
 }
 
 /// Copies a `T` out of the front of `bytes`, which the caller sized.
@@ -177,42 +199,88 @@ fn fixed<T: Copy>(bytes: &[u8], name: &'static str, header: &Header) -> Result<T
     Ok(read_pod(bytes))
 }
 
-fn decode_exec(bytes: &[u8], header: &Header) -> Result<Exec, DecodeError> {
-    if bytes.len() < EXEC_FIXED_LEN {
+/// A record whose last area is sent only as far as it is used: checks the
+/// claimed size against what arrived and zero-fills the unsent tail.
+fn variable<T: Copy>(
+    bytes: &[u8],
+    header: &Header,
+    name: &'static str,
+    fixed_len: usize,
+) -> Result<T, DecodeError> {
+    if bytes.len() < fixed_len {
         return Err(DecodeError::Truncated {
-            kind: "exec",
+            kind: name,
             got: bytes.len(),
-            need: EXEC_FIXED_LEN,
+            need: fixed_len,
         });
     }
     let claimed = header.size as usize;
-    if claimed < EXEC_FIXED_LEN || claimed > bytes.len() || claimed > size_of::<ExecEvent>() {
+    if claimed < fixed_len || claimed > bytes.len() || claimed > size_of::<T>() {
         return Err(DecodeError::BadSize {
-            kind: "exec",
+            kind: name,
             claimed,
             got: bytes.len(),
         });
     }
-    // Copy into a full-size record so the unsent argv tail reads as zeros.
-    let mut full = vec![0u8; size_of::<ExecEvent>()];
+    let mut full = vec![0u8; size_of::<T>()];
     full[..claimed].copy_from_slice(&bytes[..claimed]);
-    let ev: ExecEvent = read_pod(&full);
-    let argv_len = check_len("argv", ev.argv_len, ARGV_BUF)?;
-    if EXEC_FIXED_LEN + argv_len > claimed {
+    Ok(read_pod(&full))
+}
+
+/// The used length of a variable tail, which must lie within what was sent.
+fn tail_len(
+    field: &'static str,
+    len: u32,
+    cap: usize,
+    fixed_len: usize,
+    header: &Header,
+) -> Result<usize, DecodeError> {
+    let len = check_len(field, len, cap)?;
+    let sent = header.size as usize - fixed_len;
+    if len > sent {
         return Err(DecodeError::BadLength {
-            field: "argv",
-            len: argv_len,
-            cap: claimed - EXEC_FIXED_LEN,
+            field,
+            len,
+            cap: sent,
         });
     }
+    Ok(len)
+}
+
+/// An empty, truncated walk means the kernel could not read the path at all.
+fn walked_path(area: &[u8], len: usize, truncated: bool) -> Option<Vec<u8>> {
+    (len > 0 || !truncated).then(|| path_from_components(&area[..len]))
+}
+
+fn decode_file(bytes: &[u8], header: &Header) -> Result<File, DecodeError> {
+    let ev: FileEvent = variable(bytes, header, "file", FILE_FIXED_LEN)?;
+    let path_len = tail_len("path", ev.path_len, PATH_BUF, FILE_FIXED_LEN, header)?;
+    let truncated = ev.path_flags & path_flags::TRUNCATED != 0;
+    Ok(File {
+        ktime_ns: header.ktime_ns,
+        task: Task::from(&ev.task),
+        op: ev.op,
+        flags: ev.flags,
+        mode: ev.mode,
+        file_mode: ev.file_mode,
+        owner_uid: ev.owner_uid,
+        owner_gid: ev.owner_gid,
+        dev: ev.dev,
+        ino: ev.ino,
+        result: ev.result,
+        f_mode: ev.f_mode,
+        path: walked_path(&ev.path, path_len, truncated),
+        path_truncated: truncated,
+    })
+}
+
+fn decode_exec(bytes: &[u8], header: &Header) -> Result<Exec, DecodeError> {
+    let ev: ExecEvent = variable(bytes, header, "exec", EXEC_FIXED_LEN)?;
+    let argv_len = tail_len("argv", ev.argv_len, ARGV_BUF, EXEC_FIXED_LEN, header)?;
     let exe_len = check_len("exe", ev.exe_len, PATH_BUF)?;
     let cwd_len = check_len("cwd", ev.cwd_len, PATH_BUF)?;
     let flags = ev.flags;
     let has = |bit: u32| flags & bit != 0;
-    let path = |area: &[u8], len: usize, truncated: bool| {
-        // An empty, truncated walk means the kernel could not read it at all.
-        (len > 0 || !truncated).then(|| path_from_components(&area[..len]))
-    };
     Ok(Exec {
         ktime_ns: header.ktime_ns,
         task: Task::from(&ev.task),
@@ -220,9 +288,9 @@ fn decode_exec(bytes: &[u8], header: &Header) -> Result<Exec, DecodeError> {
         argc: (!has(exec_flags::ARGC_UNKNOWN)).then_some(ev.argc),
         argv_truncated: has(exec_flags::ARGV_TRUNCATED),
         argv_unreadable: has(exec_flags::ARGV_UNREADABLE),
-        exe: path(&ev.exe, exe_len, has(exec_flags::EXE_TRUNCATED)),
+        exe: walked_path(&ev.exe, exe_len, has(exec_flags::EXE_TRUNCATED)),
         exe_truncated: has(exec_flags::EXE_TRUNCATED),
-        cwd: path(&ev.cwd, cwd_len, has(exec_flags::CWD_TRUNCATED)),
+        cwd: walked_path(&ev.cwd, cwd_len, has(exec_flags::CWD_TRUNCATED)),
         cwd_truncated: has(exec_flags::CWD_TRUNCATED),
     })
 }
@@ -235,6 +303,7 @@ pub fn decode(bytes: &[u8]) -> Result<Record, DecodeError> {
     let header: Header = read_pod(bytes);
     match header.kind {
         kind::EXEC => decode_exec(bytes, &header).map(Record::Exec),
+        kind::FILE => decode_file(bytes, &header).map(Record::File),
         kind::FORK => {
             let ev: ForkEvent = fixed(bytes, "fork", &header)?;
             Ok(Record::Fork(Fork {
@@ -454,6 +523,62 @@ mod tests {
             decode(&bad),
             Err(DecodeError::BadSize { kind: "exit", .. })
         ));
+    }
+
+    fn file_record(path: &[u8]) -> Vec<u8> {
+        // SAFETY: all-zero is a valid FileEvent.
+        let mut ev: FileEvent = unsafe { std::mem::zeroed() };
+        ev.task = task(7);
+        ev.op = sensor_common::file_op::OPEN_WRITE;
+        ev.flags = 0o101;
+        ev.ino = 99;
+        ev.dev = (8 << 20) | 1;
+        ev.result = 3;
+        ev.path[..path.len()].copy_from_slice(path);
+        ev.path_len = path.len() as u32;
+        let size = FILE_FIXED_LEN + path.len();
+        ev.header = Header {
+            kind: kind::FILE,
+            size: size as u32,
+            ktime_ns: 5,
+        };
+        as_bytes(&ev)[..size].to_vec()
+    }
+
+    #[test]
+    fn a_file_record_becomes_an_absolute_path_and_its_inode() {
+        let Record::File(f) = decode(&file_record(b"f.txt\0tmp\0")).unwrap() else {
+            panic!("not a file record")
+        };
+        assert_eq!(f.path.as_deref(), Some(&b"/tmp/f.txt"[..]));
+        assert_eq!(
+            (f.ino, f.dev, f.result, f.flags),
+            (99, (8 << 20) | 1, 3, 0o101)
+        );
+        assert!(!f.path_truncated);
+    }
+
+    #[test]
+    fn file_records_with_lying_or_short_lengths_are_refused() {
+        let mut bytes = file_record(b"a\0");
+        let at = offset_of!(FileEvent, path_len);
+        bytes[at..at + 4].copy_from_slice(&50u32.to_le_bytes());
+        assert!(matches!(
+            decode(&bytes),
+            Err(DecodeError::BadLength { field: "path", .. })
+        ));
+        let bytes = file_record(b"a\0");
+        assert!(matches!(
+            decode(&bytes[..FILE_FIXED_LEN - 8]),
+            Err(DecodeError::Truncated { kind: "file", .. })
+        ));
+        let mut bytes = file_record(b"");
+        let at = offset_of!(FileEvent, path_flags);
+        bytes[at..at + 4].copy_from_slice(&path_flags::TRUNCATED.to_le_bytes());
+        let Record::File(f) = decode(&bytes).unwrap() else {
+            panic!("not a file record")
+        };
+        assert_eq!(f.path, None, "a walk that never started has no path");
     }
 
     #[test]

@@ -6,7 +6,7 @@ use std::path::Path;
 use aya::{
     Ebpf, EbpfLoader,
     maps::{Array, MapData, PerCpuArray, RingBuf},
-    programs::RawTracePoint,
+    programs::{RawTracePoint, TracePoint},
 };
 use sensor_common::{Config as KernelConfig, maps, programs};
 
@@ -103,6 +103,46 @@ fn exit_has_group_dead() -> bool {
         .is_ok_and(|f| f.contains("group_dead"))
 }
 
+fn prog_err(name: &'static str) -> impl Fn(aya::programs::ProgramError) -> LoadError {
+    move |e| LoadError::Program {
+        name,
+        source: Box::new(e),
+    }
+}
+
+/// Program `name` of type `T`, loaded into the kernel (verified).
+fn program<'a, T>(ebpf: &'a mut Ebpf, name: &'static str) -> Result<&'a mut T, LoadError>
+where
+    T: 'a,
+    &'a mut T: TryFrom<&'a mut aya::programs::Program, Error = aya::programs::ProgramError>,
+    T: ProgramLoad,
+{
+    let prog: &mut T = ebpf
+        .program_mut(name)
+        .ok_or_else(|| prog_err(name)(aya::programs::ProgramError::UnexpectedProgramType))?
+        .try_into()
+        .map_err(prog_err(name))?;
+    prog.load_program().map_err(prog_err(name))?;
+    Ok(prog)
+}
+
+/// `load()` of the program types the sensor uses.
+trait ProgramLoad {
+    fn load_program(&mut self) -> Result<(), aya::programs::ProgramError>;
+}
+
+impl ProgramLoad for RawTracePoint {
+    fn load_program(&mut self) -> Result<(), aya::programs::ProgramError> {
+        self.load()
+    }
+}
+
+impl ProgramLoad for TracePoint {
+    fn load_program(&mut self) -> Result<(), aya::programs::ProgramError> {
+        self.load()
+    }
+}
+
 fn take_map(ebpf: &mut Ebpf, name: &'static str) -> Result<aya::maps::Map, LoadError> {
     ebpf.take_map(name).ok_or(LoadError::MissingMap(name))
 }
@@ -149,21 +189,18 @@ pub fn load(ring_bytes: u32, btf_path: &Path) -> Result<Loaded, LoadError> {
     }
     let mut hooks = Vec::new();
     for (name, tracepoint) in programs::ALL {
-        let prog_err = |e| LoadError::Program {
-            name,
-            source: Box::new(e),
-        };
-        let prog: &mut RawTracePoint = ebpf
-            .program_mut(name)
-            .ok_or(LoadError::Program {
-                name,
-                source: Box::new(aya::programs::ProgramError::UnexpectedProgramType),
-            })?
-            .try_into()
-            .map_err(prog_err)?;
-        prog.load().map_err(prog_err)?;
-        prog.attach(tracepoint).map_err(prog_err)?;
+        let prog: &mut RawTracePoint = program(&mut ebpf, name)?;
+        prog.attach(tracepoint).map_err(prog_err(name))?;
         hooks.push(format!("raw_tp/{tracepoint}"));
+    }
+    for (name, tracepoint) in programs::SYSCALLS {
+        let prog: &mut TracePoint = program(&mut ebpf, name)?;
+        // Some syscalls do not exist on every architecture (open, creat):
+        // a missing one costs only its own events.
+        match prog.attach("syscalls", tracepoint) {
+            Ok(_) => hooks.push(format!("tracepoint/syscalls/{tracepoint}")),
+            Err(e) => tracing::warn!("not attached to syscalls/{tracepoint}: {e}"),
+        }
     }
     let events =
         RingBuf::try_from(take_map(&mut ebpf, maps::EVENTS)?).map_err(map_err(maps::EVENTS))?;

@@ -239,7 +239,7 @@ pub trait EventExt {
 
 impl EventExt for Value {
     fn kind(&self) -> &'static str {
-        ["exec", "fork", "exit", "health"]
+        ["exec", "fork", "exit", "health", "file", "network", "dns"]
             .into_iter()
             .find(|k| self.get(k).is_some())
             .unwrap_or("unknown")

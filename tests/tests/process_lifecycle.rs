@@ -274,6 +274,14 @@ fn health_events_carry_every_stage_counter() {
         );
     }
     let hooks = health[0]["health"]["hooks"].as_array().unwrap();
-    assert_eq!(hooks.len(), 3, "{hooks:?}");
+    for hook in [
+        "raw_tp/sched_process_exec",
+        "raw_tp/sched_process_fork",
+        "raw_tp/sched_process_exit",
+        "tracepoint/syscalls/sys_enter_openat",
+        "tracepoint/syscalls/sys_exit_openat",
+    ] {
+        assert!(hooks.iter().any(|h| h == hook), "{hook} not in {hooks:?}");
+    }
     rig.sensor.stop();
 }

@@ -64,7 +64,7 @@ impl Proc<'_> {
     }
 }
 
-fn envelope(sensor: &str, seq: u64, time_ns: u64, process: Process, body: Body) -> Event {
+pub fn envelope(sensor: &str, seq: u64, time_ns: u64, process: Process, body: Body) -> Event {
     Event {
         sensor_id: sensor.to_owned(),
         host_id: HOST_ID.to_owned(),

@@ -18,9 +18,10 @@ use std::{
     sync::Arc,
 };
 
+use sensor_common::file_op;
 use sensor_proto::{
     timestamp_from_unix_ns,
-    v1::{Event, Process, ProcessExec, ProcessExit, ProcessFork, event::Body},
+    v1::{Event, FileEvent, FileOp, Process, ProcessExec, ProcessExit, ProcessFork, event::Body},
 };
 
 use self::{
@@ -30,7 +31,7 @@ use self::{
     users::Users,
 };
 use crate::{
-    decode::{Exec, Exit, Fork, Record, Task},
+    decode::{Exec, Exit, File, Fork, Record, Task},
     host::HostInfo,
     stats::Stats,
 };
@@ -87,6 +88,16 @@ fn argv_strings(argv: &[Vec<u8>]) -> (Vec<String>, HashMap<u32, Vec<u8>>) {
         })
         .collect();
     (text, raw)
+}
+
+/// `FMODE_CREATED` (include/linux/fs.h, `1 << 20` since 4.19): open set it
+/// in `file::f_mode` because O_CREAT created the file.
+const FMODE_CREATED: u32 = 1 << 20;
+
+/// A kernel `dev_t` (major << 20 | minor) as stat(2) shows it.
+#[must_use]
+pub fn user_dev(kernel_dev: u32) -> u64 {
+    libc::makedev(kernel_dev >> 20, kernel_dev & 0xf_ffff)
 }
 
 /// Splits a wait(2) status into (exit code, signal, core dumped).
@@ -318,6 +329,31 @@ impl Enricher {
         )
     }
 
+    fn file(&mut self, f: File) -> Event {
+        let mut p = self.known_process(&f.task);
+        self.apply_task(&mut p, &f.task);
+        let op = if f.op == file_op::OPEN_WRITE && f.f_mode & FMODE_CREATED != 0 {
+            FileOp::Create
+        } else {
+            FileOp::try_from(i32::try_from(f.op).unwrap_or(0)).unwrap_or(FileOp::Unspecified)
+        };
+        let body = Body::File(FileEvent {
+            op: op.into(),
+            path: f.path.as_deref().map(lossy).unwrap_or_default(),
+            path_truncated: f.path_truncated,
+            old_path: String::new(),
+            inode: f.ino,
+            device: user_dev(f.dev),
+            flags: f.flags,
+            mode: f.mode,
+            owner_uid: f.owner_uid,
+            owner_gid: f.owner_gid,
+            file_mode: f.file_mode,
+            result: f.result,
+        });
+        self.event(f.ktime_ns, p, body)
+    }
+
     /// One decoded record in, one event out.
     pub fn enrich(&mut self, record: Record) -> Event {
         Stats::inc(&self.stats.enriched);
@@ -325,6 +361,7 @@ impl Enricher {
             Record::Exec(e) => self.exec(e),
             Record::Fork(f) => self.fork(f),
             Record::Exit(x) => self.exit(x),
+            Record::File(f) => self.file(f),
         }
     }
 
@@ -399,6 +436,13 @@ impl Enricher {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn kernel_device_numbers_become_stat_numbers() {
+        // /dev/sda1 is 8:1; the kernel packs it as major << 20 | minor.
+        assert_eq!(user_dev((8 << 20) | 1), libc::makedev(8, 1));
+        assert_eq!(user_dev(254 << 20), 65024);
+    }
 
     #[test]
     fn wait_statuses_split_into_code_signal_and_core() {

@@ -1,0 +1,119 @@
+//! File changes as the kernel resolved them, through the real pipeline.
+
+use std::{
+    ffi::CString,
+    os::unix::{ffi::OsStrExt as _, fs::MetadataExt as _},
+    path::{Path, PathBuf},
+    process::Command,
+};
+
+use serde_json::Value;
+use tests::{EventExt, Rig};
+
+/// File events of `pid` on `path`, once `count` of them are stored.
+fn file_events(rig: &Rig, pid: u32, path: &Path, count: usize) -> Vec<Value> {
+    let path = path.to_str().unwrap().to_owned();
+    let on_path = move |e: &Value| e.kind() == "file" && e.str_at("/file/path") == path;
+    let events = rig.events_of(pid, |e| e.iter().filter(|x| on_path(x)).count() >= count);
+    events.into_iter().filter(|x| on_path(x)).collect()
+}
+
+fn canonical_tempdir() -> (tempfile::TempDir, PathBuf) {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().canonicalize().unwrap();
+    (dir, path)
+}
+
+fn assert_describes(event: &Value, path: &Path) {
+    let meta = std::fs::metadata(path).unwrap();
+    assert_eq!(event.u64_at("/file/inode"), meta.ino());
+    assert_eq!(event.u64_at("/file/device"), meta.dev());
+    assert_eq!(event.u64_at("/file/file_mode"), u64::from(meta.mode()));
+    assert_eq!(event.u64_at("/file/owner_uid"), u64::from(meta.uid()));
+}
+
+#[test]
+fn a_relative_create_after_chdir_reports_the_absolute_path() {
+    let rig = Rig::start();
+    let (_dir, dir) = canonical_tempdir();
+    let sh = Command::new("/bin/sh")
+        .arg("-c")
+        .arg(format!("cd {} && echo x > rel.txt", dir.display()))
+        .spawn()
+        .unwrap();
+    let pid = sh.id();
+    assert!(sh.wait_with_output().unwrap().status.success());
+    let target = dir.join("rel.txt");
+    let events = file_events(&rig, pid, &target, 1);
+    assert_eq!(events.len(), 1, "{events:#?}");
+    assert_eq!(events[0]["file"]["op"], "FILE_OP_CREATE");
+    // dash opens with O_WRONLY|O_CREAT|O_TRUNC.
+    assert_eq!(events[0].u64_at("/file/flags") & 0o1103, 0o1101);
+    assert_describes(&events[0], &target);
+}
+
+#[test]
+fn openat_with_a_directory_fd_reports_the_absolute_path_and_mode() {
+    let rig = Rig::start();
+    let (_dir, dir) = canonical_tempdir();
+    let cdir = CString::new(dir.as_os_str().as_bytes()).unwrap();
+    // SAFETY: plain syscalls on paths we own.
+    let fd = unsafe {
+        let dirfd = libc::open(cdir.as_ptr(), libc::O_DIRECTORY | libc::O_RDONLY);
+        assert!(dirfd >= 0);
+        let fd = libc::openat(
+            dirfd,
+            c"viadirfd.txt".as_ptr(),
+            libc::O_CREAT | libc::O_WRONLY,
+            0o640,
+        );
+        libc::close(dirfd);
+        fd
+    };
+    assert!(fd >= 0);
+    // SAFETY: our own descriptor.
+    unsafe { libc::close(fd) };
+    let target = dir.join("viadirfd.txt");
+    let events = file_events(&rig, std::process::id(), &target, 1);
+    assert_eq!(events[0]["file"]["op"], "FILE_OP_CREATE");
+    assert_eq!(events[0].u64_at("/file/mode"), 0o640);
+    assert_eq!(events[0].u64_at("/file/result"), fd as u64);
+    assert_describes(&events[0], &target);
+}
+
+#[test]
+fn a_path_through_a_symlinked_directory_reports_what_the_kernel_resolved() {
+    let rig = Rig::start();
+    let (_dir, dir) = canonical_tempdir();
+    std::fs::create_dir(dir.join("real")).unwrap();
+    std::os::unix::fs::symlink(dir.join("real"), dir.join("link")).unwrap();
+    std::fs::write(dir.join("link/../real/./f.txt"), b"x").unwrap();
+    let target = dir.join("real/f.txt");
+    let events = file_events(&rig, std::process::id(), &target, 1);
+    assert_eq!(events[0]["file"]["op"], "FILE_OP_CREATE");
+    assert_describes(&events[0], &target);
+}
+
+#[test]
+fn reopening_for_write_is_open_write_and_reading_is_not_reported() {
+    let rig = Rig::start();
+    let (_dir, dir) = canonical_tempdir();
+    let target = dir.join("existing.txt");
+    std::fs::write(&target, b"one").unwrap();
+    std::fs::read(&target).unwrap();
+    std::fs::OpenOptions::new()
+        .append(true)
+        .open(&target)
+        .unwrap();
+    // Everything before the marker has passed the pipeline once it is stored.
+    let marker = dir.join("marker.txt");
+    std::fs::write(&marker, b"").unwrap();
+    file_events(&rig, std::process::id(), &marker, 1);
+    let events = file_events(&rig, std::process::id(), &target, 0);
+    let ops: Vec<&str> = events.iter().map(|e| e.str_at("/file/op")).collect();
+    assert_eq!(
+        ops,
+        ["FILE_OP_CREATE", "FILE_OP_OPEN_WRITE"],
+        "the read is not reported"
+    );
+}
