@@ -6,7 +6,7 @@
 //! rewrite of it cannot change what is reported.
 
 use aya_ebpf::{
-    helpers::{bpf_get_current_pid_tgid, bpf_probe_read_user, generated::bpf_ringbuf_output},
+    helpers::{bpf_get_current_pid_tgid, bpf_probe_read_user},
     macros::{map, tracepoint},
     maps::{HashMap, PerCpuArray},
     programs::TracePointContext,
@@ -14,7 +14,7 @@ use aya_ebpf::{
 use sensor_common::{FILE_FIXED_LEN, FileEvent, PATH_BUF, file_op, kind, path_flags};
 
 use crate::kernel::{
-    EVENTS, config, count_drop, current_task, current_task_info, header, read, walk_path,
+    config, current_task, current_task_info, header, output_prefix, read, walk_path,
 };
 
 /// `struct syscall_trace_enter { struct trace_entry ent; int nr; unsigned long args[6]; }`
@@ -166,18 +166,7 @@ fn open_exit(ctx: &TracePointContext) -> u32 {
     };
     let size = FILE_FIXED_LEN + (ev.path_len as usize & (PATH_BUF - 1));
     ev.header = header(kind::FILE, size);
-    // SAFETY: size <= size_of::<FileEvent>(), the scratch value's size.
-    let rc = unsafe {
-        bpf_ringbuf_output(
-            (&raw const EVENTS).cast_mut().cast(),
-            (ev as *mut FileEvent).cast(),
-            size as u64,
-            0,
-        )
-    };
-    if rc != 0 {
-        count_drop(kind::FILE);
-    }
+    output_prefix(ev, size, kind::FILE);
     0
 }
 

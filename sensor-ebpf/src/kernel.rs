@@ -7,7 +7,7 @@ use aya_ebpf::{
         bpf_probe_read_kernel,
         generated::{
             bpf_get_current_cgroup_id, bpf_get_current_task, bpf_ktime_get_boot_ns,
-            bpf_probe_read_kernel_str,
+            bpf_probe_read_kernel_str, bpf_ringbuf_output,
         },
     },
     macros::map,
@@ -40,6 +40,28 @@ pub fn count_drop(record_kind: u32) {
     if let Some(counter) = DROPS.get_ptr_mut(record_kind) {
         // SAFETY: the map value is a u64 owned by this CPU while we run.
         unsafe { *counter += 1 };
+    }
+}
+
+/// Sends the first `size` bytes of a per-CPU scratch record (its header
+/// already filled), counting a drop of `record_kind` when the ring is full.
+/// Variable-length records send only the used part of their last area.
+#[inline(always)]
+pub fn output_prefix<T>(record: &mut T, size: usize, record_kind: u32) {
+    if size > core::mem::size_of::<T>() {
+        return;
+    }
+    // SAFETY: `record` is `size_of::<T>()` readable bytes and size fits in it.
+    let rc = unsafe {
+        bpf_ringbuf_output(
+            (&raw const EVENTS).cast_mut().cast(),
+            (record as *mut T).cast(),
+            size as u64,
+            0,
+        )
+    };
+    if rc != 0 {
+        count_drop(record_kind);
     }
 }
 

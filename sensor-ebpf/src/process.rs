@@ -1,10 +1,7 @@
 //! Process lifecycle: exec, fork of a new process, exit of a process.
 
 use aya_ebpf::{
-    helpers::{
-        bpf_probe_read_user,
-        generated::{bpf_probe_read_user as probe_read_user_buf, bpf_ringbuf_output},
-    },
+    helpers::{bpf_probe_read_user, generated::bpf_probe_read_user as probe_read_user_buf},
     macros::{map, raw_tracepoint},
     maps::PerCpuArray,
     programs::RawTracePointContext,
@@ -12,7 +9,7 @@ use aya_ebpf::{
 use sensor_common::{ARGV_BUF, EXEC_FIXED_LEN, ExecEvent, ExitEvent, ForkEvent, exec_flags, kind};
 
 use crate::kernel::{
-    EVENTS, config, count_drop, current_task, current_task_info, header, read, walk_path,
+    config, current_task, current_task_info, header, output_prefix, read, walk_path,
 };
 
 /// Exec records are ~8 KiB: built here, not on the 512-byte stack.
@@ -91,18 +88,7 @@ pub fn sched_process_exec(_ctx: RawTracePointContext) -> u32 {
 
     let size = EXEC_FIXED_LEN + (ev.argv_len as usize & (ARGV_BUF - 1));
     ev.header = header(kind::EXEC, size);
-    // SAFETY: size <= size_of::<ExecEvent>(), the scratch value's size.
-    let rc = unsafe {
-        bpf_ringbuf_output(
-            (&raw const EVENTS).cast_mut().cast(),
-            (ev as *mut ExecEvent).cast(),
-            size as u64,
-            0,
-        )
-    };
-    if rc != 0 {
-        count_drop(kind::EXEC);
-    }
+    output_prefix(ev, size, kind::EXEC);
     0
 }
 
@@ -118,16 +104,14 @@ pub fn sched_process_fork(ctx: RawTracePointContext) -> u32 {
     if child_tid != child_tgid {
         return 0;
     }
-    let ev = ForkEvent {
+    let mut ev = ForkEvent {
         header: header(kind::FORK, size_of::<ForkEvent>()),
         task: current_task_info(off),
         child_start_boottime_ns: read(child, off.task_start_boottime).unwrap_or(0),
         child_tid,
         child_tgid,
     };
-    if EVENTS.output::<ForkEvent>(&ev, 0).is_err() {
-        count_drop(kind::FORK);
-    }
+    output_prefix(&mut ev, size_of::<ForkEvent>(), kind::FORK);
     0
 }
 
@@ -147,14 +131,12 @@ pub fn sched_process_exit(ctx: RawTracePointContext) -> u32 {
     if !last {
         return 0;
     }
-    let ev = ExitEvent {
+    let mut ev = ExitEvent {
         header: header(kind::EXIT, size_of::<ExitEvent>()),
         task,
         exit_status: read::<i32>(current_task(), off.task_exit_code).unwrap_or(0) as u32,
         _pad0: 0,
     };
-    if EVENTS.output::<ExitEvent>(&ev, 0).is_err() {
-        count_drop(kind::EXIT);
-    }
+    output_prefix(&mut ev, size_of::<ExitEvent>(), kind::EXIT);
     0
 }

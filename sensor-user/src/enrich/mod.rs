@@ -140,9 +140,15 @@ impl Enricher {
         }
     }
 
-    fn start_id(&self, tgid: u32, start_boottime_ns: u64) -> String {
-        let start_ticks = start_boottime_ns / self.host.tick_ns;
+    /// The id of a process image that began with the process: its start
+    /// time in clock ticks, as /proc/PID/stat shows it.
+    fn ticks_id(&self, tgid: u32, start_ticks: u64) -> String {
         exec_id(&self.host.boot_id, tgid, Origin::Start { start_ticks })
+    }
+
+    /// The same id from the kernel's start time in nanoseconds.
+    fn start_id(&self, tgid: u32, start_boottime_ns: u64) -> String {
+        self.ticks_id(tgid, start_boottime_ns / self.host.tick_ns)
     }
 
     /// The exec_id of `tgid`'s current image: from the table, else from /proc.
@@ -155,15 +161,7 @@ impl Enricher {
         }
         Stats::inc(&self.stats.unknown_parent);
         procfs::read_process(&self.cfg.proc_root, tgid)
-            .map(|p| {
-                exec_id(
-                    &self.host.boot_id,
-                    tgid,
-                    Origin::Start {
-                        start_ticks: p.start_ticks,
-                    },
-                )
-            })
+            .map(|p| self.ticks_id(tgid, p.start_ticks))
             .unwrap_or_default()
     }
 
@@ -243,17 +241,9 @@ impl Enricher {
         }
         let (argv, argv_raw) = argv_strings(&argv);
         let proc_dir = self.cfg.proc_root.join(e.task.tgid.to_string());
+        // The kernel's walk, else what /proc still says (racy, but better than nothing).
         let or_proc_link = |path: Option<Vec<u8>>, name: &str| {
-            path.map_or_else(
-                || {
-                    lossy(
-                        &std::fs::read_link(proc_dir.join(name))
-                            .map(|p| p.into_os_string().into_encoded_bytes())
-                            .unwrap_or_default(),
-                    )
-                },
-                |p| lossy(&p),
-            )
+            lossy(&path.unwrap_or_else(|| procfs::link(&proc_dir.join(name))))
         };
         let mut p = Process {
             exec_id: exec_id(
@@ -381,8 +371,6 @@ impl Enricher {
     }
 
     fn procfs_event(&mut self, proc: &ProcProcess, now_boot_ns: u64) -> Event {
-        let id =
-            |tgid, start_ticks| exec_id(&self.host.boot_id, tgid, Origin::Start { start_ticks });
         let start_ns = proc.start_ticks * self.host.tick_ns;
         let parent_exec_id = self
             .table
@@ -410,7 +398,7 @@ impl Enricher {
             comm: proc.comm.clone(),
         };
         let mut p = Process {
-            exec_id: id(proc.pid, proc.start_ticks),
+            exec_id: self.ticks_id(proc.pid, proc.start_ticks),
             parent_exec_id,
             exe: lossy(&proc.exe),
             cwd: lossy(&proc.cwd),

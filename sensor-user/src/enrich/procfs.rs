@@ -50,7 +50,9 @@ fn read_u32(path: &Path) -> u32 {
         .unwrap_or(u32::MAX)
 }
 
-fn link(path: &Path) -> Vec<u8> {
+/// The target of a /proc symlink (exe, cwd), empty when unreadable.
+#[must_use]
+pub fn link(path: &Path) -> Vec<u8> {
     fs::read_link(path)
         .map(|p| p.as_os_str().as_bytes().to_vec())
         .unwrap_or_default()
