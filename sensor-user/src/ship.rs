@@ -37,13 +37,19 @@ struct Unacked {
 }
 
 impl Unacked {
+    /// Adds an event; when full, drops the oldest event not yet sent on the
+    /// current stream. Events in flight are never the ones dropped: the
+    /// collector may store them, and a counted drop must be a real loss.
     fn push(&mut self, event: Event, stats: &Stats) {
-        if self.events.len() >= self.cap {
-            self.events.pop_front();
-            self.sent = self.sent.saturating_sub(1);
+        if self.events.len() >= self.cap && self.events.remove(self.sent).is_some() {
             Stats::inc(&stats.ship_dropped);
         }
         self.events.push_back(event);
+    }
+
+    /// Whether `push` can take an event without dropping one in flight.
+    fn can_take(&self) -> bool {
+        self.events.len() < self.cap || self.unsent() > 0
     }
 
     fn ack(&mut self, acked_seq: u64, stats: &Stats) {
@@ -134,6 +140,8 @@ impl Shipper {
             match self.stream_once().await {
                 StreamEnd::Done => return,
                 StreamEnd::Broken(why) => {
+                    // Nothing is in flight any more: all of it is resent.
+                    self.unacked.sent = 0;
                     Stats::inc(&self.stats.reconnects);
                     tracing::warn!(
                         "collector {}: {why}; {} events waiting, retrying in {backoff:?}",
@@ -180,7 +188,9 @@ impl Shipper {
                 || (unsent > 0
                     && (!self.input_open || last_send.elapsed() >= self.cfg.batch_timeout));
             tokio::select! {
-                e = self.input.recv(), if self.input_open && unsent < self.cfg.batch_size => self.take(e),
+                e = self.input.recv(), if self.input_open
+                    && unsent < self.cfg.batch_size
+                    && self.unacked.can_take() => self.take(e),
                 ack = acks.message() => match ack {
                     Ok(Some(Ack { acked_seq })) => self.unacked.ack(acked_seq, &self.stats),
                     Ok(None) => return StreamEnd::Broken("collector closed the stream".into()),
@@ -251,6 +261,33 @@ mod tests {
                 .load(std::sync::atomic::Ordering::Relaxed),
             2
         );
+    }
+
+    #[test]
+    fn a_full_buffer_keeps_events_in_flight_and_drops_the_oldest_unsent() {
+        let stats = Stats::default();
+        let mut u = Unacked {
+            events: (1..=4).map(ev).collect(),
+            sent: 0,
+            cap: 4,
+        };
+        assert_eq!(u.next_batch(2).events.len(), 2);
+        u.push(ev(5), &stats);
+        let seqs: Vec<u64> = u.events.iter().map(|e| e.seq).collect();
+        assert_eq!(
+            seqs,
+            vec![1, 2, 4, 5],
+            "1 and 2 are in flight; 3 is dropped"
+        );
+        assert_eq!(u.sent, 2);
+        assert_eq!(
+            stats
+                .ship_dropped
+                .load(std::sync::atomic::Ordering::Relaxed),
+            1
+        );
+        u.next_batch(2);
+        assert!(!u.can_take(), "everything is in flight: wait for acks");
     }
 
     #[test]
