@@ -59,6 +59,24 @@ pub struct KernelOffsets {
     pub mount_mountpoint: u32,
     pub mount_mnt: u32,
     pub vfsmount_root: u32,
+    /// `mount::mnt_id`: what /proc/self/mountinfo shows first.
+    pub mount_mnt_id: u32,
+    // struct file -> struct socket -> struct sock
+    pub file_private_data: u32,
+    pub socket_sk: u32,
+    // struct sock (its first member is struct sock_common)
+    pub sock_family: u32,
+    pub sock_daddr: u32,
+    pub sock_rcv_saddr: u32,
+    pub sock_dport: u32,
+    pub sock_num: u32,
+    pub sock_v6_daddr: u32,
+    pub sock_v6_rcv_saddr: u32,
+    pub sock_type: u32,
+    pub sock_protocol: u32,
+    // struct tcp_sock
+    pub tcp_bytes_sent: u32,
+    pub tcp_bytes_received: u32,
 }
 
 impl KernelOffsets {
@@ -103,6 +121,20 @@ impl KernelOffsets {
         mount_mountpoint: OFFSET_MISSING,
         mount_mnt: OFFSET_MISSING,
         vfsmount_root: OFFSET_MISSING,
+        mount_mnt_id: OFFSET_MISSING,
+        file_private_data: OFFSET_MISSING,
+        socket_sk: OFFSET_MISSING,
+        sock_family: OFFSET_MISSING,
+        sock_daddr: OFFSET_MISSING,
+        sock_rcv_saddr: OFFSET_MISSING,
+        sock_dport: OFFSET_MISSING,
+        sock_num: OFFSET_MISSING,
+        sock_v6_daddr: OFFSET_MISSING,
+        sock_v6_rcv_saddr: OFFSET_MISSING,
+        sock_type: OFFSET_MISSING,
+        sock_protocol: OFFSET_MISSING,
+        tcp_bytes_sent: OFFSET_MISSING,
+        tcp_bytes_received: OFFSET_MISSING,
     };
 }
 
@@ -116,7 +148,21 @@ pub struct Config {
     /// Non-zero when `sched_process_exit` passes `group_dead` (Linux 6.16+);
     /// otherwise a process exit is the exit of its thread-group leader.
     pub exit_has_group_dead: u32,
+    /// `file_writes::*`: which writes become events.
+    pub file_writes: u32,
+    /// Non-zero: file operations that failed are reported too.
+    pub report_failed: u32,
     pub _pad0: u32,
+}
+
+/// `Config::file_writes`.
+pub mod file_writes {
+    /// No write events (opens for writing are still reported).
+    pub const NONE: u32 = 0;
+    /// The first write of each process to each file.
+    pub const FIRST: u32 = 1;
+    /// Every write (for audits; floods the pipeline under a write storm).
+    pub const ALL: u32 = 2;
 }
 
 impl Config {
@@ -124,10 +170,12 @@ impl Config {
         offsets: KernelOffsets::MISSING,
         sensor_tgid: 0,
         exit_has_group_dead: 0,
+        file_writes: file_writes::FIRST,
+        report_failed: 0,
         _pad0: 0,
     };
 }
 
-const _: () = assert!(size_of::<KernelOffsets>() == 39 * 4);
-const _: () = assert!(size_of::<Config>() == 42 * 4);
-const _: () = assert!(offset_of!(Config, sensor_tgid) == 39 * 4);
+const _: () = assert!(size_of::<KernelOffsets>() == 53 * 4);
+const _: () = assert!(size_of::<Config>() == 58 * 4);
+const _: () = assert!(offset_of!(Config, sensor_tgid) == 53 * 4);

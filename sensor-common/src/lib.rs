@@ -9,7 +9,7 @@
 pub mod config;
 pub mod records;
 
-pub use config::{Config, KernelOffsets, OFFSET_MISSING};
+pub use config::{Config, KernelOffsets, OFFSET_MISSING, file_writes};
 pub use records::*;
 
 /// Map names, shared by the programs and the loader.
@@ -21,6 +21,11 @@ pub mod maps {
     pub const DROPS: &str = "DROPS";
     /// `Array<Config>` with one entry, written by userspace before attaching.
     pub const CONFIG: &str = "CONFIG";
+    /// `HashMap<u32, u8>`: mount ids (`mount::mnt_id`) whose files are
+    /// never reported (mounts at or under an ignored path prefix).
+    pub const IGNORED_MOUNTS: &str = "IGNORED_MOUNTS";
+    /// `HashMap<u32, u8>`: tgids of the sensor's own process tree.
+    pub const OWN_TGIDS: &str = "OWN_TGIDS";
 }
 
 /// Program names (their Rust function names in `sensor-ebpf`) and the
@@ -42,6 +47,12 @@ pub mod programs {
         ("sys_enter_creat", "sys_enter_creat"),
         ("sys_exit_creat", "sys_exit_creat"),
     ];
+
+    /// Network and DNS syscall tracepoints (category `syscalls`).
+    pub const NET_SYSCALLS: [(&str, &str); 0] = [];
+
+    /// Network raw tracepoints: (program, tracepoint).
+    pub const NET_RAW: [(&str, &str); 0] = [];
 }
 
 /// Implements `aya::Pod` for ABI types on the user side only.
@@ -60,4 +71,16 @@ macro_rules! impl_pod {
 impl_pod!(Config, KernelOffsets);
 
 #[cfg(feature = "user")]
-impl_pod!(ExecEvent, ForkEvent, ExitEvent, FileEvent, Header, TaskInfo);
+impl_pod!(
+    ExecEvent,
+    ForkEvent,
+    ExitEvent,
+    FileEvent,
+    FileNamedEvent,
+    ResultEvent,
+    NetEvent,
+    DnsPacket,
+    SockAddrs,
+    Header,
+    TaskInfo
+);

@@ -11,8 +11,12 @@ pub mod kind {
     pub const FORK: u32 = 2;
     pub const EXIT: u32 = 3;
     pub const FILE: u32 = 4;
+    pub const FILE_NAMED: u32 = 5;
+    pub const RESULT: u32 = 6;
+    pub const NET: u32 = 7;
+    pub const DNS: u32 = 8;
     /// One past the largest kind: the length of the `DROPS` map.
-    pub const COUNT: u32 = 5;
+    pub const COUNT: u32 = 9;
 
     /// Human name of a kind, for counters and logs.
     #[must_use]
@@ -22,6 +26,10 @@ pub mod kind {
             FORK => "fork",
             EXIT => "exit",
             FILE => "file",
+            FILE_NAMED => "file_named",
+            RESULT => "result",
+            NET => "net",
+            DNS => "dns",
             _ => "unknown",
         }
     }
@@ -59,12 +67,66 @@ pub mod exec_flags {
 pub mod file_op {
     pub const CREATE: u32 = 1;
     pub const OPEN_WRITE: u32 = 2;
+    pub const WRITE: u32 = 3;
+    pub const RENAME: u32 = 4;
+    pub const UNLINK: u32 = 5;
+    pub const RMDIR: u32 = 6;
+    pub const MKDIR: u32 = 7;
+    pub const CHMOD: u32 = 8;
+    pub const CHOWN: u32 = 9;
+    pub const LINK: u32 = 10;
+    pub const SYMLINK: u32 = 11;
+    pub const TRUNCATE: u32 = 12;
 }
+
+/// `NetEvent::op`: the same numbers as `sensor.v1.NetworkOp`.
+pub mod net_op {
+    pub const CONNECT: u32 = 1;
+    pub const ACCEPT: u32 = 2;
+    pub const LISTEN: u32 = 3;
+    pub const BIND: u32 = 4;
+    pub const UDP_SEND: u32 = 5;
+    pub const CLOSE: u32 = 6;
+}
+
+/// `DnsPacket::direction`.
+pub mod dns_direction {
+    /// The host sent it (a query).
+    pub const SENT: u32 = 1;
+    /// The host received it (a response).
+    pub const RECEIVED: u32 = 2;
+}
+
+/// Bytes of a DNS message the kernel copies; longer messages are cut and
+/// parsed as far as they go.
+pub const DNS_BUF: usize = 512;
+/// Bytes of a caller's path argument the kernel copies (at syscall entry).
+pub const NAME_BUF: usize = 1024;
+/// Bytes of the data area of a `FileNamedEvent`.
+pub const NAMED_DATA: usize = 8192;
 
 /// `FileEvent::path_flags` bits.
 pub mod path_flags {
     /// The walk hit `PATH_BUF` or `PATH_DEPTH`, or could not start.
     pub const TRUNCATED: u32 = 1 << 0;
+    /// `FileEvent`: the record was taken at syscall entry; its result follows
+    /// in a `ResultEvent` of the same thread.
+    pub const AWAIT_RESULT: u32 = 1 << 1;
+}
+
+/// `FileNamedEvent::flags` bits, per path (`<< 8` for the second path).
+pub mod named_flags {
+    /// The base directory walk hit `PATH_BUF` or `PATH_DEPTH`.
+    pub const BASE_TRUNCATED: u32 = 1 << 0;
+    /// The caller's name hit `NAME_BUF`.
+    pub const NAME_TRUNCATED: u32 = 1 << 1;
+    /// The name is absolute (or has no base: a symlink's target text), so
+    /// no base was walked.
+    pub const NO_BASE: u32 = 1 << 2;
+    /// The caller's name could not be read.
+    pub const NAME_UNREADABLE: u32 = 1 << 3;
+    /// Shift of the second path's bits.
+    pub const SECOND: u32 = 8;
 }
 
 #[repr(C)]
@@ -170,6 +232,9 @@ pub struct FileEvent {
     pub path_flags: u32,
     /// `file::f_mode` after open: userspace reads FMODE_CREATED from it.
     pub f_mode: u32,
+    /// fchown's requested owner (`u32::MAX`: unchanged).
+    pub req_uid: u32,
+    pub req_gid: u32,
     pub ino: u64,
     /// The syscall's return value.
     pub result: i64,
@@ -180,8 +245,112 @@ pub struct FileEvent {
     pub _slack: [u8; NAME_READ],
 }
 
+/// A file operation named by a path argument (unlink, rename, mkdir, ...),
+/// taken at syscall entry; its `ResultEvent` follows from the exit.
+///
+/// Each of the (at most two) paths is a base directory, walked in the kernel
+/// from the dirfd or the cwd (leaf first, like `FileEvent::path`), and the
+/// caller's name string, copied once at entry and never re-read. `data` holds
+/// base 1, name 1, base 2, name 2 back to back; the lengths split it.
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub struct FileNamedEvent {
+    pub header: Header,
+    pub task: TaskInfo,
+    /// `file_op::*`.
+    pub op: u32,
+    /// `named_flags::*` for the first path, `<< SECOND` for the second.
+    pub flags: u32,
+    /// The operation's own flags (`AT_*`, `RENAME_*`).
+    pub op_flags: u32,
+    /// The mode asked for (mkdir, chmod).
+    pub mode: u32,
+    /// chown's requested owner (`u32::MAX`: unchanged).
+    pub req_uid: u32,
+    pub req_gid: u32,
+    /// `truncate`'s length.
+    pub length: u64,
+    pub base1_len: u32,
+    pub name1_len: u32,
+    pub base2_len: u32,
+    pub name2_len: u32,
+    /// Last, so the kernel sends only the used bytes.
+    pub data: [u8; NAMED_DATA],
+    /// Never sent; see `FileEvent::_slack`.
+    pub _slack: [u8; NAME_BUF],
+}
+
+/// The return value of a syscall whose entry produced a record (a
+/// `FileNamedEvent`, or a `FileEvent` with `AWAIT_RESULT`).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ResultEvent {
+    pub header: Header,
+    pub tid: u32,
+    pub _pad0: u32,
+    pub ret: i64,
+}
+
+/// A socket address pair as the kernel's `struct sock` holds it.
+/// IPv4 addresses use the first 4 bytes of `*_addr`; ports are host order.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SockAddrs {
+    /// `AF_INET` (2) or `AF_INET6` (10).
+    pub family: u32,
+    pub local_port: u16,
+    pub remote_port: u16,
+    pub local_addr: [u8; 16],
+    pub remote_addr: [u8; 16],
+}
+
+/// A network operation on a socket.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct NetEvent {
+    pub header: Header,
+    pub task: TaskInfo,
+    /// `net_op::*`.
+    pub op: u32,
+    /// `IPPROTO_TCP` (6) or `IPPROTO_UDP` (17).
+    pub protocol: u32,
+    pub addrs: SockAddrs,
+    /// 0 or -errno.
+    pub result: i64,
+    pub sock_ino: u64,
+    pub bytes_sent: u64,
+    pub bytes_received: u64,
+}
+
+/// A DNS message a process sent or received, copied (bounded) from the
+/// syscall's own buffer; userspace parses it.
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub struct DnsPacket {
+    pub header: Header,
+    pub task: TaskInfo,
+    /// `dns_direction::*`.
+    pub direction: u32,
+    /// `IPPROTO_UDP` or `IPPROTO_TCP` (whose messages start with a 2-byte length).
+    pub protocol: u32,
+    pub addrs: SockAddrs,
+    pub sock_ino: u64,
+    /// The message's full length; more than `len` when cut.
+    pub orig_len: u32,
+    /// Bytes used in `payload`.
+    pub len: u32,
+    /// Last, so the kernel sends only `offset_of!(payload) + len` bytes.
+    pub payload: [u8; DNS_BUF],
+}
+
 /// The fixed-size part of a file record: everything before the path bytes.
 pub const FILE_FIXED_LEN: usize = offset_of!(FileEvent, path);
+
+/// The fixed-size part of a named-file record: everything before `data`.
+pub const NAMED_FIXED_LEN: usize = offset_of!(FileNamedEvent, data);
+
+/// The fixed-size part of a DNS record: everything before the payload.
+pub const DNS_FIXED_LEN: usize = offset_of!(DnsPacket, payload);
 
 /// The fixed-size part of an exec record: everything before the argv bytes.
 pub const EXEC_FIXED_LEN: usize = offset_of!(ExecEvent, argv);
@@ -197,7 +366,16 @@ const _: () = assert!(EXEC_FIXED_LEN == 112 + 2 * PATH_BUF);
 const _: () = assert!(size_of::<ExecEvent>() == EXEC_FIXED_LEN + ARGV_BUF);
 const _: () = assert!(size_of::<ForkEvent>() == 104);
 const _: () = assert!(size_of::<ExitEvent>() == 96);
-const _: () = assert!(FILE_FIXED_LEN == 144);
+const _: () = assert!(FILE_FIXED_LEN == 152);
+const _: () = assert!(NAMED_FIXED_LEN == 136);
+const _: () = assert!(size_of::<FileNamedEvent>() == NAMED_FIXED_LEN + NAMED_DATA + NAME_BUF);
+const _: () = assert!(size_of::<ResultEvent>() == 32);
+const _: () = assert!(size_of::<SockAddrs>() == 40);
+const _: () = assert!(size_of::<NetEvent>() == 168);
+const _: () = assert!(DNS_FIXED_LEN == 152);
+const _: () = assert!(size_of::<DnsPacket>() == DNS_FIXED_LEN + DNS_BUF);
+const _: () = assert!(NAMED_DATA.is_power_of_two() && NAME_BUF.is_power_of_two());
+const _: () = assert!(DNS_BUF.is_power_of_two());
 const _: () = assert!(size_of::<FileEvent>() == FILE_FIXED_LEN + PATH_BUF + NAME_READ);
 const _: () = assert!(ARGV_BUF.is_power_of_two() && PATH_BUF.is_power_of_two());
 const _: () = assert!(NAME_READ < PATH_BUF);

@@ -270,6 +270,20 @@ pub fn kernel_offsets(btf: &Btf) -> Result<KernelOffsets, BtfError> {
         mount_mountpoint: opt("mount", &["mnt_mountpoint"]),
         mount_mnt: opt("mount", &["mnt"]),
         vfsmount_root: opt("vfsmount", &["mnt_root"]),
+        mount_mnt_id: opt("mount", &["mnt_id"]),
+        file_private_data: opt("file", &["private_data"]),
+        socket_sk: opt("socket", &["sk"]),
+        sock_family: opt("sock", &["__sk_common", "skc_family"]),
+        sock_daddr: opt("sock", &["__sk_common", "skc_daddr"]),
+        sock_rcv_saddr: opt("sock", &["__sk_common", "skc_rcv_saddr"]),
+        sock_dport: opt("sock", &["__sk_common", "skc_dport"]),
+        sock_num: opt("sock", &["__sk_common", "skc_num"]),
+        sock_v6_daddr: opt("sock", &["__sk_common", "skc_v6_daddr"]),
+        sock_v6_rcv_saddr: opt("sock", &["__sk_common", "skc_v6_rcv_saddr"]),
+        sock_type: opt("sock", &["sk_type"]),
+        sock_protocol: opt("sock", &["sk_protocol"]),
+        tcp_bytes_sent: opt("tcp_sock", &["bytes_sent"]),
+        tcp_bytes_received: opt("tcp_sock", &["bytes_received"]),
     })
 }
 

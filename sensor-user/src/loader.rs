@@ -166,7 +166,7 @@ pub fn load(ring_bytes: u32, btf_path: &Path) -> Result<Loaded, LoadError> {
         offsets,
         sensor_tgid: std::process::id(),
         exit_has_group_dead: u32::from(exit_has_group_dead()),
-        _pad0: 0,
+        ..KernelConfig::DEFAULT
     };
 
     let mut ebpf = EbpfLoader::new()
@@ -193,7 +193,12 @@ pub fn load(ring_bytes: u32, btf_path: &Path) -> Result<Loaded, LoadError> {
         prog.attach(tracepoint).map_err(prog_err(name))?;
         hooks.push(format!("raw_tp/{tracepoint}"));
     }
-    for (name, tracepoint) in programs::SYSCALLS {
+    for (name, tracepoint) in programs::NET_RAW {
+        let prog: &mut RawTracePoint = program(&mut ebpf, name)?;
+        prog.attach(tracepoint).map_err(prog_err(name))?;
+        hooks.push(format!("raw_tp/{tracepoint}"));
+    }
+    for (name, tracepoint) in programs::SYSCALLS.into_iter().chain(programs::NET_SYSCALLS) {
         let prog: &mut TracePoint = program(&mut ebpf, name)?;
         // Some syscalls do not exist on every architecture (open, creat):
         // a missing one costs only its own events.
