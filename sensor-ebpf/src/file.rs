@@ -14,17 +14,8 @@ use aya_ebpf::{
 use sensor_common::{FILE_FIXED_LEN, FileEvent, PATH_BUF, file_op, kind, path_flags};
 
 use crate::kernel::{
-    config, current_task, current_task_info, header, output_prefix, read, walk_path,
+    RET, arg, config, current_task_info, file_of_fd, header, is_own, output_prefix, read, walk_path,
 };
-
-/// `struct syscall_trace_enter { struct trace_entry ent; int nr; unsigned long args[6]; }`
-/// and `struct syscall_trace_exit { ...; int nr; long ret; }`
-/// (kernel/trace/trace_syscalls.c): argument `i` is at 16 + 8 i, the return
-/// value at 16. This layout is the tracepoint ABI, unchanged since 2.6.
-const fn arg(i: usize) -> usize {
-    16 + 8 * i
-}
-const RET: usize = 16;
 
 const O_ACCMODE: u32 = 0o3;
 const O_CREAT: u32 = 0o100;
@@ -58,7 +49,7 @@ fn remember(flags: u32, mode: u32) {
     }
     let Some(cfg) = config() else { return };
     let pid_tgid = bpf_get_current_pid_tgid();
-    if (pid_tgid >> 32) as u32 == cfg.sensor_tgid {
+    if is_own(cfg, (pid_tgid >> 32) as u32) {
         return;
     }
     // A full map only loses this one open; it is never waited on.
@@ -101,22 +92,6 @@ pub fn sys_enter_creat(ctx: TracePointContext) -> u32 {
     let mode = unsafe { ctx.read_at::<u64>(arg(1)) }.unwrap_or(0);
     remember(O_CREAT | 0o1 | O_TRUNC, mode as u32);
     0
-}
-
-/// The file behind descriptor `fd` of the current task: files->fdt->fd[fd].
-#[inline(always)]
-fn file_of_fd(off: &sensor_common::KernelOffsets, fd: u64) -> u64 {
-    let files: u64 = read(current_task(), off.task_files).unwrap_or(0);
-    let fdt: u64 = read(files, off.files_fdt).unwrap_or(0);
-    let max_fds: u32 = read(fdt, off.fdtable_max_fds).unwrap_or(0);
-    if fd >= u64::from(max_fds) {
-        return 0;
-    }
-    let fds: u64 = read(fdt, off.fdtable_fd).unwrap_or(0);
-    if fds == 0 {
-        return 0;
-    }
-    read(fds + fd * 8, 0).unwrap_or(0)
 }
 
 /// Shared by every open flavour's exit.

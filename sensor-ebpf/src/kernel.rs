@@ -11,7 +11,7 @@ use aya_ebpf::{
         },
     },
     macros::map,
-    maps::{Array, PerCpuArray, RingBuf},
+    maps::{Array, HashMap, PerCpuArray, RingBuf},
 };
 use sensor_common::{
     Config, Header, KernelOffsets, NAME_READ, OFFSET_MISSING, PATH_BUF, PATH_DEPTH, TaskInfo, kind,
@@ -27,6 +27,27 @@ pub static DROPS: PerCpuArray<u64> = PerCpuArray::with_max_entries(kind::COUNT, 
 
 #[map]
 pub static CONFIG: Array<Config> = Array::with_max_entries(1, 0);
+
+/// `struct syscall_trace_enter { struct trace_entry ent; int nr; unsigned long args[6]; }`
+/// and `struct syscall_trace_exit { ...; int nr; long ret; }`
+/// (kernel/trace/trace_syscalls.c): argument `i` is at 16 + 8 i, the return
+/// value at 16. This layout is the tracepoint ABI, unchanged since 2.6.
+pub const fn arg(i: usize) -> usize {
+    16 + 8 * i
+}
+pub const RET: usize = 16;
+
+/// tgids of the sensor's own process tree (the sensor adds itself; the fork
+/// program adds its children), whose activity is never reported.
+#[map]
+pub static OWN_TGIDS: HashMap<u32, u8> = HashMap::with_max_entries(1024, 0);
+
+/// Whether `tgid` is the sensor or one of its descendants.
+#[inline(always)]
+pub fn is_own(cfg: &Config, tgid: u32) -> bool {
+    // SAFETY: plain integer key; the value is not kept.
+    tgid == cfg.sensor_tgid || unsafe { OWN_TGIDS.get(&tgid) }.is_some()
+}
 
 /// The loaded configuration, or `None` before userspace wrote it.
 #[inline(always)]
@@ -117,6 +138,22 @@ pub fn current_task_info(off: &KernelOffsets) -> TaskInfo {
         _pad0: 0,
         comm: bpf_get_current_comm().unwrap_or([0; 16]),
     }
+}
+
+/// The file behind descriptor `fd` of the current task: files->fdt->fd[fd].
+#[inline(always)]
+pub fn file_of_fd(off: &KernelOffsets, fd: u64) -> u64 {
+    let files: u64 = read(current_task(), off.task_files).unwrap_or(0);
+    let fdt: u64 = read(files, off.files_fdt).unwrap_or(0);
+    let max_fds: u32 = read(fdt, off.fdtable_max_fds).unwrap_or(0);
+    if fd >= u64::from(max_fds) {
+        return 0;
+    }
+    let fds: u64 = read(fdt, off.fdtable_fd).unwrap_or(0);
+    if fds == 0 {
+        return 0;
+    }
+    read(fds + fd * 8, 0).unwrap_or(0)
 }
 
 /// The outcome of a dentry walk.

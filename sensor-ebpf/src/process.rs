@@ -1,7 +1,10 @@
 //! Process lifecycle: exec, fork of a new process, exit of a process.
 
 use aya_ebpf::{
-    helpers::{bpf_probe_read_user, generated::bpf_probe_read_user as probe_read_user_buf},
+    helpers::{
+        bpf_get_current_pid_tgid, bpf_probe_read_user,
+        generated::bpf_probe_read_user as probe_read_user_buf,
+    },
     macros::{map, raw_tracepoint},
     maps::PerCpuArray,
     programs::RawTracePointContext,
@@ -9,7 +12,8 @@ use aya_ebpf::{
 use sensor_common::{ARGV_BUF, EXEC_FIXED_LEN, ExecEvent, ExitEvent, ForkEvent, exec_flags, kind};
 
 use crate::kernel::{
-    config, current_task, current_task_info, header, output_prefix, read, walk_path,
+    OWN_TGIDS, config, current_task, current_task_info, header, is_own, output_prefix, read,
+    walk_path,
 };
 
 /// Exec records are ~8 KiB: built here, not on the 512-byte stack.
@@ -104,6 +108,11 @@ pub fn sched_process_fork(ctx: RawTracePointContext) -> u32 {
     if child_tid != child_tgid {
         return 0;
     }
+    let parent_tgid = (bpf_get_current_pid_tgid() >> 32) as u32;
+    if is_own(cfg, parent_tgid) {
+        // The sensor's tree grows; a full map only lets a child be reported.
+        let _ = OWN_TGIDS.insert(&child_tgid, &1, 0);
+    }
     let mut ev = ForkEvent {
         header: header(kind::FORK, size_of::<ForkEvent>()),
         task: current_task_info(off),
@@ -130,6 +139,9 @@ pub fn sched_process_exit(ctx: RawTracePointContext) -> u32 {
     };
     if !last {
         return 0;
+    }
+    if task.tgid != cfg.sensor_tgid {
+        let _ = OWN_TGIDS.remove(&task.tgid);
     }
     let mut ev = ExitEvent {
         header: header(kind::EXIT, size_of::<ExitEvent>()),
