@@ -102,8 +102,10 @@ pub mod dns_direction {
 pub const DNS_BUF: usize = 512;
 /// Bytes of a caller's path argument the kernel copies (at syscall entry).
 pub const NAME_BUF: usize = 1024;
-/// Bytes of the data area of a `FileNamedEvent`.
+/// Bytes of the data area of a `FileNamedEvent`: two names and two walks.
 pub const NAMED_DATA: usize = 8192;
+/// Room after `FileNamedEvent::data` for the verifier's worst case.
+pub const NAMED_SLACK: usize = 4096;
 
 /// `FileEvent::path_flags` bits.
 pub mod path_flags {
@@ -238,6 +240,8 @@ pub struct FileEvent {
     pub ino: u64,
     /// The syscall's return value.
     pub result: i64,
+    /// ftruncate's length.
+    pub length: u64,
     /// Last, so the kernel sends only `offset_of!(path) + path_len` bytes.
     pub path: [u8; PATH_BUF],
     /// Never sent: room for the verifier, which must see that a component
@@ -248,10 +252,11 @@ pub struct FileEvent {
 /// A file operation named by a path argument (unlink, rename, mkdir, ...),
 /// taken at syscall entry; its `ResultEvent` follows from the exit.
 ///
-/// Each of the (at most two) paths is a base directory, walked in the kernel
-/// from the dirfd or the cwd (leaf first, like `FileEvent::path`), and the
-/// caller's name string, copied once at entry and never re-read. `data` holds
-/// base 1, name 1, base 2, name 2 back to back; the lengths split it.
+/// Each of the (at most two) paths is the caller's name string, copied once
+/// at entry and never re-read, and, when the name is relative, its base
+/// directory as the kernel holds it (the dirfd's file or the cwd), walked
+/// leaf first like `FileEvent::path`. `data` holds name 1, base 1, name 2,
+/// base 2 back to back; the lengths split it.
 #[repr(C)]
 #[derive(Clone, Copy)]
 pub struct FileNamedEvent {
@@ -270,14 +275,16 @@ pub struct FileNamedEvent {
     pub req_gid: u32,
     /// `truncate`'s length.
     pub length: u64,
-    pub base1_len: u32,
+    /// Bytes of each area in `data`; names include their NUL.
     pub name1_len: u32,
-    pub base2_len: u32,
+    pub base1_len: u32,
     pub name2_len: u32,
+    pub base2_len: u32,
     /// Last, so the kernel sends only the used bytes.
     pub data: [u8; NAMED_DATA],
-    /// Never sent; see `FileEvent::_slack`.
-    pub _slack: [u8; NAME_BUF],
+    /// Never sent: the verifier must see that an area written at any masked
+    /// offset in `data` (a walk or a name) stays in the record.
+    pub _slack: [u8; NAMED_SLACK],
 }
 
 /// The return value of a syscall whose entry produced a record (a
@@ -366,9 +373,11 @@ const _: () = assert!(EXEC_FIXED_LEN == 112 + 2 * PATH_BUF);
 const _: () = assert!(size_of::<ExecEvent>() == EXEC_FIXED_LEN + ARGV_BUF);
 const _: () = assert!(size_of::<ForkEvent>() == 104);
 const _: () = assert!(size_of::<ExitEvent>() == 96);
-const _: () = assert!(FILE_FIXED_LEN == 152);
+const _: () = assert!(FILE_FIXED_LEN == 160);
 const _: () = assert!(NAMED_FIXED_LEN == 136);
-const _: () = assert!(size_of::<FileNamedEvent>() == NAMED_FIXED_LEN + NAMED_DATA + NAME_BUF);
+const _: () = assert!(size_of::<FileNamedEvent>() == NAMED_FIXED_LEN + NAMED_DATA + NAMED_SLACK);
+const _: () = assert!(2 * (NAME_BUF + PATH_BUF) <= NAMED_DATA);
+const _: () = assert!(PATH_BUF + NAME_READ <= NAMED_SLACK && NAME_BUF <= NAMED_SLACK);
 const _: () = assert!(size_of::<ResultEvent>() == 32);
 const _: () = assert!(size_of::<SockAddrs>() == 40);
 const _: () = assert!(size_of::<NetEvent>() == 168);

@@ -1,25 +1,31 @@
-//! File changes: opens for writing (and so creations), from the syscall
-//! tracepoints. The enter program keeps the caller's flags; the exit program,
-//! once the kernel succeeded, describes the opened `struct file` itself: its
-//! path as the kernel resolved it (dirfd, cwd, `..`, symlinks, mounts), inode,
-//! device and owner. The caller's path string is never read, so a racing
-//! rewrite of it cannot change what is reported.
+//! File changes described from the kernel's own `struct file`: opens for
+//! writing (and so creations), first writes, and the fd-based changes
+//! (fchmod, fchown, ftruncate). The path is the kernel's resolution (dirfd,
+//! cwd, `..`, symlinks, mounts), walked from the file; the caller's path
+//! string is never read, so a racing rewrite of it cannot change the report.
 
 use aya_ebpf::{
     helpers::{bpf_get_current_pid_tgid, bpf_probe_read_user},
     macros::{map, tracepoint},
-    maps::{HashMap, PerCpuArray},
+    maps::{HashMap, LruHashMap, PerCpuArray},
     programs::TracePointContext,
 };
-use sensor_common::{FILE_FIXED_LEN, FileEvent, PATH_BUF, file_op, kind, path_flags};
+use sensor_common::{
+    FILE_FIXED_LEN, FileEvent, KernelOffsets, PATH_BUF, file_op, file_writes, kind, path_flags,
+};
 
 use crate::kernel::{
-    RET, arg, config, current_task_info, file_of_fd, header, is_own, output_prefix, read, walk_path,
+    RET, arg, config, config_for_others, current_task, current_task_info, file_of_fd, header,
+    on_ignored_mount, output_prefix, read, remember_result, walk_path,
 };
 
 const O_ACCMODE: u32 = 0o3;
 const O_CREAT: u32 = 0o100;
 const O_TRUNC: u32 = 0o1000;
+/// include/linux/fs.h: the file was opened for writing.
+const FMODE_WRITE: u32 = 1 << 1;
+const S_IFMT: u16 = 0o170_000;
+const S_IFREG: u16 = 0o100_000;
 
 /// Flags and mode of an open in flight, by thread.
 #[derive(Clone, Copy)]
@@ -37,6 +43,21 @@ static PENDING_OPENS: HashMap<u64, PendingOpen> = HashMap::with_max_entries(16_3
 #[map]
 static FILE_SCRATCH: PerCpuArray<FileEvent> = PerCpuArray::with_max_entries(1, 0);
 
+/// A process's first write to a file: (inode, process) pairs already seen.
+/// LRU, so a forgotten pair costs one repeated event, never a lookup failure.
+#[repr(C)]
+#[derive(Clone, Copy)]
+struct WriterKey {
+    inode: u64,
+    /// The process's start time tells a reused tgid apart.
+    start_boottime_ns: u64,
+    tgid: u32,
+    _pad0: u32,
+}
+
+#[map]
+static WRITERS: LruHashMap<WriterKey, u8> = LruHashMap::with_max_entries(65_536, 0);
+
 #[inline(always)]
 fn writes(flags: u32) -> bool {
     flags & O_ACCMODE != 0 || flags & (O_CREAT | O_TRUNC) != 0
@@ -44,16 +65,11 @@ fn writes(flags: u32) -> bool {
 
 #[inline(always)]
 fn remember(flags: u32, mode: u32) {
-    if !writes(flags) {
-        return;
-    }
-    let Some(cfg) = config() else { return };
-    let pid_tgid = bpf_get_current_pid_tgid();
-    if is_own(cfg, (pid_tgid >> 32) as u32) {
+    if !writes(flags) || config_for_others().is_none() {
         return;
     }
     // A full map only loses this one open; it is never waited on.
-    let _ = PENDING_OPENS.insert(pid_tgid, PendingOpen { flags, mode }, 0);
+    let _ = PENDING_OPENS.insert(&bpf_get_current_pid_tgid(), &PendingOpen { flags, mode }, 0);
 }
 
 /// `open(const char *filename, int flags, umode_t mode)`
@@ -94,6 +110,56 @@ pub fn sys_enter_creat(ctx: TracePointContext) -> u32 {
     0
 }
 
+/// Fills `ev` with `file`'s identity and path; `false` when the file lies on
+/// an ignored mount (nothing is walked then).
+#[inline(always)]
+fn describe_file(ev: &mut FileEvent, off: &KernelOffsets, file: u64) -> bool {
+    if on_ignored_mount(off, file + u64::from(off.file_f_path)) {
+        return false;
+    }
+    ev.task = current_task_info(off);
+    ev.f_mode = read(file, off.file_f_mode).unwrap_or(0);
+    let inode: u64 = read(file, off.file_f_inode).unwrap_or(0);
+    ev.ino = read(inode, off.inode_i_ino).unwrap_or(0);
+    ev.file_mode = u32::from(read::<u16>(inode, off.inode_i_mode).unwrap_or(0));
+    ev.owner_uid = read(inode, off.inode_i_uid).unwrap_or(u32::MAX);
+    ev.owner_gid = read(inode, off.inode_i_gid).unwrap_or(u32::MAX);
+    let sb: u64 = read(inode, off.inode_i_sb).unwrap_or(0);
+    ev.dev = read(sb, off.sb_s_dev).unwrap_or(0);
+    let walk = walk_path(off, file, off.file_f_path, ev.path.as_mut_ptr());
+    ev.path_len = walk.len;
+    ev.path_flags = if walk.truncated {
+        path_flags::TRUNCATED
+    } else {
+        0
+    };
+    true
+}
+
+/// A blank file record in the per-CPU scratch.
+#[inline(always)]
+fn scratch(op: u32) -> Option<&'static mut FileEvent> {
+    let ev = FILE_SCRATCH.get_ptr_mut(0)?;
+    // SAFETY: per-CPU scratch owned by this program run.
+    let ev = unsafe { &mut *ev };
+    ev.op = op;
+    ev.flags = 0;
+    ev.mode = 0;
+    ev.req_uid = u32::MAX;
+    ev.req_gid = u32::MAX;
+    ev.result = 0;
+    ev.length = 0;
+    Some(ev)
+}
+
+/// Sends a described file record.
+#[inline(always)]
+fn submit(ev: &mut FileEvent) -> bool {
+    let size = FILE_FIXED_LEN + (ev.path_len as usize & (PATH_BUF - 1));
+    ev.header = header(kind::FILE, size);
+    output_prefix(ev, size, kind::FILE)
+}
+
 /// Shared by every open flavour's exit.
 #[inline(always)]
 fn open_exit(ctx: &TracePointContext) -> u32 {
@@ -114,34 +180,16 @@ fn open_exit(ctx: &TracePointContext) -> u32 {
     if file == 0 {
         return 0;
     }
-    let Some(ev) = FILE_SCRATCH.get_ptr_mut(0) else {
+    let Some(ev) = scratch(file_op::OPEN_WRITE) else {
         return 0;
     };
-    // SAFETY: per-CPU scratch owned by this program run.
-    let ev = unsafe { &mut *ev };
-    ev.task = current_task_info(off);
-    ev.op = file_op::OPEN_WRITE;
+    if !describe_file(ev, off, file) {
+        return 0;
+    }
     ev.flags = pending.flags;
     ev.mode = pending.mode;
     ev.result = ret;
-    ev.f_mode = read(file, off.file_f_mode).unwrap_or(0);
-    let inode: u64 = read(file, off.file_f_inode).unwrap_or(0);
-    ev.ino = read(inode, off.inode_i_ino).unwrap_or(0);
-    ev.file_mode = u32::from(read::<u16>(inode, off.inode_i_mode).unwrap_or(0));
-    ev.owner_uid = read(inode, off.inode_i_uid).unwrap_or(u32::MAX);
-    ev.owner_gid = read(inode, off.inode_i_gid).unwrap_or(u32::MAX);
-    let sb: u64 = read(inode, off.inode_i_sb).unwrap_or(0);
-    ev.dev = read(sb, off.sb_s_dev).unwrap_or(0);
-    let walk = walk_path(off, file, off.file_f_path, ev.path.as_mut_ptr());
-    ev.path_len = walk.len;
-    ev.path_flags = if walk.truncated {
-        path_flags::TRUNCATED
-    } else {
-        0
-    };
-    let size = FILE_FIXED_LEN + (ev.path_len as usize & (PATH_BUF - 1));
-    ev.header = header(kind::FILE, size);
-    output_prefix(ev, size, kind::FILE);
+    submit(ev);
     0
 }
 
@@ -163,4 +211,134 @@ pub fn sys_exit_openat2(ctx: TracePointContext) -> u32 {
 #[tracepoint(category = "syscalls", name = "sys_exit_creat")]
 pub fn sys_exit_creat(ctx: TracePointContext) -> u32 {
     open_exit(&ctx)
+}
+
+/// Every write syscall passes the fd first. Only regular files opened for
+/// writing count; with `file_writes::FIRST` only a process's first write to
+/// each file passes. Reported at entry: the kernel already checked the fd
+/// is writable, and hooking the exit too would tax every write on the host.
+#[inline(always)]
+fn write_enter(ctx: &TracePointContext) -> u32 {
+    let Some(cfg) = config_for_others() else {
+        return 0;
+    };
+    if cfg.file_writes == file_writes::NONE {
+        return 0;
+    }
+    let off = &cfg.offsets;
+    // SAFETY: reading this tracepoint's own record.
+    let fd = unsafe { ctx.read_at::<u64>(arg(0)) }.unwrap_or(u64::MAX);
+    let file = file_of_fd(off, fd);
+    let f_mode: u32 = read(file, off.file_f_mode).unwrap_or(0);
+    if f_mode & FMODE_WRITE == 0 {
+        return 0;
+    }
+    let inode: u64 = read(file, off.file_f_inode).unwrap_or(0);
+    if read::<u16>(inode, off.inode_i_mode).unwrap_or(0) & S_IFMT != S_IFREG {
+        return 0;
+    }
+    if cfg.file_writes == file_writes::FIRST {
+        let leader: u64 = read(current_task(), off.task_group_leader).unwrap_or(0);
+        let key = WriterKey {
+            inode,
+            start_boottime_ns: read(leader, off.task_start_boottime).unwrap_or(0),
+            tgid: (bpf_get_current_pid_tgid() >> 32) as u32,
+            _pad0: 0,
+        };
+        // SAFETY: the key is plain data; the value is not kept.
+        if unsafe { WRITERS.get(&key) }.is_some() {
+            return 0;
+        }
+        let _ = WRITERS.insert(&key, &1, 0);
+    }
+    let Some(ev) = scratch(file_op::WRITE) else {
+        return 0;
+    };
+    if describe_file(ev, off, file) {
+        ev.result = 0;
+        submit(ev);
+    }
+    0
+}
+
+#[tracepoint(category = "syscalls", name = "sys_enter_write")]
+pub fn sys_enter_write(ctx: TracePointContext) -> u32 {
+    write_enter(&ctx)
+}
+
+#[tracepoint(category = "syscalls", name = "sys_enter_pwrite64")]
+pub fn sys_enter_pwrite64(ctx: TracePointContext) -> u32 {
+    write_enter(&ctx)
+}
+
+#[tracepoint(category = "syscalls", name = "sys_enter_writev")]
+pub fn sys_enter_writev(ctx: TracePointContext) -> u32 {
+    write_enter(&ctx)
+}
+
+#[tracepoint(category = "syscalls", name = "sys_enter_pwritev")]
+pub fn sys_enter_pwritev(ctx: TracePointContext) -> u32 {
+    write_enter(&ctx)
+}
+
+#[tracepoint(category = "syscalls", name = "sys_enter_pwritev2")]
+pub fn sys_enter_pwritev2(ctx: TracePointContext) -> u32 {
+    write_enter(&ctx)
+}
+
+/// fchmod/fchown/ftruncate: the file is described at entry (it exists and
+/// cannot change identity under the fd); the result follows from the exit.
+#[inline(always)]
+fn fd_change_enter(ctx: &TracePointContext, op: u32) -> u32 {
+    let Some(cfg) = config_for_others() else {
+        return 0;
+    };
+    let off = &cfg.offsets;
+    // SAFETY: reading this tracepoint's own record.
+    let (fd, a1, a2) = unsafe {
+        (
+            ctx.read_at::<u64>(arg(0)).unwrap_or(u64::MAX),
+            ctx.read_at::<u64>(arg(1)).unwrap_or(0),
+            ctx.read_at::<u64>(arg(2)).unwrap_or(0),
+        )
+    };
+    let file = file_of_fd(off, fd);
+    if file == 0 {
+        return 0;
+    }
+    let Some(ev) = scratch(op) else { return 0 };
+    if !describe_file(ev, off, file) {
+        return 0;
+    }
+    match op {
+        file_op::CHMOD => ev.mode = a1 as u32,
+        file_op::CHOWN => {
+            ev.req_uid = a1 as u32;
+            ev.req_gid = a2 as u32;
+        }
+        _ => ev.length = a1,
+    }
+    ev.path_flags |= path_flags::AWAIT_RESULT;
+    if submit(ev) {
+        remember_result();
+    }
+    0
+}
+
+/// `fchmod(unsigned int fd, umode_t mode)`
+#[tracepoint(category = "syscalls", name = "sys_enter_fchmod")]
+pub fn sys_enter_fchmod(ctx: TracePointContext) -> u32 {
+    fd_change_enter(&ctx, file_op::CHMOD)
+}
+
+/// `fchown(unsigned int fd, uid_t user, gid_t group)`
+#[tracepoint(category = "syscalls", name = "sys_enter_fchown")]
+pub fn sys_enter_fchown(ctx: TracePointContext) -> u32 {
+    fd_change_enter(&ctx, file_op::CHOWN)
+}
+
+/// `ftruncate(unsigned int fd, off_t length)`
+#[tracepoint(category = "syscalls", name = "sys_enter_ftruncate")]
+pub fn sys_enter_ftruncate(ctx: TracePointContext) -> u32 {
+    fd_change_enter(&ctx, file_op::TRUNCATE)
 }

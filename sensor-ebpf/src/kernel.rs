@@ -11,10 +11,11 @@ use aya_ebpf::{
         },
     },
     macros::map,
-    maps::{Array, HashMap, PerCpuArray, RingBuf},
+    maps::{Array, HashMap, LruHashMap, PerCpuArray, RingBuf},
 };
 use sensor_common::{
-    Config, Header, KernelOffsets, NAME_READ, OFFSET_MISSING, PATH_BUF, PATH_DEPTH, TaskInfo, kind,
+    Config, Header, KernelOffsets, NAME_READ, OFFSET_MISSING, PATH_BUF, PATH_DEPTH, ResultEvent,
+    TaskInfo, kind,
 };
 
 /// Every record, in reservation order. Userspace sets the real size at load.
@@ -42,6 +43,27 @@ pub const RET: usize = 16;
 #[map]
 pub static OWN_TGIDS: HashMap<u32, u8> = HashMap::with_max_entries(1024, 0);
 
+/// Mount ids whose files are never reported (from the ignored path prefixes).
+#[map]
+pub static IGNORED_MOUNTS: HashMap<u32, u8> = HashMap::with_max_entries(256, 0);
+
+/// Whether the `struct path` at `path` lies on an ignored mount. Checked
+/// before any walk, so ignored files (e.g. /proc) cost one lookup.
+#[inline(always)]
+pub fn on_ignored_mount(off: &KernelOffsets, path: u64) -> bool {
+    let Some(vfsmnt) = read::<u64>(path, off.path_mnt) else {
+        return false;
+    };
+    if vfsmnt == 0 || off.mount_mnt == OFFSET_MISSING {
+        return false;
+    }
+    let Some(id) = read::<i32>(vfsmnt - u64::from(off.mount_mnt), off.mount_mnt_id) else {
+        return false;
+    };
+    // SAFETY: plain integer key; the value is not kept.
+    unsafe { IGNORED_MOUNTS.get(&(id as u32)) }.is_some()
+}
+
 /// Whether `tgid` is the sensor or one of its descendants.
 #[inline(always)]
 pub fn is_own(cfg: &Config, tgid: u32) -> bool {
@@ -53,6 +75,15 @@ pub fn is_own(cfg: &Config, tgid: u32) -> bool {
 #[inline(always)]
 pub fn config() -> Option<&'static Config> {
     CONFIG.get(0)
+}
+
+/// The configuration, unless the current process is in the sensor's own
+/// tree (whose activity is never reported).
+#[inline(always)]
+pub fn config_for_others() -> Option<&'static Config> {
+    let cfg = config()?;
+    let tgid = (bpf_get_current_pid_tgid() >> 32) as u32;
+    (!is_own(cfg, tgid)).then_some(cfg)
 }
 
 /// Counts a record the ring could not take. Per-CPU, so no atomics needed.
@@ -68,9 +99,9 @@ pub fn count_drop(record_kind: u32) {
 /// already filled), counting a drop of `record_kind` when the ring is full.
 /// Variable-length records send only the used part of their last area.
 #[inline(always)]
-pub fn output_prefix<T>(record: &mut T, size: usize, record_kind: u32) {
+pub fn output_prefix<T>(record: &mut T, size: usize, record_kind: u32) -> bool {
     if size > core::mem::size_of::<T>() {
-        return;
+        return false;
     }
     // SAFETY: `record` is `size_of::<T>()` readable bytes and size fits in it.
     let rc = unsafe {
@@ -84,6 +115,37 @@ pub fn output_prefix<T>(record: &mut T, size: usize, record_kind: u32) {
     if rc != 0 {
         count_drop(record_kind);
     }
+    rc == 0
+}
+
+/// Threads inside a syscall whose entry produced a record; their exit sends
+/// a `ResultEvent`. Bounded: an entry whose exit never comes is overwritten
+/// by the thread's next syscall or evicted.
+#[map]
+static AWAITING_RESULT: LruHashMap<u64, u8> = LruHashMap::with_max_entries(16_384, 0);
+
+/// Marks the current thread's syscall as reported at entry.
+#[inline(always)]
+pub fn remember_result() {
+    let _ = AWAITING_RESULT.insert(&bpf_get_current_pid_tgid(), &1, 0);
+}
+
+/// At a syscall's exit: sends its result if its entry was reported.
+#[inline(always)]
+pub fn send_result(ret: i64) {
+    let pid_tgid = bpf_get_current_pid_tgid();
+    // SAFETY: plain integer key; the value is not kept.
+    if unsafe { AWAITING_RESULT.get(&pid_tgid) }.is_none() {
+        return;
+    }
+    let _ = AWAITING_RESULT.remove(&pid_tgid);
+    let mut ev = ResultEvent {
+        header: header(kind::RESULT, core::mem::size_of::<ResultEvent>()),
+        tid: pid_tgid as u32,
+        _pad0: 0,
+        ret,
+    };
+    output_prefix(&mut ev, core::mem::size_of::<ResultEvent>(), kind::RESULT);
 }
 
 /// Reads a `T` at `base + off`; `None` for a null base or a field the running

@@ -31,7 +31,43 @@ pub struct Config {
     pub collector: CollectorConfig,
     pub capture: CaptureConfig,
     pub process: ProcessConfig,
+    pub files: FilesConfig,
     pub health: HealthConfig,
+}
+
+/// Which writes become `FILE_OP_WRITE` events.
+#[derive(Clone, Copy, Debug, Default, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum WriteEvents {
+    /// None (opens for writing are still reported).
+    None,
+    /// The first write of each process to each file.
+    #[default]
+    First,
+    /// Every write: for audits of quiet hosts; a write storm floods the pipeline.
+    All,
+}
+
+#[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
+#[serde(default, deny_unknown_fields)]
+pub struct FilesConfig {
+    /// `"first"` (default), `"all"` or `"none"`.
+    pub writes: WriteEvents,
+    /// Report file operations that failed (with their -errno) too.
+    pub report_failed: bool,
+    /// Absolute paths whose files (at or under them) are never reported.
+    /// Mounts at or under a prefix are discarded in the kernel.
+    pub ignore_prefixes: Vec<String>,
+}
+
+impl Default for FilesConfig {
+    fn default() -> Self {
+        Self {
+            writes: WriteEvents::First,
+            report_failed: false,
+            ignore_prefixes: ["/proc", "/sys", "/dev/pts"].map(String::from).to_vec(),
+        }
+    }
 }
 
 #[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
@@ -174,6 +210,17 @@ impl Config {
         if self.process.max_args == 0 {
             return invalid("process.max_args", "must be at least 1");
         }
+        if let Some(bad) = self
+            .files
+            .ignore_prefixes
+            .iter()
+            .find(|p| !p.starts_with('/'))
+        {
+            return invalid(
+                "files.ignore_prefixes",
+                &format!("must hold absolute paths, not {bad:?}"),
+            );
+        }
         if self.process.table_capacity == 0 {
             return invalid("process.table_capacity", "must be at least 1");
         }
@@ -211,6 +258,25 @@ mod tests {
         );
         let err = Config::parse("[collector]\nurl = \"ftp://x\"\n").unwrap_err();
         assert!(err.to_string().contains("collector.url"), "{err}");
+    }
+
+    #[test]
+    fn file_settings_parse_and_relative_prefixes_are_refused() {
+        let cfg = Config::parse(
+            "[files]\nwrites = \"all\"\nreport_failed = true\nignore_prefixes = [\"/var/log\"]\n",
+        )
+        .unwrap();
+        assert_eq!(cfg.files.writes, WriteEvents::All);
+        assert!(cfg.files.report_failed);
+        assert_eq!(cfg.files.ignore_prefixes, ["/var/log"]);
+        assert_eq!(
+            Config::default().files.ignore_prefixes,
+            ["/proc", "/sys", "/dev/pts"]
+        );
+        let err = Config::parse("[files]\nignore_prefixes = [\"tmp\"]\n").unwrap_err();
+        assert!(err.to_string().contains("files.ignore_prefixes"), "{err}");
+        let err = Config::parse("[files]\nwrites = \"some\"\n").unwrap_err();
+        assert!(err.to_string().contains("some"), "{err}");
     }
 
     #[test]

@@ -4,8 +4,9 @@
 use std::mem::size_of;
 
 use sensor_common::{
-    ARGV_BUF, EXEC_FIXED_LEN, ExecEvent, ExitEvent, FILE_FIXED_LEN, FileEvent, ForkEvent, Header,
-    PATH_BUF, TaskInfo, exec_flags, kind, path_flags,
+    ARGV_BUF, EXEC_FIXED_LEN, ExecEvent, ExitEvent, FILE_FIXED_LEN, FileEvent, FileNamedEvent,
+    ForkEvent, Header, NAME_BUF, NAMED_DATA, NAMED_FIXED_LEN, PATH_BUF, ResultEvent, TaskInfo,
+    exec_flags, file_op, kind, named_flags, path_flags,
 };
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -103,6 +104,22 @@ pub struct File {
     /// Absolute path, `None` when the kernel could not walk it.
     pub path: Option<Vec<u8>>,
     pub path_truncated: bool,
+    /// rename and link: the source; symlink: the link's target text.
+    pub old_path: Option<Vec<u8>>,
+    /// chown's requested owner (`u32::MAX`: unchanged).
+    pub req_uid: u32,
+    pub req_gid: u32,
+    /// truncate's length.
+    pub length: u64,
+    /// Taken at syscall entry: `result` arrives in a later `Record::Result`.
+    pub await_result: bool,
+}
+
+/// The return value of a syscall whose entry produced a record.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SyscallResult {
+    pub tid: u32,
+    pub ret: i64,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -111,6 +128,7 @@ pub enum Record {
     Fork(Fork),
     Exit(Exit),
     File(File),
+    Result(SyscallResult),
 }
 
 /// Copies a `T` out of the front of `bytes`, which the caller sized.
@@ -271,6 +289,100 @@ fn decode_file(bytes: &[u8], header: &Header) -> Result<File, DecodeError> {
         f_mode: ev.f_mode,
         path: walked_path(&ev.path, path_len, truncated),
         path_truncated: truncated,
+        old_path: None,
+        req_uid: ev.req_uid,
+        req_gid: ev.req_gid,
+        length: ev.length,
+        await_result: ev.path_flags & path_flags::AWAIT_RESULT != 0,
+    })
+}
+
+/// Cleans a joined path without changing what it names: drops empty and `.`
+/// components. `..` stays: only the kernel knew whether a symlink preceded it.
+fn clean_path(path: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(path.len());
+    for part in path.split(|&b| b == b'/') {
+        if part.is_empty() || part == b"." {
+            continue;
+        }
+        out.push(b'/');
+        out.extend_from_slice(part);
+    }
+    if out.is_empty() {
+        out.push(b'/');
+    }
+    out
+}
+
+/// One path of a named record: the caller's name, joined to the base the
+/// kernel walked when the name was relative. `(path, truncated)`.
+fn named_path(name: &[u8], base: &[u8], flags: u32) -> (Option<Vec<u8>>, bool) {
+    let has = |bit: u32| flags & bit != 0;
+    let name = name.strip_suffix(&[0]).unwrap_or(name);
+    let truncated = has(named_flags::NAME_TRUNCATED) || has(named_flags::BASE_TRUNCATED);
+    if has(named_flags::NAME_UNREADABLE) {
+        return (None, true);
+    }
+    if has(named_flags::NO_BASE) || name.starts_with(b"/") {
+        return (Some(clean_path(name)), truncated);
+    }
+    if base.is_empty() && has(named_flags::BASE_TRUNCATED) {
+        return (None, true);
+    }
+    let mut joined = path_from_components(base);
+    joined.push(b'/');
+    joined.extend_from_slice(name);
+    (Some(clean_path(&joined)), truncated)
+}
+
+fn decode_named(bytes: &[u8], header: &Header) -> Result<File, DecodeError> {
+    let ev: FileNamedEvent = variable(bytes, header, "file_named", NAMED_FIXED_LEN)?;
+    let lens = [ev.name1_len, ev.base1_len, ev.name2_len, ev.base2_len];
+    let caps = [NAME_BUF, PATH_BUF, NAME_BUF, PATH_BUF];
+    let names = ["name1", "base1", "name2", "base2"];
+    let mut areas: [&[u8]; 4] = [&[]; 4];
+    let mut at = 0;
+    for i in 0..4 {
+        let len = check_len(names[i], lens[i], caps[i])?;
+        areas[i] = &ev.data[at..at + len];
+        at += len;
+    }
+    tail_len("data", at as u32, NAMED_DATA, NAMED_FIXED_LEN, header)?;
+    let (first, first_cut) = named_path(areas[0], areas[1], ev.flags);
+    let second_flags = ev.flags >> named_flags::SECOND;
+    let (path, old_path, truncated) = match ev.op {
+        file_op::RENAME | file_op::LINK => {
+            let (second, second_cut) = named_path(areas[2], areas[3], second_flags);
+            (second, first, first_cut || second_cut)
+        }
+        file_op::SYMLINK => {
+            // The target is text the link will hold, not a path to clean.
+            let target = areas[0].strip_suffix(&[0]).unwrap_or(areas[0]).to_vec();
+            let (second, second_cut) = named_path(areas[2], areas[3], second_flags);
+            (second, Some(target), first_cut || second_cut)
+        }
+        _ => (first, None, first_cut),
+    };
+    Ok(File {
+        ktime_ns: header.ktime_ns,
+        task: Task::from(&ev.task),
+        op: ev.op,
+        flags: ev.op_flags,
+        mode: ev.mode,
+        file_mode: 0,
+        owner_uid: u32::MAX,
+        owner_gid: u32::MAX,
+        dev: 0,
+        ino: 0,
+        result: 0,
+        f_mode: 0,
+        path,
+        path_truncated: truncated,
+        old_path,
+        req_uid: ev.req_uid,
+        req_gid: ev.req_gid,
+        length: ev.length,
+        await_result: true,
     })
 }
 
@@ -304,6 +416,14 @@ pub fn decode(bytes: &[u8]) -> Result<Record, DecodeError> {
     match header.kind {
         kind::EXEC => decode_exec(bytes, &header).map(Record::Exec),
         kind::FILE => decode_file(bytes, &header).map(Record::File),
+        kind::FILE_NAMED => decode_named(bytes, &header).map(Record::File),
+        kind::RESULT => {
+            let ev: ResultEvent = fixed(bytes, "result", &header)?;
+            Ok(Record::Result(SyscallResult {
+                tid: ev.tid,
+                ret: ev.ret,
+            }))
+        }
         kind::FORK => {
             let ev: ForkEvent = fixed(bytes, "fork", &header)?;
             Ok(Record::Fork(Fork {

@@ -10,6 +10,7 @@ pub mod enrich;
 pub mod health;
 pub mod host;
 pub mod loader;
+pub mod mounts;
 pub mod pipeline;
 pub mod ship;
 pub mod stats;

@@ -5,7 +5,7 @@ use std::path::Path;
 
 use aya::{
     Ebpf, EbpfLoader,
-    maps::{Array, MapData, PerCpuArray, RingBuf},
+    maps::{Array, HashMap, MapData, PerCpuArray, RingBuf},
     programs::{RawTracePoint, TracePoint},
 };
 use sensor_common::{Config as KernelConfig, maps, programs};
@@ -147,8 +147,20 @@ fn take_map(ebpf: &mut Ebpf, name: &'static str) -> Result<aya::maps::Map, LoadE
     ebpf.take_map(name).ok_or(LoadError::MissingMap(name))
 }
 
-/// Loads and attaches everything. `ring_bytes` sizes the ring buffer.
-pub fn load(ring_bytes: u32, btf_path: &Path) -> Result<Loaded, LoadError> {
+/// What the kernel side is told at load time.
+#[derive(Clone, Debug)]
+pub struct KernelSettings {
+    /// Size of the ring buffer in bytes.
+    pub ring_bytes: u32,
+    /// `sensor_common::file_writes::*`.
+    pub file_writes: u32,
+    pub report_failed: bool,
+    /// Mounts whose files are never reported.
+    pub ignored_mounts: Vec<u32>,
+}
+
+/// Loads and attaches everything.
+pub fn load(settings: &KernelSettings, btf_path: &Path) -> Result<Loaded, LoadError> {
     if OBJECT.is_empty() {
         return Err(LoadError::Stub);
     }
@@ -166,11 +178,13 @@ pub fn load(ring_bytes: u32, btf_path: &Path) -> Result<Loaded, LoadError> {
         offsets,
         sensor_tgid: std::process::id(),
         exit_has_group_dead: u32::from(exit_has_group_dead()),
+        file_writes: settings.file_writes,
+        report_failed: u32::from(settings.report_failed),
         ..KernelConfig::DEFAULT
     };
 
     let mut ebpf = EbpfLoader::new()
-        .map_max_entries(maps::EVENTS, ring_bytes)
+        .map_max_entries(maps::EVENTS, settings.ring_bytes)
         .load(OBJECT)
         .map_err(|e| LoadError::Object(Box::new(e)))?;
     let map_err = |name| {
@@ -186,6 +200,18 @@ pub fn load(ring_bytes: u32, btf_path: &Path) -> Result<Loaded, LoadError> {
         let mut cfg: Array<_, KernelConfig> =
             Array::try_from(map).map_err(map_err(maps::CONFIG))?;
         cfg.set(0, config, 0).map_err(map_err(maps::CONFIG))?;
+    }
+    {
+        let map = ebpf
+            .map_mut(maps::IGNORED_MOUNTS)
+            .ok_or(LoadError::MissingMap(maps::IGNORED_MOUNTS))?;
+        let mut ignored: HashMap<_, u32, u8> =
+            HashMap::try_from(map).map_err(map_err(maps::IGNORED_MOUNTS))?;
+        for id in &settings.ignored_mounts {
+            ignored
+                .insert(id, 1, 0)
+                .map_err(map_err(maps::IGNORED_MOUNTS))?;
+        }
     }
     let mut hooks = Vec::new();
     for (name, tracepoint) in programs::ALL {

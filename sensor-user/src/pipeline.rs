@@ -15,18 +15,20 @@ use std::{
 
 use anyhow::{Context as _, Result};
 use crossbeam_channel::{Receiver, Sender, bounded};
+use sensor_common::file_writes;
 use sensor_proto::v1::Event;
 use tokio::sync::mpsc;
 
 use crate::{
     capture,
-    config::Config,
+    config::{Config, WriteEvents},
     decode::{self, Record},
     encode::Encoder,
     enrich::{EnrichConfig, Enricher},
     health::health_event,
     host::{HostInfo, boottime_ns},
-    loader::{self, Loaded},
+    loader::{self, KernelSettings, Loaded},
+    mounts,
     ship::{ShipConfig, Shipper, print_json},
     stats::Stats,
 };
@@ -69,7 +71,10 @@ fn enrich_stage(mut enricher: Enricher, input: &Receiver<Record>, out: &Sender<E
         }
     }
     for record in input {
-        if out.send(enricher.enrich(record)).is_err() {
+        let Some(event) = enricher.enrich(record) else {
+            continue;
+        };
+        if out.send(event).is_err() {
             return;
         }
     }
@@ -148,7 +153,19 @@ pub fn run(settings: Settings, stop: Arc<AtomicBool>) -> Result<()> {
         events,
         drops,
         hooks,
-    } = loader::load(cfg.capture.ring_buffer_bytes, &settings.btf)?;
+    } = loader::load(
+        &KernelSettings {
+            ring_bytes: cfg.capture.ring_buffer_bytes,
+            file_writes: match cfg.files.writes {
+                WriteEvents::None => file_writes::NONE,
+                WriteEvents::First => file_writes::FIRST,
+                WriteEvents::All => file_writes::ALL,
+            },
+            report_failed: cfg.files.report_failed,
+            ignored_mounts: mounts::host_ignored_mount_ids(&cfg.files.ignore_prefixes),
+        },
+        &settings.btf,
+    )?;
     let host = HostInfo::detect();
     let stats = Arc::new(Stats::default());
     let cap = cfg.capture.queue_capacity;
@@ -167,6 +184,8 @@ pub fn run(settings: Settings, stop: Arc<AtomicBool>) -> Result<()> {
         EnrichConfig {
             max_args: cfg.process.max_args,
             table_capacity: cfg.process.table_capacity,
+            ignore_prefixes: cfg.files.ignore_prefixes.clone(),
+            report_failed: cfg.files.report_failed,
             ..EnrichConfig::default()
         },
         host.clone(),

@@ -31,6 +31,9 @@ counters! {
     table_evicted => ("enrich", "table_evicted", false),
     unknown_parent => ("enrich", "unknown_parent", false),
     argv_limited => ("enrich", "argv_over_max_args", false),
+    file_ignored => ("enrich", "file_ignored_prefix", false),
+    file_failed => ("enrich", "file_failed_not_reported", false),
+    file_result_lost => ("enrich", "file_result_lost", true),
     encoded => ("encode", "events", false),
     shipped => ("ship", "sent", false),
     acked => ("ship", "acked", false),
@@ -45,5 +48,10 @@ impl Stats {
 
     pub fn inc(counter: &AtomicU64) {
         Self::add(counter, 1);
+    }
+
+    #[must_use]
+    pub fn get(counter: &AtomicU64) -> u64 {
+        counter.load(Ordering::Relaxed)
     }
 }

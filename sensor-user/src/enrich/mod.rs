@@ -7,6 +7,7 @@
 //! should an exit ever be lost.
 
 pub mod cgroups;
+pub mod files;
 pub mod identity;
 pub mod procfs;
 pub mod throttle;
@@ -26,6 +27,7 @@ use sensor_proto::{
 
 use self::{
     cgroups::{Cgroups, container_id},
+    files::FileFilter,
     identity::{Origin, exec_id},
     procfs::ProcProcess,
     users::Users,
@@ -45,6 +47,10 @@ pub struct EnrichConfig {
     pub proc_root: PathBuf,
     pub cgroup_root: PathBuf,
     pub passwd: PathBuf,
+    /// Paths at or under these are never reported.
+    pub ignore_prefixes: Vec<String>,
+    /// Report file operations that failed too.
+    pub report_failed: bool,
 }
 
 impl Default for EnrichConfig {
@@ -56,6 +62,8 @@ impl Default for EnrichConfig {
             cgroup_root: cgroups::cgroup2_mount()
                 .unwrap_or_else(|| PathBuf::from("/sys/fs/cgroup")),
             passwd: PathBuf::from("/etc/passwd"),
+            ignore_prefixes: Vec::new(),
+            report_failed: false,
         }
     }
 }
@@ -67,6 +75,7 @@ pub struct Enricher {
     table: HashMap<u32, Process>,
     users: Users,
     cgroups: Cgroups,
+    files: FileFilter,
 }
 
 fn lossy(bytes: &[u8]) -> String {
@@ -116,6 +125,7 @@ impl Enricher {
     pub fn new(cfg: EnrichConfig, host: HostInfo, stats: Arc<Stats>) -> Self {
         Self {
             users: Users::new(&cfg.passwd),
+            files: FileFilter::new(&cfg.ignore_prefixes, cfg.report_failed),
             cgroups: Cgroups::new(&cfg.cgroup_root),
             cfg,
             host,
@@ -331,7 +341,7 @@ impl Enricher {
             op: op.into(),
             path: f.path.as_deref().map(lossy).unwrap_or_default(),
             path_truncated: f.path_truncated,
-            old_path: String::new(),
+            old_path: f.old_path.as_deref().map(lossy).unwrap_or_default(),
             inode: f.ino,
             device: user_dev(f.dev),
             flags: f.flags,
@@ -340,18 +350,27 @@ impl Enricher {
             owner_gid: f.owner_gid,
             file_mode: f.file_mode,
             result: f.result,
+            length: f.length,
         });
         self.event(f.ktime_ns, p, body)
     }
 
-    /// One decoded record in, one event out.
-    pub fn enrich(&mut self, record: Record) -> Event {
+    /// One decoded record in, at most one event out: file records taken at
+    /// syscall entry wait for their result, and filters may drop them.
+    pub fn enrich(&mut self, record: Record) -> Option<Event> {
         Stats::inc(&self.stats.enriched);
         match record {
-            Record::Exec(e) => self.exec(e),
-            Record::Fork(f) => self.fork(f),
-            Record::Exit(x) => self.exit(x),
-            Record::File(f) => self.file(f),
+            Record::Exec(e) => Some(self.exec(e)),
+            Record::Fork(f) => Some(self.fork(f)),
+            Record::Exit(x) => Some(self.exit(x)),
+            Record::File(f) => {
+                let ready = self.files.record(f, &self.stats)?;
+                Some(self.file(ready))
+            }
+            Record::Result(r) => {
+                let ready = self.files.result(r, &self.stats)?;
+                Some(self.file(ready))
+            }
         }
     }
 
