@@ -36,8 +36,13 @@ pub fn binary(name: &str) -> PathBuf {
 
 /// Spawns `cmd` and waits for a stderr line containing `marker`; the rest of
 /// stderr keeps being echoed so failures show the child's logs.
-fn spawn_until(mut cmd: Command, marker: &'static str, what: &str) -> (Child, String) {
-    cmd.stderr(Stdio::piped()).stdout(Stdio::null());
+fn spawn_until(
+    mut cmd: Command,
+    stdout: Stdio,
+    marker: &'static str,
+    what: &str,
+) -> (Child, String) {
+    cmd.stderr(Stdio::piped()).stdout(stdout);
     let mut child = cmd
         .spawn()
         .unwrap_or_else(|e| panic!("cannot start {what}: {e}"));
@@ -85,7 +90,7 @@ impl Collector {
         let db = dir.path().join("events.db");
         let mut cmd = Command::new(binary("collector"));
         cmd.args(["serve", "--listen", listen, "--db"]).arg(&db);
-        let (child, line) = spawn_until(cmd, "listening on", "collector");
+        let (child, line) = spawn_until(cmd, Stdio::null(), "listening on", "collector");
         let addr = line
             .split("listening on ")
             .nth(1)
@@ -187,8 +192,25 @@ impl Sensor {
     /// Runs a prepared `sensor run` command until its programs are attached.
     #[must_use]
     pub fn spawn(cmd: Command) -> Self {
-        let (child, _) = spawn_until(cmd, "sensor: capturing", "sensor");
+        Self::spawn_with_stdout(cmd, Stdio::null())
+    }
+
+    /// Like `spawn`, with the sensor's stdout (where `--stdout` writes) going
+    /// to `stdout`.
+    #[must_use]
+    pub fn spawn_with_stdout(cmd: Command, stdout: impl Into<Stdio>) -> Self {
+        let (child, _) = spawn_until(cmd, stdout.into(), "sensor: capturing", "sensor");
         Self { child }
+    }
+
+    #[must_use]
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Stops the sensor (SIGTERM) and waits for it, keeping the value.
+    pub fn stop_now(&mut self) {
+        stop(&mut self.child);
     }
 
     /// Stops the sensor as an operator would (SIGTERM) and waits for it.
@@ -208,18 +230,38 @@ impl Drop for Sensor {
 pub struct Rig {
     pub sensor: Sensor,
     pub collector: Collector,
+    _config: Option<tempfile::NamedTempFile>,
 }
 
 impl Rig {
     #[must_use]
     pub fn start() -> Self {
+        Self::with_config("")
+    }
+
+    /// A rig whose sensor reads `toml` as its config file.
+    #[must_use]
+    pub fn with_config(toml: &str) -> Self {
         let collector = Collector::start();
-        let sensor = Sensor::start(&collector, &[]);
+        let config = (!toml.is_empty()).then(|| {
+            let file = tempfile::NamedTempFile::new().expect("config file");
+            std::fs::write(file.path(), toml).expect("write config");
+            file
+        });
+        let path = config
+            .as_ref()
+            .map(|f| f.path().to_str().expect("UTF-8 temp path").to_owned());
+        let extra: Vec<&str> = path.iter().flat_map(|p| ["--config", p.as_str()]).collect();
+        let sensor = Sensor::start(&collector, &extra);
         let me = std::process::id().to_string();
         // This test process was running before the sensor: its procfs record
         // marks the end of the start-up scan.
         collector.wait_for(&["--pid", &me, "--kind", "exec"], |e| !e.is_empty());
-        Self { sensor, collector }
+        Self {
+            sensor,
+            collector,
+            _config: config,
+        }
     }
 
     /// Every event of `pid`, oldest first, once `done` accepts them.
@@ -234,6 +276,7 @@ pub trait EventExt {
     fn process(&self) -> &Value;
     fn str_at(&self, pointer: &str) -> &str;
     fn u64_at(&self, pointer: &str) -> u64;
+    fn i64_at(&self, pointer: &str) -> i64;
     fn argv(&self) -> Vec<String>;
 }
 
@@ -257,6 +300,15 @@ impl EventExt for Value {
     fn u64_at(&self, pointer: &str) -> u64 {
         match self.pointer(pointer) {
             Some(Value::Number(n)) => n.as_u64().unwrap_or(0),
+            Some(Value::String(s)) => s.parse().unwrap_or(0),
+            _ => 0,
+        }
+    }
+
+    /// Signed numbers, and 64-bit ones written as strings.
+    fn i64_at(&self, pointer: &str) -> i64 {
+        match self.pointer(pointer) {
+            Some(Value::Number(n)) => n.as_i64().unwrap_or(0),
             Some(Value::String(s)) => s.parse().unwrap_or(0),
             _ => 0,
         }
