@@ -179,3 +179,37 @@ impl Config {
 const _: () = assert!(size_of::<KernelOffsets>() == 53 * 4);
 const _: () = assert!(size_of::<Config>() == 58 * 4);
 const _: () = assert!(offset_of!(Config, sensor_tgid) == 53 * 4);
+
+/// How one syscall's arguments map onto a file record, so that one verified
+/// program serves every syscall of a family. Userspace writes one per
+/// syscall into `SYSCALL_SPECS`, keyed by the syscall number (userspace ABI,
+/// `__syscall_nr` in the tracepoint record).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SyscallSpec {
+    /// `file_op::*`.
+    pub op: u32,
+    /// Argument indexes (0-5) or `arg::*`. For fd-based changes `dfd1` is the fd.
+    pub dfd1: u8,
+    pub name1: u8,
+    pub dfd2: u8,
+    pub name2: u8,
+    pub mode: u8,
+    /// The uid; the gid is the next argument.
+    pub uid: u8,
+    /// The operation's own flags (`AT_*`, `RENAME_*`).
+    pub flags: u8,
+    pub length: u8,
+}
+
+/// Special values of the `SyscallSpec` argument indexes.
+pub mod arg {
+    /// The syscall has no such argument.
+    pub const NONE: u8 = 0xff;
+    /// The directory is the cwd (`AT_FDCWD` implied by the syscall).
+    pub const CWD: u8 = 0xfe;
+    /// The name has no base directory: a symlink's target text.
+    pub const NO_BASE: u8 = 0xfd;
+}
+
+const _: () = assert!(size_of::<SyscallSpec>() == 12);

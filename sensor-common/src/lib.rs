@@ -9,7 +9,7 @@
 pub mod config;
 pub mod records;
 
-pub use config::{Config, KernelOffsets, OFFSET_MISSING, file_writes};
+pub use config::{Config, KernelOffsets, OFFSET_MISSING, SyscallSpec, arg, file_writes};
 pub use records::*;
 
 /// Map names, shared by the programs and the loader.
@@ -24,6 +24,8 @@ pub mod maps {
     /// `HashMap<u32, u8>`: mount ids (`mount::mnt_id`) whose files are
     /// never reported (mounts at or under an ignored path prefix).
     pub const IGNORED_MOUNTS: &str = "IGNORED_MOUNTS";
+    /// `HashMap<u32, SyscallSpec>`: by syscall number.
+    pub const SYSCALL_SPECS: &str = "SYSCALL_SPECS";
     /// `HashMap<u32, u8>`: tgids of the sensor's own process tree.
     pub const OWN_TGIDS: &str = "OWN_TGIDS";
 }
@@ -36,66 +38,27 @@ pub mod programs {
     pub const EXIT: (&str, &str) = ("sched_process_exit", "sched_process_exit");
     pub const ALL: [(&str, &str); 3] = [EXEC, FORK, EXIT];
 
-    /// File syscall tracepoints (category `syscalls`): (program, tracepoint).
-    pub const SYSCALLS: [(&str, &str); 57] = [
-        ("sys_enter_open", "sys_enter_open"),
-        ("sys_exit_open", "sys_exit_open"),
-        ("sys_enter_openat", "sys_enter_openat"),
-        ("sys_exit_openat", "sys_exit_openat"),
-        ("sys_enter_openat2", "sys_enter_openat2"),
-        ("sys_exit_openat2", "sys_exit_openat2"),
-        ("sys_enter_creat", "sys_enter_creat"),
-        ("sys_exit_creat", "sys_exit_creat"),
-        ("sys_enter_write", "sys_enter_write"),
-        ("sys_enter_pwrite64", "sys_enter_pwrite64"),
-        ("sys_enter_writev", "sys_enter_writev"),
-        ("sys_enter_pwritev", "sys_enter_pwritev"),
-        ("sys_enter_pwritev2", "sys_enter_pwritev2"),
-        ("sys_enter_fchmod", "sys_enter_fchmod"),
-        ("sys_exit_fchmod", "sys_exit_fchmod"),
-        ("sys_enter_fchown", "sys_enter_fchown"),
-        ("sys_exit_fchown", "sys_exit_fchown"),
-        ("sys_enter_ftruncate", "sys_enter_ftruncate"),
-        ("sys_exit_ftruncate", "sys_exit_ftruncate"),
-        ("sys_enter_unlink", "sys_enter_unlink"),
-        ("sys_exit_unlink", "sys_exit_unlink"),
-        ("sys_enter_unlinkat", "sys_enter_unlinkat"),
-        ("sys_exit_unlinkat", "sys_exit_unlinkat"),
-        ("sys_enter_rmdir", "sys_enter_rmdir"),
-        ("sys_exit_rmdir", "sys_exit_rmdir"),
-        ("sys_enter_mkdir", "sys_enter_mkdir"),
-        ("sys_exit_mkdir", "sys_exit_mkdir"),
-        ("sys_enter_mkdirat", "sys_enter_mkdirat"),
-        ("sys_exit_mkdirat", "sys_exit_mkdirat"),
-        ("sys_enter_rename", "sys_enter_rename"),
-        ("sys_exit_rename", "sys_exit_rename"),
-        ("sys_enter_renameat", "sys_enter_renameat"),
-        ("sys_exit_renameat", "sys_exit_renameat"),
-        ("sys_enter_renameat2", "sys_enter_renameat2"),
-        ("sys_exit_renameat2", "sys_exit_renameat2"),
-        ("sys_enter_link", "sys_enter_link"),
-        ("sys_exit_link", "sys_exit_link"),
-        ("sys_enter_linkat", "sys_enter_linkat"),
-        ("sys_exit_linkat", "sys_exit_linkat"),
-        ("sys_enter_symlink", "sys_enter_symlink"),
-        ("sys_exit_symlink", "sys_exit_symlink"),
-        ("sys_enter_symlinkat", "sys_enter_symlinkat"),
-        ("sys_exit_symlinkat", "sys_exit_symlinkat"),
-        ("sys_enter_chmod", "sys_enter_chmod"),
-        ("sys_exit_chmod", "sys_exit_chmod"),
-        ("sys_enter_fchmodat", "sys_enter_fchmodat"),
-        ("sys_exit_fchmodat", "sys_exit_fchmodat"),
-        ("sys_enter_fchmodat2", "sys_enter_fchmodat2"),
-        ("sys_exit_fchmodat2", "sys_exit_fchmodat2"),
-        ("sys_enter_chown", "sys_enter_chown"),
-        ("sys_exit_chown", "sys_exit_chown"),
-        ("sys_enter_lchown", "sys_enter_lchown"),
-        ("sys_exit_lchown", "sys_exit_lchown"),
-        ("sys_enter_fchownat", "sys_enter_fchownat"),
-        ("sys_exit_fchownat", "sys_exit_fchownat"),
-        ("sys_enter_truncate", "sys_enter_truncate"),
-        ("sys_exit_truncate", "sys_exit_truncate"),
-    ];
+    /// File programs on syscall tracepoints (category `syscalls`). One
+    /// program serves a family of syscalls; which tracepoints it attaches to,
+    /// and how their arguments map (`SyscallSpec`), is userspace's table.
+    pub mod file {
+        pub const OPEN_ENTERS: [&str; 4] = [
+            "sys_enter_open",
+            "sys_enter_openat",
+            "sys_enter_openat2",
+            "sys_enter_creat",
+        ];
+        /// Any open flavour's exit.
+        pub const OPEN_EXIT: &str = "sys_exit_open";
+        /// Any write flavour's entry (the fd is the first argument).
+        pub const WRITE_ENTER: &str = "sys_enter_write";
+        /// fchmod, fchown, ftruncate.
+        pub const FD_CHANGE_ENTER: &str = "sys_enter_fd_change";
+        /// unlink, rename, mkdir, ...
+        pub const NAMED_ENTER: &str = "sys_enter_named";
+        /// The exit of every syscall whose entry may have sent a record.
+        pub const RESULT_EXIT: &str = "sys_exit_result";
+    }
 
     /// Network and DNS syscall tracepoints (category `syscalls`).
     pub const NET_SYSCALLS: [(&str, &str); 0] = [];
@@ -117,7 +80,7 @@ macro_rules! impl_pod {
 }
 
 #[cfg(feature = "user")]
-impl_pod!(Config, KernelOffsets);
+impl_pod!(Config, KernelOffsets, SyscallSpec);
 
 #[cfg(feature = "user")]
 impl_pod!(

@@ -11,12 +11,13 @@ use aya_ebpf::{
     programs::TracePointContext,
 };
 use sensor_common::{
-    FILE_FIXED_LEN, FileEvent, KernelOffsets, PATH_BUF, file_op, file_writes, kind, path_flags,
+    FILE_FIXED_LEN, FileEvent, KernelOffsets, PATH_BUF, arg as spec_arg, file_op, file_writes,
+    kind, path_flags,
 };
 
 use crate::kernel::{
     RET, arg, config, config_for_others, current_task, current_task_info, file_of_fd, header,
-    on_ignored_mount, output_prefix, read, remember_result, walk_path,
+    on_ignored_mount, output_prefix, read, remember_result, syscall_arg, syscall_spec, walk_path,
 };
 
 const O_ACCMODE: u32 = 0o3;
@@ -193,23 +194,9 @@ fn open_exit(ctx: &TracePointContext) -> u32 {
     0
 }
 
-#[tracepoint(category = "syscalls", name = "sys_exit_open")]
+/// Attached to the exit of every open flavour.
+#[tracepoint]
 pub fn sys_exit_open(ctx: TracePointContext) -> u32 {
-    open_exit(&ctx)
-}
-
-#[tracepoint(category = "syscalls", name = "sys_exit_openat")]
-pub fn sys_exit_openat(ctx: TracePointContext) -> u32 {
-    open_exit(&ctx)
-}
-
-#[tracepoint(category = "syscalls", name = "sys_exit_openat2")]
-pub fn sys_exit_openat2(ctx: TracePointContext) -> u32 {
-    open_exit(&ctx)
-}
-
-#[tracepoint(category = "syscalls", name = "sys_exit_creat")]
-pub fn sys_exit_creat(ctx: TracePointContext) -> u32 {
     open_exit(&ctx)
 }
 
@@ -217,8 +204,9 @@ pub fn sys_exit_creat(ctx: TracePointContext) -> u32 {
 /// writing count; with `file_writes::FIRST` only a process's first write to
 /// each file passes. Reported at entry: the kernel already checked the fd
 /// is writable, and hooking the exit too would tax every write on the host.
-#[inline(always)]
-fn write_enter(ctx: &TracePointContext) -> u32 {
+/// Attached to write, pwrite64, writev, pwritev and pwritev2.
+#[tracepoint]
+pub fn sys_enter_write(ctx: TracePointContext) -> u32 {
     let Some(cfg) = config_for_others() else {
         return 0;
     };
@@ -229,6 +217,9 @@ fn write_enter(ctx: &TracePointContext) -> u32 {
     // SAFETY: reading this tracepoint's own record.
     let fd = unsafe { ctx.read_at::<u64>(arg(0)) }.unwrap_or(u64::MAX);
     let file = file_of_fd(off, fd);
+    if file == 0 {
+        return 0;
+    }
     let f_mode: u32 = read(file, off.file_f_mode).unwrap_or(0);
     if f_mode & FMODE_WRITE == 0 {
         return 0;
@@ -261,84 +252,39 @@ fn write_enter(ctx: &TracePointContext) -> u32 {
     0
 }
 
-#[tracepoint(category = "syscalls", name = "sys_enter_write")]
-pub fn sys_enter_write(ctx: TracePointContext) -> u32 {
-    write_enter(&ctx)
-}
-
-#[tracepoint(category = "syscalls", name = "sys_enter_pwrite64")]
-pub fn sys_enter_pwrite64(ctx: TracePointContext) -> u32 {
-    write_enter(&ctx)
-}
-
-#[tracepoint(category = "syscalls", name = "sys_enter_writev")]
-pub fn sys_enter_writev(ctx: TracePointContext) -> u32 {
-    write_enter(&ctx)
-}
-
-#[tracepoint(category = "syscalls", name = "sys_enter_pwritev")]
-pub fn sys_enter_pwritev(ctx: TracePointContext) -> u32 {
-    write_enter(&ctx)
-}
-
-#[tracepoint(category = "syscalls", name = "sys_enter_pwritev2")]
-pub fn sys_enter_pwritev2(ctx: TracePointContext) -> u32 {
-    write_enter(&ctx)
-}
-
-/// fchmod/fchown/ftruncate: the file is described at entry (it exists and
-/// cannot change identity under the fd); the result follows from the exit.
-#[inline(always)]
-fn fd_change_enter(ctx: &TracePointContext, op: u32) -> u32 {
+/// fchmod/fchown/ftruncate (`SYSCALL_SPECS` says which): the file is
+/// described at entry (it exists and cannot change identity under the fd);
+/// the result follows from the exit.
+#[tracepoint]
+pub fn sys_enter_fd_change(ctx: TracePointContext) -> u32 {
     let Some(cfg) = config_for_others() else {
         return 0;
     };
-    let off = &cfg.offsets;
-    // SAFETY: reading this tracepoint's own record.
-    let (fd, a1, a2) = unsafe {
-        (
-            ctx.read_at::<u64>(arg(0)).unwrap_or(u64::MAX),
-            ctx.read_at::<u64>(arg(1)).unwrap_or(0),
-            ctx.read_at::<u64>(arg(2)).unwrap_or(0),
-        )
+    let Some(spec) = syscall_spec(&ctx) else {
+        return 0;
     };
-    let file = file_of_fd(off, fd);
+    let off = &cfg.offsets;
+    let file = file_of_fd(off, syscall_arg(&ctx, spec.dfd1));
     if file == 0 {
         return 0;
     }
-    let Some(ev) = scratch(op) else { return 0 };
+    let Some(ev) = scratch(spec.op) else { return 0 };
     if !describe_file(ev, off, file) {
         return 0;
     }
-    match op {
-        file_op::CHMOD => ev.mode = a1 as u32,
-        file_op::CHOWN => {
-            ev.req_uid = a1 as u32;
-            ev.req_gid = a2 as u32;
-        }
-        _ => ev.length = a1,
+    if spec.mode != spec_arg::NONE {
+        ev.mode = syscall_arg(&ctx, spec.mode) as u32;
+    }
+    if spec.uid != spec_arg::NONE {
+        ev.req_uid = syscall_arg(&ctx, spec.uid) as u32;
+        ev.req_gid = syscall_arg(&ctx, spec.uid + 1) as u32;
+    }
+    if spec.length != spec_arg::NONE {
+        ev.length = syscall_arg(&ctx, spec.length);
     }
     ev.path_flags |= path_flags::AWAIT_RESULT;
     if submit(ev) {
         remember_result();
     }
     0
-}
-
-/// `fchmod(unsigned int fd, umode_t mode)`
-#[tracepoint(category = "syscalls", name = "sys_enter_fchmod")]
-pub fn sys_enter_fchmod(ctx: TracePointContext) -> u32 {
-    fd_change_enter(&ctx, file_op::CHMOD)
-}
-
-/// `fchown(unsigned int fd, uid_t user, gid_t group)`
-#[tracepoint(category = "syscalls", name = "sys_enter_fchown")]
-pub fn sys_enter_fchown(ctx: TracePointContext) -> u32 {
-    fd_change_enter(&ctx, file_op::CHOWN)
-}
-
-/// `ftruncate(unsigned int fd, off_t length)`
-#[tracepoint(category = "syscalls", name = "sys_enter_ftruncate")]
-pub fn sys_enter_ftruncate(ctx: TracePointContext) -> u32 {
-    fd_change_enter(&ctx, file_op::TRUNCATE)
 }

@@ -15,13 +15,13 @@ use aya_ebpf::{
     programs::TracePointContext,
 };
 use sensor_common::{
-    FileNamedEvent, KernelOffsets, NAME_BUF, NAMED_DATA, NAMED_FIXED_LEN, OFFSET_MISSING, file_op,
-    kind, named_flags,
+    FileNamedEvent, KernelOffsets, NAME_BUF, NAMED_DATA, NAMED_FIXED_LEN, OFFSET_MISSING, PATH_BUF,
+    arg as spec_arg, file_op, kind, named_flags,
 };
 
 use crate::kernel::{
-    RET, arg, config_for_others, current_task, current_task_info, file_of_fd, header,
-    on_ignored_mount, output_prefix, read, remember_result, send_result, walk_path,
+    RET, config_for_others, current_task, current_task_info, file_of_fd, header, on_ignored_mount,
+    output_prefix, read, remember_result, send_result, syscall_arg, syscall_spec, walk_path,
 };
 
 const AT_FDCWD: i64 = -100;
@@ -68,42 +68,64 @@ impl Named {
     }
 }
 
-/// One path's areas in `data`: lengths and `named_flags`.
-struct Area {
-    name_len: u32,
-    base_len: u32,
-    flags: u32,
+/// Where the record keeps one path's lengths and flags.
+#[derive(Clone, Copy)]
+struct Slots {
+    name_len: *mut u32,
+    base_len: *mut u32,
+    /// `named_flags` shift of this path.
+    shift: u32,
 }
 
-/// Copies the name at `*at` and, for a relative name, walks its base right
-/// after it. `None` when the base lies on an ignored mount.
+/// A length the record holds, read back from map memory: the verifier then
+/// sees one unknown value, bounded by the mask, instead of carrying every
+/// branch's exact range into the walk that follows (which multiplied its
+/// states past the 1M-instruction limit once one program served every
+/// named syscall).
 #[inline(always)]
-fn path_area(off: &KernelOffsets, path: PathArg, data: *mut u8, at: &mut usize) -> Option<Area> {
-    let mut area = Area {
-        name_len: 0,
-        base_len: 0,
-        flags: 0,
-    };
-    let pos = *at & (NAMED_DATA - 1);
+fn stored(len: *mut u32, mask: usize) -> usize {
+    // SAFETY: `len` points into the per-CPU scratch record.
+    (unsafe { core::ptr::read_volatile(len) } as usize) & mask
+}
+
+/// Copies the name at `start` and, for a relative name, walks its base right
+/// after it, keeping lengths and flags in the record. `false` when the base
+/// lies on an ignored mount.
+#[inline(always)]
+fn path_area(
+    off: &KernelOffsets,
+    path: PathArg,
+    ev: *mut FileNamedEvent,
+    start: usize,
+    slots: Slots,
+) -> bool {
+    // SAFETY: `ev` is the per-CPU scratch record owned by this run.
+    let data = unsafe { (*ev).data.as_mut_ptr() };
+    let pos = start & (NAMED_DATA - 1);
     // SAFETY: pos < NAMED_DATA and the record has NAMED_SLACK >= NAME_BUF
     // bytes after `data`; the helper faults safely on a bad user pointer.
     let n = unsafe {
         bpf_probe_read_user_str(data.add(pos).cast(), NAME_BUF as u32, path.name as *const _)
     };
-    if n > 0 {
-        area.name_len = n as u32;
-        if n as usize >= NAME_BUF {
-            area.flags |= named_flags::NAME_TRUNCATED;
-        }
-    } else {
-        area.flags |= named_flags::NAME_UNREADABLE;
+    let mut flags = 0;
+    if n <= 0 {
+        flags |= named_flags::NAME_UNREADABLE;
+    } else if n as usize >= NAME_BUF {
+        flags |= named_flags::NAME_TRUNCATED;
     }
     // SAFETY: pos is inside the record (see above).
     let first = if n > 0 { unsafe { *data.add(pos) } } else { 0 };
-    *at = pos + (area.name_len as usize & (NAME_BUF * 2 - 1));
     if path.dfd == NO_BASE || first == b'/' {
-        area.flags |= named_flags::NO_BASE;
-        return Some(area);
+        flags |= named_flags::NO_BASE;
+    }
+    // SAFETY: the slots and flags point into the scratch record.
+    unsafe {
+        core::ptr::write_volatile(slots.name_len, n.max(0) as u32);
+        core::ptr::write_volatile(slots.base_len, 0);
+        (*ev).flags |= flags << slots.shift;
+    }
+    if flags & named_flags::NO_BASE != 0 {
+        return true;
     }
     let (owner, field) = if path.dfd == AT_FDCWD {
         (
@@ -116,17 +138,19 @@ fn path_area(off: &KernelOffsets, path: PathArg, data: *mut u8, at: &mut usize) 
         (0, OFFSET_MISSING)
     };
     if owner != 0 && field != OFFSET_MISSING && on_ignored_mount(off, owner + u64::from(field)) {
-        return None;
+        return false;
     }
-    let pos = *at & (NAMED_DATA - 1);
+    let pos = (pos + stored(slots.name_len, NAME_BUF * 2 - 1)) & (NAMED_DATA - 1);
     // SAFETY: a walk writes at most PATH_BUF bytes; see NAMED_SLACK.
     let walk = walk_path(off, owner, field, unsafe { data.add(pos) });
-    area.base_len = walk.len;
-    if walk.truncated {
-        area.flags |= named_flags::BASE_TRUNCATED;
+    // SAFETY: the slots and flags point into the scratch record.
+    unsafe {
+        core::ptr::write_volatile(slots.base_len, walk.len);
+        if walk.truncated {
+            (*ev).flags |= named_flags::BASE_TRUNCATED << slots.shift;
+        }
     }
-    *at = pos + walk.len as usize;
-    Some(area)
+    true
 }
 
 #[inline(always)]
@@ -138,37 +162,50 @@ fn named_enter(n: &Named) -> u32 {
     let Some(ev) = NAMED_SCRATCH.get_ptr_mut(0) else {
         return 0;
     };
+    // SAFETY: per-CPU scratch owned by this program run; fields are reached
+    // through the raw pointer so the slots can alias them.
+    let first = unsafe {
+        (*ev).flags = 0;
+        Slots {
+            name_len: &raw mut (*ev).name1_len,
+            base_len: &raw mut (*ev).base1_len,
+            shift: 0,
+        }
+    };
+    // SAFETY: as above.
+    let second = unsafe {
+        Slots {
+            name_len: &raw mut (*ev).name2_len,
+            base_len: &raw mut (*ev).base2_len,
+            shift: named_flags::SECOND,
+        }
+    };
+    if !path_area(off, n.first, ev, 0, first) {
+        return 0;
+    }
+    let mut used = stored(first.name_len, NAME_BUF * 2 - 1) + stored(first.base_len, PATH_BUF - 1);
+    if let Some(path) = n.second {
+        if !path_area(off, path, ev, used, second) {
+            return 0;
+        }
+        used += stored(second.name_len, NAME_BUF * 2 - 1) + stored(second.base_len, PATH_BUF - 1);
+    } else {
+        // SAFETY: slots point into the scratch record.
+        unsafe {
+            core::ptr::write_volatile(second.name_len, 0);
+            core::ptr::write_volatile(second.base_len, 0);
+        }
+    }
     // SAFETY: per-CPU scratch owned by this program run.
     let ev = unsafe { &mut *ev };
-    let data = ev.data.as_mut_ptr();
-    let mut at = 0;
-    let Some(first) = path_area(off, n.first, data, &mut at) else {
-        return 0;
-    };
-    let second = match n.second {
-        Some(path) => match path_area(off, path, data, &mut at) {
-            Some(area) => area,
-            None => return 0,
-        },
-        None => Area {
-            name_len: 0,
-            base_len: 0,
-            flags: 0,
-        },
-    };
     ev.task = current_task_info(off);
     ev.op = n.op;
-    ev.flags = first.flags | (second.flags << named_flags::SECOND);
     ev.op_flags = n.op_flags;
     ev.mode = n.mode;
     ev.req_uid = n.uid;
     ev.req_gid = n.gid;
     ev.length = n.length;
-    ev.name1_len = first.name_len;
-    ev.base1_len = first.base_len;
-    ev.name2_len = second.name_len;
-    ev.base2_len = second.base_len;
-    let size = NAMED_FIXED_LEN + (at & (NAMED_DATA - 1));
+    let size = NAMED_FIXED_LEN + (used & (NAMED_DATA - 1));
     ev.header = header(kind::FILE_NAMED, size);
     if output_prefix(ev, size, kind::FILE_NAMED) {
         remember_result();
@@ -176,233 +213,54 @@ fn named_enter(n: &Named) -> u32 {
     0
 }
 
-/// Syscall argument `i` of this tracepoint's record.
+/// A path argument as the spec describes it.
 #[inline(always)]
-fn a(ctx: &TracePointContext, i: usize) -> u64 {
-    // SAFETY: reading this tracepoint's own record.
-    unsafe { ctx.read_at::<u64>(arg(i)) }.unwrap_or(0)
-}
-
-#[inline(always)]
-fn cwd(ctx: &TracePointContext, i: usize) -> PathArg {
+fn path_arg(ctx: &TracePointContext, dfd: u8, name: u8) -> PathArg {
+    let dfd = match dfd {
+        spec_arg::CWD => AT_FDCWD,
+        spec_arg::NO_BASE => NO_BASE,
+        i => i64::from(syscall_arg(ctx, i) as i32),
+    };
     PathArg {
-        dfd: AT_FDCWD,
-        name: a(ctx, i),
+        dfd,
+        name: syscall_arg(ctx, name),
     }
 }
 
-#[inline(always)]
-fn at(ctx: &TracePointContext, dfd: usize, name: usize) -> PathArg {
-    PathArg {
-        dfd: i64::from(a(ctx, dfd) as i32),
-        name: a(ctx, name),
-    }
-}
-
-/// `unlink(const char *pathname)`
-#[tracepoint(category = "syscalls", name = "sys_enter_unlink")]
-pub fn sys_enter_unlink(ctx: TracePointContext) -> u32 {
-    named_enter(&Named::new(file_op::UNLINK, cwd(&ctx, 0)))
-}
-
-/// `unlinkat(int dfd, const char *pathname, int flag)`
-#[tracepoint(category = "syscalls", name = "sys_enter_unlinkat")]
-pub fn sys_enter_unlinkat(ctx: TracePointContext) -> u32 {
-    let flag = a(&ctx, 2);
-    let op = if flag & AT_REMOVEDIR != 0 {
+/// Attached to unlink, unlinkat, rmdir, mkdir, mkdirat, rename, renameat,
+/// renameat2, link, linkat, symlink, symlinkat, chmod, fchmodat, fchmodat2,
+/// chown, lchown, fchownat and truncate; `SYSCALL_SPECS` says where each
+/// keeps its arguments.
+#[tracepoint]
+pub fn sys_enter_named(ctx: TracePointContext) -> u32 {
+    let Some(spec) = syscall_spec(&ctx) else {
+        return 0;
+    };
+    let opt = |i: u8| (i != spec_arg::NONE).then(|| syscall_arg(&ctx, i));
+    let op_flags = opt(spec.flags).unwrap_or(0);
+    let op = if spec.op == file_op::UNLINK && op_flags & AT_REMOVEDIR != 0 {
         file_op::RMDIR
     } else {
-        file_op::UNLINK
+        spec.op
     };
-    let mut n = Named::new(op, at(&ctx, 0, 1));
-    n.op_flags = flag as u32;
+    let mut n = Named::new(op, path_arg(&ctx, spec.dfd1, spec.name1));
+    if spec.name2 != spec_arg::NONE {
+        n.second = Some(path_arg(&ctx, spec.dfd2, spec.name2));
+    }
+    n.op_flags = op_flags as u32;
+    n.mode = opt(spec.mode).unwrap_or(0) as u32;
+    if spec.uid != spec_arg::NONE {
+        n.uid = syscall_arg(&ctx, spec.uid) as u32;
+        n.gid = syscall_arg(&ctx, spec.uid + 1) as u32;
+    }
+    n.length = opt(spec.length).unwrap_or(0);
     named_enter(&n)
 }
 
-/// `rmdir(const char *pathname)`
-#[tracepoint(category = "syscalls", name = "sys_enter_rmdir")]
-pub fn sys_enter_rmdir(ctx: TracePointContext) -> u32 {
-    named_enter(&Named::new(file_op::RMDIR, cwd(&ctx, 0)))
+/// Attached to the exit of every syscall whose entry may have sent a record.
+#[tracepoint]
+pub fn sys_exit_result(ctx: TracePointContext) -> u32 {
+    // SAFETY: reading this tracepoint's own record.
+    send_result(unsafe { ctx.read_at::<i64>(RET) }.unwrap_or(0));
+    0
 }
-
-/// `mkdir(const char *pathname, umode_t mode)`
-#[tracepoint(category = "syscalls", name = "sys_enter_mkdir")]
-pub fn sys_enter_mkdir(ctx: TracePointContext) -> u32 {
-    let mut n = Named::new(file_op::MKDIR, cwd(&ctx, 0));
-    n.mode = a(&ctx, 1) as u32;
-    named_enter(&n)
-}
-
-/// `mkdirat(int dfd, const char *pathname, umode_t mode)`
-#[tracepoint(category = "syscalls", name = "sys_enter_mkdirat")]
-pub fn sys_enter_mkdirat(ctx: TracePointContext) -> u32 {
-    let mut n = Named::new(file_op::MKDIR, at(&ctx, 0, 1));
-    n.mode = a(&ctx, 2) as u32;
-    named_enter(&n)
-}
-
-/// `rename(const char *oldname, const char *newname)`
-#[tracepoint(category = "syscalls", name = "sys_enter_rename")]
-pub fn sys_enter_rename(ctx: TracePointContext) -> u32 {
-    let mut n = Named::new(file_op::RENAME, cwd(&ctx, 0));
-    n.second = Some(cwd(&ctx, 1));
-    named_enter(&n)
-}
-
-/// `renameat(int olddfd, const char *oldname, int newdfd, const char *newname)`
-#[tracepoint(category = "syscalls", name = "sys_enter_renameat")]
-pub fn sys_enter_renameat(ctx: TracePointContext) -> u32 {
-    let mut n = Named::new(file_op::RENAME, at(&ctx, 0, 1));
-    n.second = Some(at(&ctx, 2, 3));
-    named_enter(&n)
-}
-
-/// `renameat2(int olddfd, const char *oldname, int newdfd, const char *newname, unsigned int flags)`
-#[tracepoint(category = "syscalls", name = "sys_enter_renameat2")]
-pub fn sys_enter_renameat2(ctx: TracePointContext) -> u32 {
-    let mut n = Named::new(file_op::RENAME, at(&ctx, 0, 1));
-    n.second = Some(at(&ctx, 2, 3));
-    n.op_flags = a(&ctx, 4) as u32;
-    named_enter(&n)
-}
-
-/// `link(const char *oldname, const char *newname)`
-#[tracepoint(category = "syscalls", name = "sys_enter_link")]
-pub fn sys_enter_link(ctx: TracePointContext) -> u32 {
-    let mut n = Named::new(file_op::LINK, cwd(&ctx, 0));
-    n.second = Some(cwd(&ctx, 1));
-    named_enter(&n)
-}
-
-/// `linkat(int olddfd, const char *oldname, int newdfd, const char *newname, int flags)`
-#[tracepoint(category = "syscalls", name = "sys_enter_linkat")]
-pub fn sys_enter_linkat(ctx: TracePointContext) -> u32 {
-    let mut n = Named::new(file_op::LINK, at(&ctx, 0, 1));
-    n.second = Some(at(&ctx, 2, 3));
-    n.op_flags = a(&ctx, 4) as u32;
-    named_enter(&n)
-}
-
-/// `symlink(const char *oldname, const char *newname)`: the old name is
-/// the link's target text, stored as given.
-#[tracepoint(category = "syscalls", name = "sys_enter_symlink")]
-pub fn sys_enter_symlink(ctx: TracePointContext) -> u32 {
-    let target = PathArg {
-        dfd: NO_BASE,
-        name: a(&ctx, 0),
-    };
-    let mut n = Named::new(file_op::SYMLINK, target);
-    n.second = Some(cwd(&ctx, 1));
-    named_enter(&n)
-}
-
-/// `symlinkat(const char *oldname, int newdfd, const char *newname)`
-#[tracepoint(category = "syscalls", name = "sys_enter_symlinkat")]
-pub fn sys_enter_symlinkat(ctx: TracePointContext) -> u32 {
-    let target = PathArg {
-        dfd: NO_BASE,
-        name: a(&ctx, 0),
-    };
-    let mut n = Named::new(file_op::SYMLINK, target);
-    n.second = Some(at(&ctx, 1, 2));
-    named_enter(&n)
-}
-
-/// `chmod(const char *filename, umode_t mode)`
-#[tracepoint(category = "syscalls", name = "sys_enter_chmod")]
-pub fn sys_enter_chmod(ctx: TracePointContext) -> u32 {
-    let mut n = Named::new(file_op::CHMOD, cwd(&ctx, 0));
-    n.mode = a(&ctx, 1) as u32;
-    named_enter(&n)
-}
-
-/// `fchmodat(int dfd, const char *filename, umode_t mode)`
-#[tracepoint(category = "syscalls", name = "sys_enter_fchmodat")]
-pub fn sys_enter_fchmodat(ctx: TracePointContext) -> u32 {
-    let mut n = Named::new(file_op::CHMOD, at(&ctx, 0, 1));
-    n.mode = a(&ctx, 2) as u32;
-    named_enter(&n)
-}
-
-/// `fchmodat2(int dfd, const char *filename, umode_t mode, unsigned int flags)`
-#[tracepoint(category = "syscalls", name = "sys_enter_fchmodat2")]
-pub fn sys_enter_fchmodat2(ctx: TracePointContext) -> u32 {
-    let mut n = Named::new(file_op::CHMOD, at(&ctx, 0, 1));
-    n.mode = a(&ctx, 2) as u32;
-    n.op_flags = a(&ctx, 3) as u32;
-    named_enter(&n)
-}
-
-#[inline(always)]
-fn chown(ctx: &TracePointContext, path: PathArg, ids: usize, flags: Option<usize>) -> u32 {
-    let mut n = Named::new(file_op::CHOWN, path);
-    n.uid = a(ctx, ids) as u32;
-    n.gid = a(ctx, ids + 1) as u32;
-    n.op_flags = flags.map_or(0, |i| a(ctx, i) as u32);
-    named_enter(&n)
-}
-
-/// `chown(const char *filename, uid_t user, gid_t group)`
-#[tracepoint(category = "syscalls", name = "sys_enter_chown")]
-pub fn sys_enter_chown(ctx: TracePointContext) -> u32 {
-    chown(&ctx, cwd(&ctx, 0), 1, None)
-}
-
-/// `lchown(const char *filename, uid_t user, gid_t group)`
-#[tracepoint(category = "syscalls", name = "sys_enter_lchown")]
-pub fn sys_enter_lchown(ctx: TracePointContext) -> u32 {
-    chown(&ctx, cwd(&ctx, 0), 1, None)
-}
-
-/// `fchownat(int dfd, const char *filename, uid_t user, gid_t group, int flag)`
-#[tracepoint(category = "syscalls", name = "sys_enter_fchownat")]
-pub fn sys_enter_fchownat(ctx: TracePointContext) -> u32 {
-    chown(&ctx, at(&ctx, 0, 1), 2, Some(4))
-}
-
-/// `truncate(const char *path, long length)`
-#[tracepoint(category = "syscalls", name = "sys_enter_truncate")]
-pub fn sys_enter_truncate(ctx: TracePointContext) -> u32 {
-    let mut n = Named::new(file_op::TRUNCATE, cwd(&ctx, 0));
-    n.length = a(&ctx, 1);
-    named_enter(&n)
-}
-
-/// Exit programs: every syscall whose entry may have produced a record.
-macro_rules! result_exits {
-    ($($name:ident),* $(,)?) => {
-        $(
-            #[tracepoint]
-            pub fn $name(ctx: TracePointContext) -> u32 {
-                // SAFETY: reading this tracepoint's own record.
-                send_result(unsafe { ctx.read_at::<i64>(RET) }.unwrap_or(0));
-                0
-            }
-        )*
-    };
-}
-
-result_exits!(
-    sys_exit_unlink,
-    sys_exit_unlinkat,
-    sys_exit_rmdir,
-    sys_exit_mkdir,
-    sys_exit_mkdirat,
-    sys_exit_rename,
-    sys_exit_renameat,
-    sys_exit_renameat2,
-    sys_exit_link,
-    sys_exit_linkat,
-    sys_exit_symlink,
-    sys_exit_symlinkat,
-    sys_exit_chmod,
-    sys_exit_fchmodat,
-    sys_exit_fchmodat2,
-    sys_exit_chown,
-    sys_exit_lchown,
-    sys_exit_fchownat,
-    sys_exit_truncate,
-    sys_exit_fchmod,
-    sys_exit_fchown,
-    sys_exit_ftruncate,
-);

@@ -12,10 +12,11 @@ use aya_ebpf::{
     },
     macros::map,
     maps::{Array, HashMap, LruHashMap, PerCpuArray, RingBuf},
+    programs::TracePointContext,
 };
 use sensor_common::{
     Config, Header, KernelOffsets, NAME_READ, OFFSET_MISSING, PATH_BUF, PATH_DEPTH, ResultEvent,
-    TaskInfo, kind,
+    SyscallSpec, TaskInfo, kind,
 };
 
 /// Every record, in reservation order. Userspace sets the real size at load.
@@ -37,6 +38,31 @@ pub const fn arg(i: usize) -> usize {
     16 + 8 * i
 }
 pub const RET: usize = 16;
+
+/// How each file syscall's arguments map onto a record, by syscall number.
+#[map]
+pub static SYSCALL_SPECS: HashMap<u32, SyscallSpec> = HashMap::with_max_entries(128, 0);
+
+/// The spec of the syscall that fired, by its number at offset 8. (The
+/// record's `common_type` is not there for BPF: perf_call_bpf_enter() in
+/// kernel/trace/trace_syscalls.c puts a pt_regs pointer in its place.)
+#[inline(always)]
+pub fn syscall_spec(ctx: &TracePointContext) -> Option<SyscallSpec> {
+    // SAFETY: reading this tracepoint's own record.
+    let nr = unsafe { ctx.read_at::<i32>(8) }.ok()?;
+    // SAFETY: plain integer key; the value is copied out at once.
+    unsafe { SYSCALL_SPECS.get(&(nr as u32)) }.copied()
+}
+
+/// Syscall argument `idx` (0-5) of this tracepoint's record; 0 for any other index.
+#[inline(always)]
+pub fn syscall_arg(ctx: &TracePointContext, idx: u8) -> u64 {
+    if idx > 5 {
+        return 0;
+    }
+    // SAFETY: reading this tracepoint's own record.
+    unsafe { ctx.read_at::<u64>(arg(idx as usize)) }.unwrap_or(0)
+}
 
 /// tgids of the sensor's own process tree (the sensor adds itself; the fork
 /// program adds its children), whose activity is never reported.

@@ -14,3 +14,4 @@ pub mod mounts;
 pub mod pipeline;
 pub mod ship;
 pub mod stats;
+pub mod syscalls;

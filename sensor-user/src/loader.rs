@@ -8,9 +8,14 @@ use aya::{
     maps::{Array, HashMap, MapData, PerCpuArray, RingBuf},
     programs::{RawTracePoint, TracePoint},
 };
-use sensor_common::{Config as KernelConfig, maps, programs};
+use std::collections::HashSet;
 
-use crate::btf::{Btf, BtfError, kernel_offsets};
+use sensor_common::{Config as KernelConfig, SyscallSpec, maps, programs};
+
+use crate::{
+    btf::{Btf, BtfError, kernel_offsets},
+    syscalls::{self, Hook},
+};
 
 static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/sensor-ebpf"));
 
@@ -143,6 +148,17 @@ impl ProgramLoad for TracePoint {
     }
 }
 
+/// A program `program()` already loaded, to attach it once more.
+fn loaded_program<'a>(
+    ebpf: &'a mut Ebpf,
+    name: &'static str,
+) -> Result<&'a mut TracePoint, LoadError> {
+    ebpf.program_mut(name)
+        .ok_or_else(|| prog_err(name)(aya::programs::ProgramError::UnexpectedProgramType))?
+        .try_into()
+        .map_err(prog_err(name))
+}
+
 fn take_map(ebpf: &mut Ebpf, name: &'static str) -> Result<aya::maps::Map, LoadError> {
     ebpf.take_map(name).ok_or(LoadError::MissingMap(name))
 }
@@ -224,13 +240,40 @@ pub fn load(settings: &KernelSettings, btf_path: &Path) -> Result<Loaded, LoadEr
         prog.attach(tracepoint).map_err(prog_err(name))?;
         hooks.push(format!("raw_tp/{tracepoint}"));
     }
-    for (name, tracepoint) in programs::SYSCALLS.into_iter().chain(programs::NET_SYSCALLS) {
-        let prog: &mut TracePoint = program(&mut ebpf, name)?;
-        // Some syscalls do not exist on every architecture (open, creat):
-        // a missing one costs only its own events.
-        match prog.attach("syscalls", tracepoint) {
-            Ok(_) => hooks.push(format!("tracepoint/syscalls/{tracepoint}")),
-            Err(e) => tracing::warn!("not attached to syscalls/{tracepoint}: {e}"),
+    let file_hooks = syscalls::file_hooks();
+    let net_hooks = programs::NET_SYSCALLS.map(|(program, tracepoint)| Hook {
+        program,
+        tracepoint,
+        spec: None,
+    });
+    let mut loaded = HashSet::new();
+    let mut specs = Vec::new();
+    for hook in file_hooks.iter().chain(&net_hooks) {
+        let prog: &mut TracePoint = if loaded.insert(hook.program) {
+            program(&mut ebpf, hook.program)?
+        } else {
+            loaded_program(&mut ebpf, hook.program)?
+        };
+        // Some syscalls do not exist on every architecture or kernel (open,
+        // creat, fchmodat2): a missing one costs only its own events.
+        match prog.attach("syscalls", hook.tracepoint) {
+            Ok(_) => hooks.push(format!("tracepoint/syscalls/{}", hook.tracepoint)),
+            Err(e) => tracing::warn!("not attached to syscalls/{}: {e}", hook.tracepoint),
+        }
+        if let Some(spec) = hook.spec {
+            specs.push(spec);
+        }
+    }
+    {
+        let map = ebpf
+            .map_mut(maps::SYSCALL_SPECS)
+            .ok_or(LoadError::MissingMap(maps::SYSCALL_SPECS))?;
+        let mut table: HashMap<_, u32, SyscallSpec> =
+            HashMap::try_from(map).map_err(map_err(maps::SYSCALL_SPECS))?;
+        for (id, spec) in &specs {
+            table
+                .insert(id, spec, 0)
+                .map_err(map_err(maps::SYSCALL_SPECS))?;
         }
     }
     let events =

@@ -44,9 +44,10 @@ fn a_relative_create_after_chdir_reports_the_absolute_path() {
     let pid = sh.id();
     assert!(sh.wait_with_output().unwrap().status.success());
     let target = dir.join("rel.txt");
-    let events = file_events(&rig, pid, &target, 1);
-    assert_eq!(events.len(), 1, "{events:#?}");
+    let events = file_events(&rig, pid, &target, 2);
+    assert_eq!(events.len(), 2, "{events:#?}");
     assert_eq!(events[0]["file"]["op"], "FILE_OP_CREATE");
+    assert_eq!(events[1]["file"]["op"], "FILE_OP_WRITE");
     // dash opens with O_WRONLY|O_CREAT|O_TRUNC.
     assert_eq!(events[0].u64_at("/file/flags") & 0o1103, 0o1101);
     assert_describes(&events[0], &target);
@@ -113,7 +114,7 @@ fn reopening_for_write_is_open_write_and_reading_is_not_reported() {
     let ops: Vec<&str> = events.iter().map(|e| e.str_at("/file/op")).collect();
     assert_eq!(
         ops,
-        ["FILE_OP_CREATE", "FILE_OP_OPEN_WRITE"],
+        ["FILE_OP_CREATE", "FILE_OP_WRITE", "FILE_OP_OPEN_WRITE"],
         "the read is not reported"
     );
 }
