@@ -11,6 +11,8 @@ mod file;
 #[cfg(target_arch = "bpf")]
 mod kernel;
 #[cfg(target_arch = "bpf")]
+mod net;
+#[cfg(target_arch = "bpf")]
 mod process;
 
 /// Host builds (`cargo clippy --workspace`) see an empty program.

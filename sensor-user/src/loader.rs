@@ -147,8 +147,10 @@ fn take_map(ebpf: &mut Ebpf, name: &'static str) -> Result<aya::maps::Map, LoadE
     ebpf.take_map(name).ok_or(LoadError::MissingMap(name))
 }
 
-/// Loads and attaches everything. `ring_bytes` sizes the ring buffer.
-pub fn load(ring_bytes: u32, btf_path: &Path) -> Result<Loaded, LoadError> {
+/// Loads and attaches everything. `ring_bytes` sizes the ring buffer;
+/// `dns_ports` (at most `DNS_PORTS`, validated by the config) are the ports
+/// whose messages are copied as DNS.
+pub fn load(ring_bytes: u32, btf_path: &Path, dns_ports: &[u16]) -> Result<Loaded, LoadError> {
     if OBJECT.is_empty() {
         return Err(LoadError::Stub);
     }
@@ -166,6 +168,7 @@ pub fn load(ring_bytes: u32, btf_path: &Path) -> Result<Loaded, LoadError> {
         offsets,
         sensor_tgid: std::process::id(),
         exit_has_group_dead: u32::from(exit_has_group_dead()),
+        dns_ports: crate::config::kernel_dns_ports(dns_ports),
         ..KernelConfig::DEFAULT
     };
 

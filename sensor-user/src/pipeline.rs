@@ -148,7 +148,11 @@ pub fn run(settings: Settings, stop: Arc<AtomicBool>) -> Result<()> {
         events,
         drops,
         hooks,
-    } = loader::load(cfg.capture.ring_buffer_bytes, &settings.btf)?;
+    } = loader::load(
+        cfg.capture.ring_buffer_bytes,
+        &settings.btf,
+        &cfg.network.dns_ports,
+    )?;
     let host = HostInfo::detect();
     let stats = Arc::new(Stats::default());
     let cap = cfg.capture.queue_capacity;
