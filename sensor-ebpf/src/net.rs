@@ -113,12 +113,14 @@ struct Pending {
     addr: u64,
 }
 
-/// A reported connection, until it closes: who owned it.
+/// A reported connection, until it closes: who owned it, and its ends
+/// (the kernel releases the local port before the close is traced).
 #[derive(Clone, Copy)]
 #[repr(C)]
 struct Owner {
     task: TaskInfo,
     ino: u64,
+    addrs: SockAddrs,
 }
 
 /// (socket inode, peer) pairs a UDP send was reported for.
@@ -371,12 +373,13 @@ fn emit(
     Some(())
 }
 
-/// Keeps who owns a reported connection, for its close.
+/// Keeps who owns a reported connection, and its ends, for its close.
 #[inline(always)]
-fn track(off: &KernelOffsets, sock: &Sock) {
+fn track(off: &KernelOffsets, sock: &Sock, addrs: &SockAddrs) {
     let owner = Owner {
         task: current_task_info(off),
         ino: sock.ino,
+        addrs: *addrs,
     };
     let _ = NET_OWNERS.insert(sock.sk, owner, 0);
 }
@@ -487,7 +490,7 @@ fn try_exit_connect(ctx: &TracePointContext) -> Option<()> {
     }
     emit(off, None, net_op::CONNECT, &p.sock, &addrs, ret)?;
     if connecting {
-        track(off, &p.sock);
+        track(off, &p.sock, &addrs);
     }
     Some(())
 }
@@ -518,7 +521,7 @@ fn exit_accept(ctx: &TracePointContext) -> Option<()> {
         return None;
     }
     emit(off, None, net_op::ACCEPT, &sock, &addrs, 0)?;
-    track(off, &sock);
+    track(off, &sock, &addrs);
     Some(())
 }
 
@@ -902,8 +905,9 @@ pub fn sys_exit_recvmsg(ctx: TracePointContext) -> u32 {
 // ---------------------------------------------------------------- close
 
 /// `TP_PROTO(const struct sock *sk, const int oldstate, const int newstate)`
-/// (include/trace/events/sock.h). Runs before `tcp_set_state` releases the
-/// port, so both ends are still in the socket; the byte counters are final.
+/// (include/trace/events/sock.h), traced by `inet_sk_state_store` after
+/// `tcp_set_state` released the local port: the ends come from the connect
+/// or accept; the byte counters are final.
 #[raw_tracepoint(tracepoint = "inet_sock_set_state")]
 pub fn inet_sock_set_state(ctx: RawTracePointContext) -> u32 {
     let _ = try_set_state(&ctx);
@@ -922,6 +926,12 @@ fn try_set_state(ctx: &RawTracePointContext) -> Option<()> {
     let _ = NET_OWNERS.remove(&sk);
     let off = &config()?.offsets;
     let sock = sock_at(off, sk, owner.ino)?;
-    let addrs = sock_addrs(off, &sock);
-    emit(off, Some(&owner.task), net_op::CLOSE, &sock, &addrs, 0)
+    emit(
+        off,
+        Some(&owner.task),
+        net_op::CLOSE,
+        &sock,
+        &owner.addrs,
+        0,
+    )
 }

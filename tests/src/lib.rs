@@ -191,6 +191,11 @@ impl Sensor {
         Self { child }
     }
 
+    #[must_use]
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     /// Stops the sensor as an operator would (SIGTERM) and waits for it.
     pub fn stop(mut self) {
         stop(&mut self.child);
@@ -213,8 +218,14 @@ pub struct Rig {
 impl Rig {
     #[must_use]
     pub fn start() -> Self {
+        Self::start_with(&[])
+    }
+
+    /// A rig whose sensor gets `extra` arguments (e.g. `--config PATH`).
+    #[must_use]
+    pub fn start_with(extra: &[&str]) -> Self {
         let collector = Collector::start();
-        let sensor = Sensor::start(&collector, &[]);
+        let sensor = Sensor::start(&collector, extra);
         let me = std::process::id().to_string();
         // This test process was running before the sensor: its procfs record
         // marks the end of the start-up scan.

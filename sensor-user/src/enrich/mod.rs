@@ -8,6 +8,7 @@
 
 pub mod cgroups;
 pub mod identity;
+pub mod net;
 pub mod procfs;
 pub mod throttle;
 pub mod users;
@@ -352,6 +353,8 @@ impl Enricher {
             Record::Fork(f) => self.fork(f),
             Record::Exit(x) => self.exit(x),
             Record::File(f) => self.file(f),
+            Record::Net(n) => self.net(n),
+            Record::Dns(d) => self.dns(d),
         }
     }
 
