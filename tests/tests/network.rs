@@ -68,18 +68,31 @@ fn connect_accept_and_close(ip: &str, family: u64) {
     let connect = &network_events(&rig, "CONNECT", server_port, 1)[0];
     assert_eq!(
         ends(connect),
-        (ip.to_owned(), client_port.into(), ip.to_owned(), server_port.into())
+        (
+            ip.to_owned(),
+            client_port.into(),
+            ip.to_owned(),
+            server_port.into()
+        )
     );
     assert_eq!(connect.u64_at("/network/family"), family);
     assert_eq!(connect.str_at("/network/protocol"), "tcp");
     assert_eq!(connect["network"]["result"], 0);
     assert_eq!(connect.u64_at("/network/socket_inode"), client_ino);
-    assert_eq!(connect.u64_at("/process/pid"), u64::from(std::process::id()));
+    assert_eq!(
+        connect.u64_at("/process/pid"),
+        u64::from(std::process::id())
+    );
 
     let accept = &network_events(&rig, "ACCEPT", server_port, 1)[0];
     assert_eq!(
         ends(accept),
-        (ip.to_owned(), server_port.into(), ip.to_owned(), client_port.into())
+        (
+            ip.to_owned(),
+            server_port.into(),
+            ip.to_owned(),
+            client_port.into()
+        )
     );
     assert_eq!(accept.u64_at("/network/socket_inode"), accepted_ino);
 
@@ -219,7 +232,11 @@ fn answer(q: &[u8]) -> Vec<u8> {
     let qtype = u16::from_be_bytes([q[q.len() - 4], q[q.len() - 3]]);
     let rdata: Vec<u8> = match qtype {
         1 => vec![192, 0, 2, 44],
-        28 => "2001:db8::44".parse::<Ipv6Addr>().unwrap().octets().to_vec(),
+        28 => "2001:db8::44"
+            .parse::<Ipv6Addr>()
+            .unwrap()
+            .octets()
+            .to_vec(),
         _ => return vec![0xff; 7],
     };
     let mut r = q.to_vec();
