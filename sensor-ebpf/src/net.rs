@@ -408,7 +408,9 @@ fn emit_dns(
     len: u64,
     orig_len: u64,
 ) -> Option<()> {
-    if len == 0 || buf == 0 {
+    // Every DNS message has a 12-byte header; a shorter TCP segment is a
+    // length prefix sent (or read) on its own, or a fragment: not a message.
+    if len == 0 || buf == 0 || (sock.protocol == IPPROTO_TCP && orig_len < 12) {
         return None;
     }
     let ev = DNS_SCRATCH.get_ptr_mut(0)?;
