@@ -153,7 +153,13 @@ pub struct Config {
     /// Non-zero: file operations that failed are reported too.
     pub report_failed: u32,
     pub _pad0: u32,
+    /// Ports whose UDP and TCP payloads are DNS messages, copied for
+    /// userspace to parse; 0 marks an unused slot (all zero: no DNS capture).
+    pub dns_ports: [u16; DNS_PORTS],
 }
+
+/// Most DNS ports the programs check (a fixed, unrolled comparison).
+pub const DNS_PORTS: usize = 4;
 
 /// `Config::file_writes`.
 pub mod file_writes {
@@ -173,11 +179,13 @@ impl Config {
         file_writes: file_writes::FIRST,
         report_failed: 0,
         _pad0: 0,
+        dns_ports: [53, 0, 0, 0],
     };
 }
 
 const _: () = assert!(size_of::<KernelOffsets>() == 53 * 4);
-const _: () = assert!(size_of::<Config>() == 58 * 4);
+const _: () = assert!(size_of::<Config>() == 60 * 4);
+const _: () = assert!(offset_of!(Config, dns_ports) == 58 * 4);
 const _: () = assert!(offset_of!(Config, sensor_tgid) == 53 * 4);
 
 /// How one syscall's arguments map onto a file record, so that one verified

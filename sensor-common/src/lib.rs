@@ -9,7 +9,7 @@
 pub mod config;
 pub mod records;
 
-pub use config::{Config, KernelOffsets, OFFSET_MISSING, SyscallSpec, arg, file_writes};
+pub use config::{Config, DNS_PORTS, KernelOffsets, OFFSET_MISSING, SyscallSpec, arg, file_writes};
 pub use records::*;
 
 /// Map names, shared by the programs and the loader.
@@ -61,10 +61,30 @@ pub mod programs {
     }
 
     /// Network and DNS syscall tracepoints (category `syscalls`).
-    pub const NET_SYSCALLS: [(&str, &str); 0] = [];
+    /// The accepts have no enter program: the new descriptor is all they need.
+    pub const NET_SYSCALLS: [(&str, &str); 18] = [
+        ("sys_enter_connect", "sys_enter_connect"),
+        ("sys_exit_connect", "sys_exit_connect"),
+        ("sys_exit_accept", "sys_exit_accept"),
+        ("sys_exit_accept4", "sys_exit_accept4"),
+        ("sys_enter_bind", "sys_enter_bind"),
+        ("sys_exit_bind", "sys_exit_bind"),
+        ("sys_enter_listen", "sys_enter_listen"),
+        ("sys_exit_listen", "sys_exit_listen"),
+        ("sys_enter_sendto", "sys_enter_sendto"),
+        ("sys_exit_sendto", "sys_exit_sendto"),
+        ("sys_enter_sendmsg", "sys_enter_sendmsg"),
+        ("sys_exit_sendmsg", "sys_exit_sendmsg"),
+        ("sys_enter_sendmmsg", "sys_enter_sendmmsg"),
+        ("sys_exit_sendmmsg", "sys_exit_sendmmsg"),
+        ("sys_enter_recvfrom", "sys_enter_recvfrom"),
+        ("sys_exit_recvfrom", "sys_exit_recvfrom"),
+        ("sys_enter_recvmsg", "sys_enter_recvmsg"),
+        ("sys_exit_recvmsg", "sys_exit_recvmsg"),
+    ];
 
     /// Network raw tracepoints: (program, tracepoint).
-    pub const NET_RAW: [(&str, &str); 0] = [];
+    pub const NET_RAW: [(&str, &str); 1] = [("inet_sock_set_state", "inet_sock_set_state")];
 }
 
 /// Implements `aya::Pod` for ABI types on the user side only.

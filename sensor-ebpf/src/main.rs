@@ -13,6 +13,8 @@ mod file_named;
 #[cfg(target_arch = "bpf")]
 mod kernel;
 #[cfg(target_arch = "bpf")]
+mod net;
+#[cfg(target_arch = "bpf")]
 mod process;
 
 /// Host builds (`cargo clippy --workspace`) see an empty program.

@@ -33,6 +33,7 @@ pub struct Config {
     pub process: ProcessConfig,
     pub files: FilesConfig,
     pub health: HealthConfig,
+    pub network: NetworkConfig,
 }
 
 /// Which writes become `FILE_OP_WRITE` events.
@@ -109,6 +110,32 @@ pub struct ProcessConfig {
 pub struct HealthConfig {
     /// Seconds between SensorHealth events (0 disables them).
     pub interval_secs: u64,
+}
+
+#[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
+#[serde(default, deny_unknown_fields)]
+pub struct NetworkConfig {
+    /// Ports whose UDP and TCP messages are parsed as DNS (at most
+    /// `sensor_common::DNS_PORTS`; empty turns DNS capture off).
+    pub dns_ports: Vec<u16>,
+}
+
+impl Default for NetworkConfig {
+    fn default() -> Self {
+        Self {
+            dns_ports: vec![53],
+        }
+    }
+}
+
+/// The kernel's fixed array of DNS ports (0: unused slot).
+#[must_use]
+pub fn kernel_dns_ports(ports: &[u16]) -> [u16; sensor_common::DNS_PORTS] {
+    let mut out = [0; sensor_common::DNS_PORTS];
+    for (slot, port) in out.iter_mut().zip(ports) {
+        *slot = *port;
+    }
+    out
 }
 
 impl Default for CollectorConfig {
@@ -224,6 +251,16 @@ impl Config {
         if self.process.table_capacity == 0 {
             return invalid("process.table_capacity", "must be at least 1");
         }
+        let ports = &self.network.dns_ports;
+        if ports.len() > sensor_common::DNS_PORTS || ports.contains(&0) {
+            return invalid(
+                "network.dns_ports",
+                &format!(
+                    "must hold at most {} ports, none of them 0, not {ports:?}",
+                    sensor_common::DNS_PORTS
+                ),
+            );
+        }
         Ok(())
     }
 }
@@ -277,6 +314,20 @@ mod tests {
         assert!(err.to_string().contains("files.ignore_prefixes"), "{err}");
         let err = Config::parse("[files]\nwrites = \"some\"\n").unwrap_err();
         assert!(err.to_string().contains("some"), "{err}");
+    }
+
+    #[test]
+    fn dns_ports_default_to_53_and_are_bounded() {
+        assert_eq!(Config::default().network.dns_ports, vec![53]);
+        let cfg = Config::parse("[network]\ndns_ports = [53, 5353]\n").unwrap();
+        assert_eq!(kernel_dns_ports(&cfg.network.dns_ports), [53, 5353, 0, 0]);
+        let off = Config::parse("[network]\ndns_ports = []\n").unwrap();
+        assert_eq!(kernel_dns_ports(&off.network.dns_ports), [0; 4]);
+        for bad in ["[1, 2, 3, 4, 5]", "[0]"] {
+            let err = Config::parse(&format!("[network]\ndns_ports = {bad}\n")).unwrap_err();
+            assert!(err.to_string().contains("network.dns_ports"), "{err}");
+        }
+        assert!(Config::parse("[network]\ndns_ports = [70000]\n").is_err());
     }
 
     #[test]

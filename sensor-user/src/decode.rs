@@ -1,6 +1,9 @@
 //! Stage 2: raw ring-buffer records -> typed records. Every length is checked
 //! before it is trusted; a malformed record is an error the stage counts.
 
+pub mod dns;
+pub mod net;
+
 use std::mem::size_of;
 
 use sensor_common::{
@@ -33,6 +36,10 @@ pub enum DecodeError {
         len: usize,
         cap: usize,
     },
+    #[error("address family {0} is neither AF_INET nor AF_INET6")]
+    Family(u32),
+    #[error("malformed DNS message: {0}")]
+    Dns(#[from] dns::DnsError),
 }
 
 /// The task fields every record carries, in userspace types.
@@ -129,6 +136,8 @@ pub enum Record {
     Exit(Exit),
     File(File),
     Result(SyscallResult),
+    Net(net::Net),
+    Dns(net::Dns),
 }
 
 /// Copies a `T` out of the front of `bytes`, which the caller sized.
@@ -424,6 +433,8 @@ pub fn decode(bytes: &[u8]) -> Result<Record, DecodeError> {
                 ret: ev.ret,
             }))
         }
+        kind::NET => net::decode_net(bytes, &header).map(Record::Net),
+        kind::DNS => net::decode_dns(bytes, &header).map(Record::Dns),
         kind::FORK => {
             let ev: ForkEvent = fixed(bytes, "fork", &header)?;
             Ok(Record::Fork(Fork {
@@ -451,12 +462,12 @@ mod tests {
 
     use super::*;
 
-    fn as_bytes<T: Copy>(v: &T) -> Vec<u8> {
+    pub(super) fn as_bytes<T: Copy>(v: &T) -> Vec<u8> {
         // SAFETY: ABI types are plain integers with explicit padding.
         unsafe { std::slice::from_raw_parts((v as *const T).cast::<u8>(), size_of::<T>()) }.to_vec()
     }
 
-    fn task(tgid: u32) -> TaskInfo {
+    pub(super) fn task(tgid: u32) -> TaskInfo {
         let mut comm = [0u8; 16];
         comm[..4].copy_from_slice(b"echo");
         TaskInfo {

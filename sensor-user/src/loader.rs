@@ -173,6 +173,9 @@ pub struct KernelSettings {
     pub report_failed: bool,
     /// Mounts whose files are never reported.
     pub ignored_mounts: Vec<u32>,
+    /// Ports whose messages are copied as DNS (at most `DNS_PORTS`,
+    /// validated by the config).
+    pub dns_ports: Vec<u16>,
 }
 
 /// Loads and attaches everything.
@@ -196,6 +199,7 @@ pub fn load(settings: &KernelSettings, btf_path: &Path) -> Result<Loaded, LoadEr
         exit_has_group_dead: u32::from(exit_has_group_dead()),
         file_writes: settings.file_writes,
         report_failed: u32::from(settings.report_failed),
+        dns_ports: crate::config::kernel_dns_ports(&settings.dns_ports),
         ..KernelConfig::DEFAULT
     };
 

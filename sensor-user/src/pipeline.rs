@@ -57,7 +57,13 @@ fn decode_stage(input: &Receiver<Vec<u8>>, out: &Sender<Record>, stats: &Stats) 
                 }
             }
             Err(e) => {
-                Stats::inc(&stats.malformed);
+                // A DNS message is the traffic of whoever sent it, not a
+                // kernel record gone wrong: it has its own counter.
+                let counter = match e {
+                    decode::DecodeError::Dns(_) => &stats.dns_malformed,
+                    _ => &stats.malformed,
+                };
+                Stats::inc(counter);
                 tracing::debug!("malformed record: {e}");
             }
         }
@@ -163,6 +169,7 @@ pub fn run(settings: Settings, stop: Arc<AtomicBool>) -> Result<()> {
             },
             report_failed: cfg.files.report_failed,
             ignored_mounts: mounts::host_ignored_mount_ids(&cfg.files.ignore_prefixes),
+            dns_ports: cfg.network.dns_ports.clone(),
         },
         &settings.btf,
     )?;

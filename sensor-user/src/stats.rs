@@ -26,6 +26,7 @@ counters! {
     capture_dropped => ("capture", "queue_full_dropped", true),
     decoded => ("decode", "records", false),
     malformed => ("decode", "malformed_dropped", true),
+    dns_malformed => ("decode", "dns_malformed_dropped", true),
     enriched => ("enrich", "events", false),
     procfs_seen => ("enrich", "procfs_processes", false),
     table_evicted => ("enrich", "table_evicted", false),

@@ -236,23 +236,25 @@ pub struct Rig {
 impl Rig {
     #[must_use]
     pub fn start() -> Self {
-        Self::with_config("")
+        Self::start_with(&[])
     }
 
     /// A rig whose sensor reads `toml` as its config file.
     #[must_use]
     pub fn with_config(toml: &str) -> Self {
+        let file = tempfile::NamedTempFile::new().expect("config file");
+        std::fs::write(file.path(), toml).expect("write config");
+        let path = file.path().to_str().expect("UTF-8 temp path").to_owned();
+        let mut rig = Self::start_with(&["--config", &path]);
+        rig._config = Some(file);
+        rig
+    }
+
+    /// A rig whose sensor gets `extra` arguments (e.g. `--config PATH`).
+    #[must_use]
+    pub fn start_with(extra: &[&str]) -> Self {
         let collector = Collector::start();
-        let config = (!toml.is_empty()).then(|| {
-            let file = tempfile::NamedTempFile::new().expect("config file");
-            std::fs::write(file.path(), toml).expect("write config");
-            file
-        });
-        let path = config
-            .as_ref()
-            .map(|f| f.path().to_str().expect("UTF-8 temp path").to_owned());
-        let extra: Vec<&str> = path.iter().flat_map(|p| ["--config", p.as_str()]).collect();
-        let sensor = Sensor::start(&collector, &extra);
+        let sensor = Sensor::start(&collector, extra);
         let me = std::process::id().to_string();
         // This test process was running before the sensor: its procfs record
         // marks the end of the start-up scan.
@@ -260,7 +262,7 @@ impl Rig {
         Self {
             sensor,
             collector,
-            _config: config,
+            _config: None,
         }
     }
 

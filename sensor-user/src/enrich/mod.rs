@@ -9,6 +9,7 @@
 pub mod cgroups;
 pub mod files;
 pub mod identity;
+pub mod net;
 pub mod procfs;
 pub mod throttle;
 pub mod users;
@@ -371,6 +372,8 @@ impl Enricher {
                 let ready = self.files.result(r, &self.stats)?;
                 Some(self.file(ready))
             }
+            Record::Net(n) => Some(self.net(n)),
+            Record::Dns(d) => Some(self.dns(d)),
         }
     }
 

@@ -1,0 +1,948 @@
+//! Network and DNS, from the syscall tracepoints plus one raw tracepoint for
+//! TCP closes.
+//!
+//! - connect: the enter program copies the caller's sockaddr (the kernel may
+//!   clear the socket's peer after a failure); the exit program reads the
+//!   result and describes the socket from fd -> file -> socket -> sock.
+//! - accept/accept4: the exit program describes the new descriptor's socket.
+//! - bind/listen: the exit program describes the socket once it succeeded.
+//! - sendto/sendmsg/sendmmsg on UDP: one `UDP_SEND` per (socket, peer), deduped
+//!   here in a bounded LRU so a stream of datagrams is one event.
+//! - DNS: a send to a DNS port copies the message at entry; a receive from a
+//!   DNS port copies it at exit, once the kernel wrote it. Userspace parses.
+//! - close: `inet_sock_set_state` to `TCP_CLOSE`, only for connections this
+//!   file reported (their process context is kept from then, because the
+//!   state change often runs in softirq context, on behalf of nobody).
+//!
+//! The sensor's own sockets are never reported; the local endpoints of its
+//! connections are remembered so that their accept on a collector running on
+//! this host is not reported either.
+
+use aya_ebpf::{
+    helpers::{
+        bpf_get_current_pid_tgid, bpf_probe_read_user,
+        generated::bpf_probe_read_user as probe_read_user_buf,
+    },
+    macros::{map, raw_tracepoint, tracepoint},
+    maps::{LruHashMap, PerCpuArray},
+    programs::{RawTracePointContext, TracePointContext},
+};
+use sensor_common::{
+    Config, DNS_BUF, DNS_FIXED_LEN, DnsPacket, KernelOffsets, NetEvent, SockAddrs, TaskInfo,
+    dns_direction, kind, net_op,
+};
+
+use crate::kernel::{
+    RET, arg, config, current_task_info, file_of_fd, header, is_own, output_prefix, read,
+};
+
+const AF_INET: u16 = 2;
+const AF_INET6: u16 = 10;
+const IPPROTO_TCP: u16 = 6;
+const IPPROTO_UDP: u16 = 17;
+const S_IFMT: u16 = 0o170_000;
+const S_IFSOCK: u16 = 0o140_000;
+const EINPROGRESS: i64 = 115;
+/// `TCP_CLOSE` in include/net/tcp_states.h.
+const TCP_CLOSE: u64 = 7;
+
+/// Which syscall a pending entry belongs to, so an exit never consumes the
+/// leftovers of another call whose exit was missed.
+const CALL_CONNECT: u32 = 1;
+const CALL_BIND: u32 = 2;
+const CALL_LISTEN: u32 = 3;
+const CALL_SEND: u32 = 4;
+const CALL_RECV: u32 = 5;
+
+/// UAPI layouts (x86_64 and arm64 alike): `struct user_msghdr` is
+/// { msg_name @0, msg_namelen @8, msg_iov @16, msg_iovlen @24, ... } in 56
+/// bytes; `struct mmsghdr` adds `msg_len` and pads to 64; `struct iovec` is
+/// { iov_base @0, iov_len @8 }.
+const MSG_NAME: u64 = 0;
+const MSG_IOV: u64 = 16;
+const MSG_IOVLEN: u64 = 24;
+const MMSGHDR_SIZE: u64 = 64;
+/// sendmmsg messages looked at: glibc's resolver sends its A and AAAA
+/// queries as one sendmmsg of two.
+const MMSG_MAX: u64 = 2;
+
+/// A socket named by a descriptor: an AF_INET or AF_INET6 `struct sock`.
+#[derive(Clone, Copy)]
+#[repr(C)]
+struct Sock {
+    sk: u64,
+    ino: u64,
+    family: u16,
+    protocol: u16,
+    _pad0: u32,
+}
+
+/// An address and port, in the socket's own family (IPv4 in the first four
+/// bytes; an IPv4 peer of an IPv6 socket as v4-mapped IPv6).
+#[derive(Clone, Copy)]
+#[repr(C)]
+struct Peer {
+    port: u16,
+    _pad0: u16,
+    _pad1: u32,
+    addr: [u8; 16],
+}
+
+const NO_PEER: Peer = Peer {
+    port: 0,
+    _pad0: 0,
+    _pad1: 0,
+    addr: [0; 16],
+};
+
+/// A syscall in flight, by thread.
+#[derive(Clone, Copy)]
+#[repr(C)]
+struct Pending {
+    call: u32,
+    /// Non-zero: the sensor's own call (connect: remember its endpoint).
+    own: u32,
+    sock: Sock,
+    /// connect: the address asked for; send: the destination; recv: the
+    /// source when the socket is connected, else none yet.
+    peer: Peer,
+    /// recv: where the kernel writes the message, and its room.
+    buf: u64,
+    cap: u64,
+    /// recv on an unconnected socket: where the kernel writes the source.
+    addr: u64,
+}
+
+/// A reported connection, until it closes: who owned it, and its ends
+/// (the kernel releases the local port before the close is traced).
+#[derive(Clone, Copy)]
+#[repr(C)]
+struct Owner {
+    task: TaskInfo,
+    ino: u64,
+    addrs: SockAddrs,
+}
+
+/// (socket inode, peer) pairs a UDP send was reported for.
+#[derive(Clone, Copy)]
+#[repr(C)]
+struct UdpPeerKey {
+    ino: u64,
+    peer: Peer,
+}
+
+/// Bounded and LRU: an entry whose exit never comes (a thread killed inside
+/// the syscall) is evicted rather than leaked.
+#[map]
+static NET_PENDING: LruHashMap<u64, Pending> = LruHashMap::with_max_entries(16_384, 0);
+
+/// `struct sock` address -> owner of a connection reported as connect or accept.
+#[map]
+static NET_OWNERS: LruHashMap<u64, Owner> = LruHashMap::with_max_entries(16_384, 0);
+
+/// UDP (socket, peer) pairs already reported; eviction only means a peer is
+/// reported once more.
+#[map]
+static UDP_PEERS: LruHashMap<UdpPeerKey, u8> = LruHashMap::with_max_entries(16_384, 0);
+
+/// Local endpoints (v4 as v4-mapped) of the sensor's own connections.
+#[map]
+static OWN_ENDPOINTS: LruHashMap<Peer, u8> = LruHashMap::with_max_entries(1024, 0);
+
+#[map]
+static NET_SCRATCH: PerCpuArray<NetEvent> = PerCpuArray::with_max_entries(1, 0);
+
+#[map]
+static DNS_SCRATCH: PerCpuArray<DnsPacket> = PerCpuArray::with_max_entries(1, 0);
+
+#[inline(always)]
+fn read_user<T>(addr: u64) -> Option<T> {
+    if addr == 0 {
+        return None;
+    }
+    // SAFETY: bpf_probe_read_user copes with any address, faulting safely.
+    unsafe { bpf_probe_read_user(addr as *const T) }.ok()
+}
+
+#[inline(always)]
+fn sock_at(off: &KernelOffsets, sk: u64, ino: u64) -> Option<Sock> {
+    let family: u16 = read(sk, off.sock_family)?;
+    if family != AF_INET && family != AF_INET6 {
+        return None;
+    }
+    Some(Sock {
+        sk,
+        ino,
+        family,
+        protocol: read(sk, off.sock_protocol)?,
+        _pad0: 0,
+    })
+}
+
+/// The inet socket behind descriptor `fd`: the inode must be a socket's
+/// before `private_data` is read as a `struct socket`.
+#[inline(always)]
+fn sock_of_fd(off: &KernelOffsets, fd: u64) -> Option<Sock> {
+    let file = file_of_fd(off, fd);
+    let inode: u64 = read(file, off.file_f_inode)?;
+    let mode: u16 = read(inode, off.inode_i_mode)?;
+    if mode & S_IFMT != S_IFSOCK {
+        return None;
+    }
+    let socket: u64 = read(file, off.file_private_data)?;
+    let sk: u64 = read(socket, off.socket_sk)?;
+    sock_at(off, sk, read(inode, off.inode_i_ino).unwrap_or(0))
+}
+
+#[inline(always)]
+fn set_v4(dst: &mut [u8; 16], v4: [u8; 4]) {
+    dst[0] = v4[0];
+    dst[1] = v4[1];
+    dst[2] = v4[2];
+    dst[3] = v4[3];
+}
+
+/// Both ends as the socket holds them now.
+#[inline(always)]
+fn sock_addrs(off: &KernelOffsets, s: &Sock) -> SockAddrs {
+    let mut a = SockAddrs {
+        family: u32::from(s.family),
+        local_port: read(s.sk, off.sock_num).unwrap_or(0),
+        remote_port: u16::from_be(read(s.sk, off.sock_dport).unwrap_or(0)),
+        local_addr: [0; 16],
+        remote_addr: [0; 16],
+    };
+    if s.family == AF_INET {
+        set_v4(
+            &mut a.local_addr,
+            read(s.sk, off.sock_rcv_saddr).unwrap_or([0; 4]),
+        );
+        set_v4(
+            &mut a.remote_addr,
+            read(s.sk, off.sock_daddr).unwrap_or([0; 4]),
+        );
+    } else {
+        a.local_addr = read(s.sk, off.sock_v6_rcv_saddr).unwrap_or([0; 16]);
+        a.remote_addr = read(s.sk, off.sock_v6_daddr).unwrap_or([0; 16]);
+    }
+    a
+}
+
+/// The peer of a connected socket (port 0: not connected), read alone:
+/// cheaper than all of `sock_addrs` on the hot send and receive paths.
+#[inline(always)]
+fn connected_peer(off: &KernelOffsets, s: &Sock) -> Peer {
+    let mut peer = Peer {
+        port: u16::from_be(read(s.sk, off.sock_dport).unwrap_or(0)),
+        ..NO_PEER
+    };
+    if peer.port == 0 {
+        return peer;
+    }
+    if s.family == AF_INET {
+        set_v4(&mut peer.addr, read(s.sk, off.sock_daddr).unwrap_or([0; 4]));
+    } else {
+        peer.addr = read(s.sk, off.sock_v6_daddr).unwrap_or([0; 16]);
+    }
+    peer
+}
+
+/// A caller's `sockaddr_in`/`sockaddr_in6`, in `sock_family`'s terms.
+#[inline(always)]
+fn user_peer(ptr: u64, sock_family: u16) -> Option<Peer> {
+    let head: [u8; 4] = read_user(ptr)?;
+    let family = u16::from_ne_bytes([head[0], head[1]]);
+    let mut peer = Peer {
+        port: u16::from_be_bytes([head[2], head[3]]),
+        ..NO_PEER
+    };
+    if family == AF_INET {
+        let v4: [u8; 4] = read_user(ptr + 4)?;
+        if sock_family == AF_INET6 {
+            // An IPv6 socket reaches IPv4 peers as ::ffff:a.b.c.d.
+            peer.addr[10] = 0xff;
+            peer.addr[11] = 0xff;
+            peer.addr[12] = v4[0];
+            peer.addr[13] = v4[1];
+            peer.addr[14] = v4[2];
+            peer.addr[15] = v4[3];
+        } else {
+            set_v4(&mut peer.addr, v4);
+        }
+    } else if family == AF_INET6 {
+        peer.addr = read_user(ptr + 8)?;
+    } else {
+        return None;
+    }
+    Some(peer)
+}
+
+/// An endpoint in one form for both families: IPv4 as v4-mapped IPv6.
+#[inline(always)]
+fn endpoint(family: u32, addr: &[u8; 16], port: u16) -> Peer {
+    let mut key = Peer {
+        port,
+        addr: *addr,
+        ..NO_PEER
+    };
+    if family == u32::from(AF_INET) {
+        key.addr = [0; 16];
+        key.addr[10] = 0xff;
+        key.addr[11] = 0xff;
+        key.addr[12] = addr[0];
+        key.addr[13] = addr[1];
+        key.addr[14] = addr[2];
+        key.addr[15] = addr[3];
+    }
+    key
+}
+
+#[inline(always)]
+fn is_dns_port(cfg: &Config, port: u16) -> bool {
+    let p = &cfg.dns_ports;
+    port != 0 && (p[0] == port || p[1] == port || p[2] == port || p[3] == port)
+}
+
+#[inline(always)]
+fn dns_enabled(cfg: &Config) -> bool {
+    let p = &cfg.dns_ports;
+    p[0] | p[1] | p[2] | p[3] != 0
+}
+
+#[inline(always)]
+fn tid_key() -> u64 {
+    bpf_get_current_pid_tgid()
+}
+
+/// The pending entry of this thread for `call`, removed.
+#[inline(always)]
+fn take(call: u32) -> Option<Pending> {
+    let key = tid_key();
+    // SAFETY: the key is a plain integer; the value is copied out at once.
+    let pending = unsafe { NET_PENDING.get(&key) }.copied()?;
+    let _ = NET_PENDING.remove(&key);
+    (pending.call == call).then_some(pending)
+}
+
+#[inline(always)]
+fn remember(pending: &Pending) {
+    // LRU: an insert makes room; nothing is waited on.
+    let _ = NET_PENDING.insert(tid_key(), pending, 0);
+}
+
+#[inline(always)]
+fn pending(call: u32, sock: Sock, peer: Peer) -> Pending {
+    Pending {
+        call,
+        own: 0,
+        sock,
+        peer,
+        buf: 0,
+        cap: 0,
+        addr: 0,
+    }
+}
+
+#[inline(always)]
+fn current_tgid() -> u32 {
+    (bpf_get_current_pid_tgid() >> 32) as u32
+}
+
+/// Sends a network record. `task` is `None` for the current task.
+#[inline(always)]
+fn emit(
+    off: &KernelOffsets,
+    task: Option<&TaskInfo>,
+    op: u32,
+    sock: &Sock,
+    addrs: &SockAddrs,
+    result: i64,
+) -> Option<()> {
+    let ev = NET_SCRATCH.get_ptr_mut(0)?;
+    // SAFETY: per-CPU scratch owned by this program run.
+    let ev = unsafe { &mut *ev };
+    ev.task = match task {
+        Some(t) => *t,
+        None => current_task_info(off),
+    };
+    ev.op = op;
+    ev.protocol = u32::from(sock.protocol);
+    ev.addrs = *addrs;
+    ev.result = result;
+    ev.sock_ino = sock.ino;
+    ev.bytes_sent = 0;
+    ev.bytes_received = 0;
+    if op == net_op::CLOSE {
+        ev.bytes_sent = read(sock.sk, off.tcp_bytes_sent).unwrap_or(0);
+        ev.bytes_received = read(sock.sk, off.tcp_bytes_received).unwrap_or(0);
+    }
+    let size = core::mem::size_of::<NetEvent>();
+    ev.header = header(kind::NET, size);
+    output_prefix(ev, size, kind::NET);
+    Some(())
+}
+
+/// Keeps who owns a reported connection, and its ends, for its close:
+/// the task `emit` just put in the scratch record, not read twice.
+#[inline(always)]
+fn track(sock: &Sock, addrs: &SockAddrs) -> Option<()> {
+    let ev = NET_SCRATCH.get_ptr(0)?;
+    let owner = Owner {
+        // SAFETY: per-CPU scratch owned by this program run.
+        task: unsafe { (*ev).task },
+        ino: sock.ino,
+        addrs: *addrs,
+    };
+    NET_OWNERS.insert(sock.sk, owner, 0).ok()
+}
+
+/// Copies up to `DNS_BUF` of the `len` bytes at `buf` (a message of
+/// `orig_len` bytes) and sends them with the socket's description.
+#[inline(always)]
+fn emit_dns(
+    off: &KernelOffsets,
+    sock: &Sock,
+    peer: &Peer,
+    direction: u32,
+    buf: u64,
+    len: u64,
+    orig_len: u64,
+) -> Option<()> {
+    // Every DNS message has a 12-byte header; a shorter TCP segment is a
+    // length prefix sent (or read) on its own, or a fragment: not a message.
+    if len == 0 || buf == 0 || (sock.protocol == IPPROTO_TCP && orig_len < 12) {
+        return None;
+    }
+    let ev = DNS_SCRATCH.get_ptr_mut(0)?;
+    // SAFETY: per-CPU scratch owned by this program run.
+    let ev = unsafe { &mut *ev };
+    let len = if len > DNS_BUF as u64 {
+        DNS_BUF as u64
+    } else {
+        len
+    };
+    // 1..=DNS_BUF, written so the verifier sees the range (len is already in it).
+    let len = ((len - 1) & (DNS_BUF as u64 - 1)) + 1;
+    // SAFETY: reads the caller's buffer into the scratch payload, len <= DNS_BUF.
+    let rc =
+        unsafe { probe_read_user_buf(ev.payload.as_mut_ptr().cast(), len as u32, buf as *const _) };
+    if rc != 0 {
+        return None;
+    }
+    ev.task = current_task_info(off);
+    ev.direction = direction;
+    ev.protocol = u32::from(sock.protocol);
+    ev.addrs = sock_addrs(off, sock);
+    ev.addrs.remote_port = peer.port;
+    ev.addrs.remote_addr = peer.addr;
+    ev.sock_ino = sock.ino;
+    ev.orig_len = orig_len.min(u64::from(u32::MAX)) as u32;
+    ev.len = len as u32;
+    let size = DNS_FIXED_LEN + len as usize;
+    ev.header = header(kind::DNS, size);
+    output_prefix(ev, size, kind::DNS);
+    Some(())
+}
+
+// ---------------------------------------------------------------- connect
+
+/// `connect(int fd, struct sockaddr *uservaddr, int addrlen)`
+#[tracepoint(category = "syscalls", name = "sys_enter_connect")]
+pub fn sys_enter_connect(ctx: TracePointContext) -> u32 {
+    let _ = try_enter_connect(&ctx);
+    0
+}
+
+#[inline(always)]
+fn try_enter_connect(ctx: &TracePointContext) -> Option<()> {
+    let cfg = config()?;
+    // SAFETY: reading this tracepoint's own record.
+    let (fd, addr) = unsafe {
+        (
+            ctx.read_at::<u64>(arg(0)).ok()?,
+            ctx.read_at::<u64>(arg(1)).ok()?,
+        )
+    };
+    let sock = sock_of_fd(&cfg.offsets, fd)?;
+    if sock.protocol != IPPROTO_TCP {
+        // A UDP connect sends nothing; its first send is reported instead.
+        return None;
+    }
+    let peer = user_peer(addr, sock.family)?;
+    let mut p = pending(CALL_CONNECT, sock, peer);
+    p.own = u32::from(is_own(cfg, current_tgid()));
+    remember(&p);
+    Some(())
+}
+
+#[tracepoint(category = "syscalls", name = "sys_exit_connect")]
+pub fn sys_exit_connect(ctx: TracePointContext) -> u32 {
+    let _ = try_exit_connect(&ctx);
+    0
+}
+
+#[inline(always)]
+fn try_exit_connect(ctx: &TracePointContext) -> Option<()> {
+    let p = take(CALL_CONNECT)?;
+    // SAFETY: reading this tracepoint's own record.
+    let ret = unsafe { ctx.read_at::<i64>(RET) }.ok()?;
+    let cfg = config()?;
+    let off = &cfg.offsets;
+    let mut addrs = sock_addrs(off, &p.sock);
+    let connecting = ret == 0 || ret == -EINPROGRESS;
+    if p.own != 0 {
+        if connecting {
+            let key = endpoint(addrs.family, &addrs.local_addr, addrs.local_port);
+            let _ = OWN_ENDPOINTS.insert(key, 1, 0);
+        }
+        return None;
+    }
+    if addrs.remote_port == 0 {
+        // A failed connect disconnects the socket: report what was asked.
+        addrs.remote_port = p.peer.port;
+        addrs.remote_addr = p.peer.addr;
+    }
+    emit(off, None, net_op::CONNECT, &p.sock, &addrs, ret)?;
+    if connecting {
+        let _ = track(&p.sock, &addrs);
+    }
+    Some(())
+}
+
+// ---------------------------------------------------------------- accept
+
+#[inline(always)]
+fn exit_accept(ctx: &TracePointContext) -> Option<()> {
+    // SAFETY: reading this tracepoint's own record.
+    let ret = unsafe { ctx.read_at::<i64>(RET) }.ok()?;
+    if ret < 0 {
+        return None;
+    }
+    let cfg = config()?;
+    if is_own(cfg, current_tgid()) {
+        return None;
+    }
+    let off = &cfg.offsets;
+    let sock = sock_of_fd(off, ret as u64)?;
+    if sock.protocol != IPPROTO_TCP {
+        return None;
+    }
+    let addrs = sock_addrs(off, &sock);
+    let peer = endpoint(addrs.family, &addrs.remote_addr, addrs.remote_port);
+    // SAFETY: plain key; the value is not kept.
+    if unsafe { OWN_ENDPOINTS.get(&peer) }.is_some() {
+        // The other end is the sensor (its collector runs on this host).
+        return None;
+    }
+    emit(off, None, net_op::ACCEPT, &sock, &addrs, 0)?;
+    track(&sock, &addrs)
+}
+
+#[tracepoint(category = "syscalls", name = "sys_exit_accept")]
+pub fn sys_exit_accept(ctx: TracePointContext) -> u32 {
+    let _ = exit_accept(&ctx);
+    0
+}
+
+#[tracepoint(category = "syscalls", name = "sys_exit_accept4")]
+pub fn sys_exit_accept4(ctx: TracePointContext) -> u32 {
+    let _ = exit_accept(&ctx);
+    0
+}
+
+// ---------------------------------------------------------------- bind, listen
+
+/// Remembers the socket of `bind(fd, ...)` or `listen(fd, ...)`.
+#[inline(always)]
+fn enter_on_fd(ctx: &TracePointContext, call: u32) -> Option<()> {
+    let cfg = config()?;
+    if is_own(cfg, current_tgid()) {
+        return None;
+    }
+    // SAFETY: reading this tracepoint's own record.
+    let fd = unsafe { ctx.read_at::<u64>(arg(0)) }.ok()?;
+    let sock = sock_of_fd(&cfg.offsets, fd)?;
+    if sock.protocol != IPPROTO_TCP && sock.protocol != IPPROTO_UDP {
+        return None;
+    }
+    remember(&pending(call, sock, NO_PEER));
+    Some(())
+}
+
+/// Reports a bind or listen that succeeded, as the socket holds it after.
+#[inline(always)]
+fn exit_on_fd(ctx: &TracePointContext, call: u32, op: u32) -> Option<()> {
+    let p = take(call)?;
+    // SAFETY: reading this tracepoint's own record.
+    let ret = unsafe { ctx.read_at::<i64>(RET) }.ok()?;
+    if ret != 0 {
+        return None;
+    }
+    let off = &config()?.offsets;
+    let addrs = sock_addrs(off, &p.sock);
+    emit(off, None, op, &p.sock, &addrs, 0)
+}
+
+/// `bind(int fd, struct sockaddr *umyaddr, int addrlen)`
+#[tracepoint(category = "syscalls", name = "sys_enter_bind")]
+pub fn sys_enter_bind(ctx: TracePointContext) -> u32 {
+    let _ = enter_on_fd(&ctx, CALL_BIND);
+    0
+}
+
+#[tracepoint(category = "syscalls", name = "sys_exit_bind")]
+pub fn sys_exit_bind(ctx: TracePointContext) -> u32 {
+    let _ = exit_on_fd(&ctx, CALL_BIND, net_op::BIND);
+    0
+}
+
+/// `listen(int fd, int backlog)`
+#[tracepoint(category = "syscalls", name = "sys_enter_listen")]
+pub fn sys_enter_listen(ctx: TracePointContext) -> u32 {
+    let _ = enter_on_fd(&ctx, CALL_LISTEN);
+    0
+}
+
+#[tracepoint(category = "syscalls", name = "sys_exit_listen")]
+pub fn sys_exit_listen(ctx: TracePointContext) -> u32 {
+    let _ = exit_on_fd(&ctx, CALL_LISTEN, net_op::LISTEN);
+    0
+}
+
+// ---------------------------------------------------------------- sends
+
+/// The socket of a send, when it is inet TCP or UDP and not the sensor's.
+#[inline(always)]
+fn send_sock(cfg: &Config, fd: u64) -> Option<Sock> {
+    if is_own(cfg, current_tgid()) {
+        return None;
+    }
+    let sock = sock_of_fd(&cfg.offsets, fd)?;
+    (sock.protocol == IPPROTO_TCP || sock.protocol == IPPROTO_UDP).then_some(sock)
+}
+
+/// Where one message goes: its own address (UDP only; TCP ignores it), else
+/// the connected peer.
+#[inline(always)]
+fn destination(off: &KernelOffsets, sock: &Sock, name: u64) -> Peer {
+    if sock.protocol == IPPROTO_UDP && name != 0 {
+        if let Some(peer) = user_peer(name, sock.family) {
+            return peer;
+        }
+    }
+    connected_peer(off, sock)
+}
+
+/// One message of a send: a DNS copy when it goes to a DNS port. A real
+/// function (a BPF subprogram), so sendmmsg's messages share one stack frame
+/// instead of each inlined copy taking its own.
+#[inline(never)]
+fn send_message(cfg: &Config, sock: &Sock, peer: &Peer, buf: u64, len: u64) {
+    if is_dns_port(cfg, peer.port) {
+        let _ = emit_dns(&cfg.offsets, sock, peer, dns_direction::SENT, buf, len, len);
+    }
+}
+
+/// After the messages: a UDP send to a peer not reported yet waits for its
+/// result (the socket's local port is bound only by the send itself).
+#[inline(always)]
+fn send_pending(sock: &Sock, peer: &Peer) {
+    if sock.protocol != IPPROTO_UDP || peer.port == 0 {
+        return;
+    }
+    let key = UdpPeerKey {
+        ino: sock.ino,
+        peer: *peer,
+    };
+    // SAFETY: plain key; the value is not kept.
+    if unsafe { UDP_PEERS.get(&key) }.is_some() {
+        return;
+    }
+    remember(&pending(CALL_SEND, *sock, *peer));
+}
+
+/// `sendto(int fd, void *buff, size_t len, unsigned int flags, struct sockaddr *addr, int addr_len)`
+#[tracepoint(category = "syscalls", name = "sys_enter_sendto")]
+pub fn sys_enter_sendto(ctx: TracePointContext) -> u32 {
+    let _ = try_enter_sendto(&ctx);
+    0
+}
+
+#[inline(always)]
+fn try_enter_sendto(ctx: &TracePointContext) -> Option<()> {
+    let cfg = config()?;
+    // SAFETY: reading this tracepoint's own record.
+    let (fd, buf, len, name) = unsafe {
+        (
+            ctx.read_at::<u64>(arg(0)).ok()?,
+            ctx.read_at::<u64>(arg(1)).ok()?,
+            ctx.read_at::<u64>(arg(2)).ok()?,
+            ctx.read_at::<u64>(arg(4)).ok()?,
+        )
+    };
+    let sock = send_sock(cfg, fd)?;
+    let peer = destination(&cfg.offsets, &sock, name);
+    send_message(cfg, &sock, &peer, buf, len);
+    send_pending(&sock, &peer);
+    Some(())
+}
+
+/// The first iovec of a `user_msghdr`: (base, len).
+#[inline(always)]
+fn first_iov(msg: u64) -> Option<(u64, u64)> {
+    let iov: u64 = read_user(msg + MSG_IOV)?;
+    let iovlen: u64 = read_user(msg + MSG_IOVLEN)?;
+    if iovlen == 0 {
+        return None;
+    }
+    let iov: [u64; 2] = read_user(iov)?;
+    Some((iov[0], iov[1]))
+}
+
+/// `sendmsg(int fd, struct user_msghdr *msg, unsigned int flags)`
+#[tracepoint(category = "syscalls", name = "sys_enter_sendmsg")]
+pub fn sys_enter_sendmsg(ctx: TracePointContext) -> u32 {
+    let _ = try_enter_sendmsg(&ctx);
+    0
+}
+
+#[inline(always)]
+fn try_enter_sendmsg(ctx: &TracePointContext) -> Option<()> {
+    let cfg = config()?;
+    // SAFETY: reading this tracepoint's own record.
+    let (fd, msg) = unsafe {
+        (
+            ctx.read_at::<u64>(arg(0)).ok()?,
+            ctx.read_at::<u64>(arg(1)).ok()?,
+        )
+    };
+    let sock = send_sock(cfg, fd)?;
+    let name: u64 = read_user(msg + MSG_NAME).unwrap_or(0);
+    let peer = destination(&cfg.offsets, &sock, name);
+    if let Some((buf, len)) = first_iov(msg) {
+        send_message(cfg, &sock, &peer, buf, len);
+    }
+    send_pending(&sock, &peer);
+    Some(())
+}
+
+/// `sendmmsg(int fd, struct mmsghdr *mmsg, unsigned int vlen, unsigned int flags)`
+#[tracepoint(category = "syscalls", name = "sys_enter_sendmmsg")]
+pub fn sys_enter_sendmmsg(ctx: TracePointContext) -> u32 {
+    let _ = try_enter_sendmmsg(&ctx);
+    0
+}
+
+#[inline(always)]
+fn try_enter_sendmmsg(ctx: &TracePointContext) -> Option<()> {
+    let cfg = config()?;
+    // SAFETY: reading this tracepoint's own record.
+    let (fd, mmsg, vlen) = unsafe {
+        (
+            ctx.read_at::<u64>(arg(0)).ok()?,
+            ctx.read_at::<u64>(arg(1)).ok()?,
+            ctx.read_at::<u64>(arg(2)).ok()?,
+        )
+    };
+    let sock = send_sock(cfg, fd)?;
+    let mut first = NO_PEER;
+    for i in 0..MMSG_MAX {
+        if i >= (vlen & 0xffff_ffff) {
+            break;
+        }
+        let msg = mmsg + i * MMSGHDR_SIZE;
+        let name: u64 = read_user(msg + MSG_NAME).unwrap_or(0);
+        let peer = destination(&cfg.offsets, &sock, name);
+        if i == 0 {
+            first = peer;
+        }
+        if let Some((buf, len)) = first_iov(msg) {
+            send_message(cfg, &sock, &peer, buf, len);
+        }
+    }
+    send_pending(&sock, &first);
+    Some(())
+}
+
+/// Reports a UDP send to a new peer once the kernel took it.
+#[inline(always)]
+fn exit_send(ctx: &TracePointContext) -> Option<()> {
+    let p = take(CALL_SEND)?;
+    // SAFETY: reading this tracepoint's own record.
+    let ret = unsafe { ctx.read_at::<i64>(RET) }.ok()?;
+    if ret < 0 {
+        return None;
+    }
+    let key = UdpPeerKey {
+        ino: p.sock.ino,
+        peer: p.peer,
+    };
+    let _ = UDP_PEERS.insert(key, 1, 0);
+    let off = &config()?.offsets;
+    let mut addrs = sock_addrs(off, &p.sock);
+    addrs.remote_port = p.peer.port;
+    addrs.remote_addr = p.peer.addr;
+    emit(off, None, net_op::UDP_SEND, &p.sock, &addrs, 0)
+}
+
+#[tracepoint(category = "syscalls", name = "sys_exit_sendto")]
+pub fn sys_exit_sendto(ctx: TracePointContext) -> u32 {
+    let _ = exit_send(&ctx);
+    0
+}
+
+#[tracepoint(category = "syscalls", name = "sys_exit_sendmsg")]
+pub fn sys_exit_sendmsg(ctx: TracePointContext) -> u32 {
+    let _ = exit_send(&ctx);
+    0
+}
+
+#[tracepoint(category = "syscalls", name = "sys_exit_sendmmsg")]
+pub fn sys_exit_sendmmsg(ctx: TracePointContext) -> u32 {
+    let _ = exit_send(&ctx);
+    0
+}
+
+// ---------------------------------------------------------------- receives
+
+/// Remembers a receive that may bring a DNS message: on a socket connected
+/// to a DNS port, or on an unconnected UDP socket whose source the kernel
+/// will write to `addr`.
+#[inline(always)]
+fn enter_recv(fd: u64, buf: u64, cap: u64, addr: u64) -> Option<()> {
+    let cfg = config()?;
+    if !dns_enabled(cfg) || buf == 0 {
+        return None;
+    }
+    let sock = send_sock(cfg, fd)?;
+    let connected = connected_peer(&cfg.offsets, &sock);
+    if connected.port != 0 {
+        if !is_dns_port(cfg, connected.port) {
+            return None;
+        }
+    } else if sock.protocol != IPPROTO_UDP || addr == 0 {
+        return None;
+    }
+    let mut p = pending(CALL_RECV, sock, connected);
+    p.buf = buf;
+    p.cap = cap;
+    p.addr = addr;
+    remember(&p);
+    Some(())
+}
+
+/// Copies what a receive brought from a DNS port.
+#[inline(always)]
+fn exit_recv(ctx: &TracePointContext) -> Option<()> {
+    let p = take(CALL_RECV)?;
+    // SAFETY: reading this tracepoint's own record.
+    let ret = unsafe { ctx.read_at::<i64>(RET) }.ok()?;
+    if ret <= 0 {
+        return None;
+    }
+    let cfg = config()?;
+    let mut peer = p.peer;
+    if peer.port == 0 {
+        peer = user_peer(p.addr, p.sock.family)?;
+        if !is_dns_port(cfg, peer.port) {
+            return None;
+        }
+    }
+    let ret = ret as u64;
+    let len = if ret < p.cap { ret } else { p.cap };
+    emit_dns(
+        &cfg.offsets,
+        &p.sock,
+        &peer,
+        dns_direction::RECEIVED,
+        p.buf,
+        len,
+        ret,
+    )
+}
+
+/// `recvfrom(int fd, void *ubuf, size_t size, unsigned int flags, struct sockaddr *addr, int *addr_len)`
+#[tracepoint(category = "syscalls", name = "sys_enter_recvfrom")]
+pub fn sys_enter_recvfrom(ctx: TracePointContext) -> u32 {
+    // SAFETY: reading this tracepoint's own record.
+    let args = unsafe {
+        (
+            ctx.read_at::<u64>(arg(0)),
+            ctx.read_at::<u64>(arg(1)),
+            ctx.read_at::<u64>(arg(2)),
+            ctx.read_at::<u64>(arg(4)),
+        )
+    };
+    if let (Ok(fd), Ok(buf), Ok(cap), Ok(addr)) = args {
+        let _ = enter_recv(fd, buf, cap, addr);
+    }
+    0
+}
+
+#[tracepoint(category = "syscalls", name = "sys_exit_recvfrom")]
+pub fn sys_exit_recvfrom(ctx: TracePointContext) -> u32 {
+    let _ = exit_recv(&ctx);
+    0
+}
+
+/// `recvmsg(int fd, struct user_msghdr *msg, unsigned int flags)`: the
+/// message lands in the first iovec (DNS replies fit one).
+#[tracepoint(category = "syscalls", name = "sys_enter_recvmsg")]
+pub fn sys_enter_recvmsg(ctx: TracePointContext) -> u32 {
+    let _ = try_enter_recvmsg(&ctx);
+    0
+}
+
+#[inline(always)]
+fn try_enter_recvmsg(ctx: &TracePointContext) -> Option<()> {
+    // SAFETY: reading this tracepoint's own record.
+    let (fd, msg) = unsafe {
+        (
+            ctx.read_at::<u64>(arg(0)).ok()?,
+            ctx.read_at::<u64>(arg(1)).ok()?,
+        )
+    };
+    let name: u64 = read_user(msg + MSG_NAME).unwrap_or(0);
+    let (buf, cap) = first_iov(msg)?;
+    enter_recv(fd, buf, cap, name)
+}
+
+#[tracepoint(category = "syscalls", name = "sys_exit_recvmsg")]
+pub fn sys_exit_recvmsg(ctx: TracePointContext) -> u32 {
+    let _ = exit_recv(&ctx);
+    0
+}
+
+// ---------------------------------------------------------------- close
+
+/// `TP_PROTO(const struct sock *sk, const int oldstate, const int newstate)`
+/// (include/trace/events/sock.h), traced by `inet_sk_state_store` after
+/// `tcp_set_state` released the local port: the ends come from the connect
+/// or accept; the byte counters are final.
+#[raw_tracepoint(tracepoint = "inet_sock_set_state")]
+pub fn inet_sock_set_state(ctx: RawTracePointContext) -> u32 {
+    let _ = try_set_state(&ctx);
+    0
+}
+
+#[inline(always)]
+fn try_set_state(ctx: &RawTracePointContext) -> Option<()> {
+    let newstate: u64 = ctx.arg(2);
+    if newstate & 0xffff_ffff != TCP_CLOSE {
+        return None;
+    }
+    let sk: u64 = ctx.arg(0);
+    // SAFETY: plain key; the value is copied out at once.
+    let owner = unsafe { NET_OWNERS.get(&sk) }.copied()?;
+    let _ = NET_OWNERS.remove(&sk);
+    let off = &config()?.offsets;
+    let sock = sock_at(off, sk, owner.ino)?;
+    emit(
+        off,
+        Some(&owner.task),
+        net_op::CLOSE,
+        &sock,
+        &owner.addrs,
+        0,
+    )
+}
