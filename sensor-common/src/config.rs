@@ -152,7 +152,11 @@ pub struct Config {
     pub file_writes: u32,
     /// Non-zero: file operations that failed are reported too.
     pub report_failed: u32,
-    pub _pad0: u32,
+    /// Bytes waiting in the ring above which a record wakes the consumer.
+    /// Below it records are sent without a wakeup and the consumer finds
+    /// them on its next timed poll: a wakeup is an irq_work, a self-IPI that
+    /// costs microseconds per record in a VM.
+    pub wakeup_bytes: u32,
     /// Ports whose UDP and TCP payloads are DNS messages, copied for
     /// userspace to parse; 0 marks an unused slot (all zero: no DNS capture).
     pub dns_ports: [u16; DNS_PORTS],
@@ -178,7 +182,7 @@ impl Config {
         exit_has_group_dead: 0,
         file_writes: file_writes::FIRST,
         report_failed: 0,
-        _pad0: 0,
+        wakeup_bytes: 0,
         dns_ports: [53, 0, 0, 0],
     };
 }

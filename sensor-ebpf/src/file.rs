@@ -17,7 +17,8 @@ use sensor_common::{
 
 use crate::kernel::{
     RET, arg, config, config_for_others, current_task, current_task_info, file_of_fd, header,
-    on_ignored_mount, output_prefix, read, remember_result, syscall_arg, syscall_spec, walk_path,
+    is_own, on_ignored_mount, output_prefix, read, remember_result, syscall_arg, syscall_spec,
+    walk_path,
 };
 
 const O_ACCMODE: u32 = 0o3;
@@ -207,9 +208,9 @@ pub fn sys_exit_open(ctx: TracePointContext) -> u32 {
 /// Attached to write, pwrite64, writev, pwritev and pwritev2.
 #[tracepoint]
 pub fn sys_enter_write(ctx: TracePointContext) -> u32 {
-    let Some(cfg) = config_for_others() else {
-        return 0;
-    };
+    // Most writes go to pipes, sockets and terminals: the cheap file checks
+    // come before the own-tree lookup.
+    let Some(cfg) = config() else { return 0 };
     if cfg.file_writes == file_writes::NONE {
         return 0;
     }
@@ -226,6 +227,9 @@ pub fn sys_enter_write(ctx: TracePointContext) -> u32 {
     }
     let inode: u64 = read(file, off.file_f_inode).unwrap_or(0);
     if read::<u16>(inode, off.inode_i_mode).unwrap_or(0) & S_IFMT != S_IFREG {
+        return 0;
+    }
+    if is_own(cfg, (bpf_get_current_pid_tgid() >> 32) as u32) {
         return 0;
     }
     if cfg.file_writes == file_writes::FIRST {

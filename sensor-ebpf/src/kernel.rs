@@ -7,7 +7,7 @@ use aya_ebpf::{
         bpf_probe_read_kernel,
         generated::{
             bpf_get_current_cgroup_id, bpf_get_current_task, bpf_ktime_get_boot_ns,
-            bpf_probe_read_kernel_str, bpf_ringbuf_output,
+            bpf_probe_read_kernel_str, bpf_ringbuf_output, bpf_ringbuf_query,
         },
     },
     macros::map,
@@ -18,6 +18,11 @@ use sensor_common::{
     Config, Header, KernelOffsets, NAME_READ, OFFSET_MISSING, PATH_BUF, PATH_DEPTH, ResultEvent,
     SyscallSpec, TaskInfo, kind,
 };
+
+/// include/uapi/linux/bpf.h: `bpf_ringbuf_query` and output flags.
+const BPF_RB_AVAIL_DATA: u64 = 0;
+const BPF_RB_NO_WAKEUP: u64 = 1;
+const BPF_RB_FORCE_WAKEUP: u64 = 2;
 
 /// Every record, in reservation order. Userspace sets the real size at load.
 #[map]
@@ -129,15 +134,17 @@ pub fn output_prefix<T>(record: &mut T, size: usize, record_kind: u32) -> bool {
     if size > core::mem::size_of::<T>() {
         return false;
     }
-    // SAFETY: `record` is `size_of::<T>()` readable bytes and size fits in it.
-    let rc = unsafe {
-        bpf_ringbuf_output(
-            (&raw const EVENTS).cast_mut().cast(),
-            (record as *mut T).cast(),
-            size as u64,
-            0,
-        )
+    let ring = (&raw const EVENTS).cast_mut().cast();
+    let wakeup_bytes = config().map_or(0, |c| u64::from(c.wakeup_bytes));
+    // SAFETY: querying our own ring map.
+    let waiting = unsafe { bpf_ringbuf_query(ring, BPF_RB_AVAIL_DATA) };
+    let flags = if waiting >= wakeup_bytes {
+        BPF_RB_FORCE_WAKEUP
+    } else {
+        BPF_RB_NO_WAKEUP
     };
+    // SAFETY: `record` is `size_of::<T>()` readable bytes and size fits in it.
+    let rc = unsafe { bpf_ringbuf_output(ring, (record as *mut T).cast(), size as u64, flags) };
     if rc != 0 {
         count_drop(record_kind);
     }

@@ -14,6 +14,9 @@ use crossbeam_channel::Sender;
 
 use crate::stats::Stats;
 
+/// Longest wait for records between kernel wakeups.
+const POLL_MS: i32 = 10;
+
 /// Reads records until `stop` is set, then drains what is left.
 pub fn run(mut ring: RingBuf<MapData>, out: &Sender<Vec<u8>>, stats: &Stats, stop: &AtomicBool) {
     let fd = ring.as_raw_fd();
@@ -33,8 +36,10 @@ pub fn run(mut ring: RingBuf<MapData>, out: &Sender<Vec<u8>>, stats: &Stats, sto
             events: libc::POLLIN,
             revents: 0,
         };
-        // SAFETY: one valid pollfd. A timeout lets us notice `stop`.
-        unsafe { libc::poll(&raw mut pfd, 1, 100) };
+        // SAFETY: one valid pollfd. The kernel wakes us only once the ring
+        // holds `wakeup_bytes` (see sensor_common::Config), so the timeout
+        // is what bounds the latency of a quiet host's events.
+        unsafe { libc::poll(&raw mut pfd, 1, POLL_MS) };
     }
 }
 

@@ -199,8 +199,9 @@ pub fn load(settings: &KernelSettings, btf_path: &Path) -> Result<Loaded, LoadEr
         exit_has_group_dead: u32::from(exit_has_group_dead()),
         file_writes: settings.file_writes,
         report_failed: u32::from(settings.report_failed),
+        // An eighth of the ring: bursts wake the consumer long before it fills.
+        wakeup_bytes: settings.ring_bytes / 8,
         dns_ports: crate::config::kernel_dns_ports(&settings.dns_ports),
-        ..KernelConfig::DEFAULT
     };
 
     let mut ebpf = EbpfLoader::new()
