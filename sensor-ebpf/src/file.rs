@@ -16,9 +16,9 @@ use sensor_common::{
 };
 
 use crate::kernel::{
-    RET, arg, config, config_for_others, current_task, current_task_info, file_of_fd, header,
-    is_own, on_ignored_mount, output_prefix, read, remember_result, syscall_arg, syscall_spec,
-    walk_path,
+    RET, arg, config, config_for_others, current_task, current_task_info, file_of_fd,
+    forget_result, header, is_own, on_ignored_mount, output_prefix, read, remember_result,
+    send_result, syscall_arg, syscall_spec, walk_path,
 };
 
 const O_ACCMODE: u32 = 0o3;
@@ -60,8 +60,9 @@ struct WriterKey {
 #[map]
 static WRITERS: LruHashMap<WriterKey, u8> = LruHashMap::with_max_entries(65_536, 0);
 
+/// Whether open(2) flags ask for writing.
 #[inline(always)]
-fn writes(flags: u32) -> bool {
+pub fn writes(flags: u32) -> bool {
     flags & O_ACCMODE != 0 || flags & (O_CREAT | O_TRUNC) != 0
 }
 
@@ -174,9 +175,16 @@ fn open_exit(ctx: &TracePointContext) -> u32 {
     // SAFETY: reading this tracepoint's own record.
     let ret = unsafe { ctx.read_at::<i64>(RET) }.unwrap_or(-1);
     if ret < 0 {
+        // Completes the named record sys_enter_named took when failures
+        // are reported; nothing otherwise.
+        send_result(ret);
         return 0;
     }
     let Some(cfg) = config() else { return 0 };
+    if cfg.report_failed != 0 {
+        // The open succeeded: its own record below replaces the named one.
+        forget_result();
+    }
     let off = &cfg.offsets;
     let file = file_of_fd(off, ret as u64);
     if file == 0 {

@@ -19,9 +19,11 @@ use sensor_common::{
     arg as spec_arg, file_op, kind, named_flags,
 };
 
+use crate::file::writes;
 use crate::kernel::{
-    RET, config_for_others, current_task, current_task_info, file_of_fd, header, on_ignored_mount,
-    output_prefix, read, remember_result, send_result, syscall_arg, syscall_spec, walk_path,
+    RET, config, config_for_others, current_task, current_task_info, file_of_fd, header,
+    on_ignored_mount, output_prefix, read, remember_result, send_result, syscall_arg, syscall_spec,
+    walk_path,
 };
 
 const AT_FDCWD: i64 = -100;
@@ -238,6 +240,15 @@ pub fn sys_enter_named(ctx: TracePointContext) -> u32 {
     };
     let opt = |i: u8| (i != spec_arg::NONE).then(|| syscall_arg(&ctx, i));
     let op_flags = opt(spec.flags).unwrap_or(0);
+    if spec.op == file_op::OPEN_WRITE {
+        // Attached to the opens only when failures are reported: the exit
+        // sends the result of a failed open; a successful one has its own
+        // record and drops this one.
+        let Some(cfg) = config() else { return 0 };
+        if cfg.report_failed == 0 || (spec.flags != spec_arg::NONE && !writes(op_flags as u32)) {
+            return 0;
+        }
+    }
     let op = if spec.op == file_op::UNLINK && op_flags & AT_REMOVEDIR != 0 {
         file_op::RMDIR
     } else {

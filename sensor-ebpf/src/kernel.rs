@@ -163,6 +163,12 @@ pub fn remember_result() {
     let _ = AWAITING_RESULT.insert(&bpf_get_current_pid_tgid(), &1, 0);
 }
 
+/// Drops the current thread's mark: its syscall's exit reports otherwise.
+#[inline(always)]
+pub fn forget_result() {
+    let _ = AWAITING_RESULT.remove(&bpf_get_current_pid_tgid());
+}
+
 /// At a syscall's exit: sends its result if its entry was reported.
 #[inline(always)]
 pub fn send_result(ret: i64) {

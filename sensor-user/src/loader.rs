@@ -245,7 +245,7 @@ pub fn load(settings: &KernelSettings, btf_path: &Path) -> Result<Loaded, LoadEr
         prog.attach(tracepoint).map_err(prog_err(name))?;
         hooks.push(format!("raw_tp/{tracepoint}"));
     }
-    let file_hooks = syscalls::file_hooks();
+    let file_hooks = syscalls::file_hooks(settings.report_failed);
     let net_hooks = programs::NET_SYSCALLS.map(|(program, tracepoint)| Hook {
         program,
         tracepoint,

@@ -180,6 +180,8 @@ fn failed_operations_are_reported_only_when_configured() {
         std::fs::File::create(dir.join("existing")).unwrap();
         assert!(std::fs::remove_file(dir.join("missing")).is_err());
         assert!(std::fs::create_dir(dir.join("existing")).is_err());
+        let missing = dir.join("no-such-dir/new");
+        assert!(std::fs::File::create(&missing).is_err());
         let events = settled_file_events(&rig, &dir);
         let seen: Vec<_> = events
             .iter()
@@ -193,7 +195,15 @@ fn failed_operations_are_reported_only_when_configured() {
                     ("FILE_OP_CREATE", 0),
                     ("FILE_OP_UNLINK", -i64::from(libc::ENOENT)),
                     ("FILE_OP_MKDIR", -i64::from(libc::EEXIST)),
+                    ("FILE_OP_OPEN_WRITE", -i64::from(libc::ENOENT)),
                 ]
+            );
+            let failed_open = events.last().unwrap();
+            assert_eq!(failed_open.str_at("/file/path"), missing.to_str().unwrap());
+            assert_eq!(
+                failed_open.u64_at("/file/flags") & 0o1103,
+                0o1101,
+                "O_WRONLY|O_CREAT|O_TRUNC"
             );
         } else {
             assert_eq!(seen, [("FILE_OP_CREATE", 0)]);

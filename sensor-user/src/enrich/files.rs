@@ -58,6 +58,16 @@ impl FileFilter {
             return None;
         }
         if !f.await_result {
+            if f.op == file_op::OPEN_WRITE
+                && self
+                    .pending
+                    .get(&f.task.tid)
+                    .is_some_and(|p| p.op == file_op::OPEN_WRITE)
+            {
+                // The open succeeded: its own record replaces the named one
+                // kept in case it failed.
+                self.pending.remove(&f.task.tid);
+            }
             return Some(f);
         }
         if self.pending.len() >= MAX_PENDING && !self.pending.contains_key(&f.task.tid) {
