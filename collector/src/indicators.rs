@@ -77,6 +77,13 @@ pub fn indicators_of(event: &Event) -> Vec<Indicator> {
         Some(Body::File(file)) => file_indicators(file, &mut out),
         Some(Body::Network(net)) => network_indicators(net, &mut out),
         Some(Body::Dns(dns)) => dns_indicators(dns, &mut out),
+        // A registry key is searched like a path (--path, --path-prefix).
+        Some(Body::Registry(reg)) if !reg.key.is_empty() => {
+            out.push(Indicator {
+                kind: IndicatorType::Path,
+                value: IndicatorValue::Text(reg.key.clone()),
+            });
+        }
         _ => {}
     }
     out.sort();
@@ -419,6 +426,18 @@ mod tests {
             kind: IndicatorType::Port,
             value: IndicatorValue::Int(n),
         }
+    }
+
+    #[test]
+    fn a_registry_key_is_indexed_as_a_path() {
+        let set = event(Body::Registry(sensor_proto::v1::RegistryEvent {
+            key: "HKLM\\SOFTWARE\\Run".into(),
+            ..Default::default()
+        }));
+        assert_eq!(
+            indicators_of(&set),
+            [text(IndicatorType::Path, "HKLM\\SOFTWARE\\Run")]
+        );
     }
 
     #[test]

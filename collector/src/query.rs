@@ -14,6 +14,7 @@ pub enum Kind {
     File,
     Network,
     Dns,
+    Registry,
 }
 
 impl Kind {
@@ -28,6 +29,7 @@ impl Kind {
             Self::File => "file",
             Self::Network => "network",
             Self::Dns => "dns",
+            Self::Registry => "registry",
         }
     }
 }

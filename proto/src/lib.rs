@@ -38,6 +38,7 @@ impl v1::Event {
             Some(v1::event::Body::File(_)) => "file",
             Some(v1::event::Body::Network(_)) => "network",
             Some(v1::event::Body::Dns(_)) => "dns",
+            Some(v1::event::Body::Registry(_)) => "registry",
             None => "unknown",
         }
     }
