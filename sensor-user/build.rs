@@ -2,8 +2,8 @@
 //! `cargo xtask setup` installs) and leaves it in OUT_DIR for
 //! `include_bytes_aligned!`.
 //!
-//! With `AYA_BUILD_SKIP=1` (e.g. clippy for another target) an empty stub is
-//! written instead, and the loader refuses to run on it.
+//! With `AYA_BUILD_SKIP=1`, or for a target other than Linux, an empty stub
+//! is written instead, and the Linux loader refuses to run on it.
 
 use std::{env, fs, path::PathBuf};
 
@@ -13,7 +13,10 @@ fn main() -> Result<()> {
     let out = PathBuf::from(env::var("OUT_DIR").context("OUT_DIR")?);
     let object = out.join("sensor-ebpf");
     println!("cargo:rerun-if-env-changed=AYA_BUILD_SKIP");
-    let skip = env::var("AYA_BUILD_SKIP").is_ok_and(|v| v == "1" || v.eq_ignore_ascii_case("true"));
+    // Only a Linux sensor loads eBPF programs; a Windows build needs none.
+    let linux = env::var("CARGO_CFG_TARGET_OS").is_ok_and(|os| os == "linux");
+    let skip = !linux
+        || env::var("AYA_BUILD_SKIP").is_ok_and(|v| v == "1" || v.eq_ignore_ascii_case("true"));
     if skip {
         fs::write(&object, b"").context("writing the eBPF stub")?;
         return Ok(());

@@ -34,6 +34,34 @@ pub struct Config {
     pub files: FilesConfig,
     pub health: HealthConfig,
     pub network: NetworkConfig,
+    pub windows: WindowsConfig,
+}
+
+/// The ETW sessions of the Windows sensor (ignored on Linux).
+#[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
+#[serde(default, deny_unknown_fields)]
+pub struct WindowsConfig {
+    /// Size of each ETW session buffer in KiB (4..=16384).
+    pub buffer_kb: u32,
+    /// Buffers each session keeps at least.
+    pub min_buffers: u32,
+    /// Buffers each session may grow to; events beyond are lost and counted.
+    pub max_buffers: u32,
+    /// Forced flush period in milliseconds: how long an event may wait in a
+    /// buffer that is not full (latency on a quiet host).
+    pub flush_ms: u32,
+}
+
+impl Default for WindowsConfig {
+    fn default() -> Self {
+        let etw = sensor_etw::EtwOptions::default();
+        Self {
+            buffer_kb: etw.buffer_kb,
+            min_buffers: etw.min_buffers,
+            max_buffers: etw.max_buffers,
+            flush_ms: etw.flush_ms,
+        }
+    }
 }
 
 /// Which writes become `FILE_OP_WRITE` events.
@@ -247,6 +275,19 @@ impl Config {
                 "files.ignore_prefixes",
                 &format!("must hold absolute paths, not {bad:?}"),
             );
+        }
+        let win = &self.windows;
+        if !(4..=16_384).contains(&win.buffer_kb) {
+            return invalid("windows.buffer_kb", "must be between 4 and 16384");
+        }
+        if win.min_buffers == 0 || win.max_buffers < win.min_buffers {
+            return invalid(
+                "windows.max_buffers",
+                "must be at least windows.min_buffers, which must be at least 1",
+            );
+        }
+        if win.flush_ms == 0 {
+            return invalid("windows.flush_ms", "must be at least 1");
         }
         if self.process.table_capacity == 0 {
             return invalid("process.table_capacity", "must be at least 1");

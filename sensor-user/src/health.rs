@@ -13,7 +13,21 @@ pub fn health_event(
     time: sensor_proto::Timestamp,
     boot_ns: u64,
 ) -> Event {
-    let snapshot = stats.snapshot();
+    health_event_with(stats, &[], hooks, time, boot_ns)
+}
+
+/// A health event from the current counters and a capture source's own
+/// (stage, name, value, counts a drop), e.g. ETW's lost events.
+#[must_use]
+pub fn health_event_with(
+    stats: &Stats,
+    source: &[(&'static str, &'static str, u64, bool)],
+    hooks: &[String],
+    time: sensor_proto::Timestamp,
+    boot_ns: u64,
+) -> Event {
+    let mut snapshot = source.to_vec();
+    snapshot.extend(stats.snapshot());
     let dropped_total = snapshot
         .iter()
         .filter(|(_, _, _, is_drop)| *is_drop)

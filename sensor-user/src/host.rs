@@ -1,5 +1,6 @@
 //! Facts about this host the events carry: ids, name, boot clock.
 
+#[cfg(target_os = "linux")]
 use std::fs;
 
 #[derive(Clone, Debug)]
@@ -16,6 +17,7 @@ pub struct HostInfo {
     pub tick_ns: u64,
 }
 
+#[cfg(target_os = "linux")]
 fn read_trimmed(path: &str) -> Option<String> {
     fs::read_to_string(path)
         .ok()
@@ -23,6 +25,7 @@ fn read_trimmed(path: &str) -> Option<String> {
         .filter(|s| !s.is_empty())
 }
 
+#[cfg(target_os = "linux")]
 fn clock_ns(clock: libc::clockid_t) -> i128 {
     let mut ts = libc::timespec {
         tv_sec: 0,
@@ -34,11 +37,79 @@ fn clock_ns(clock: libc::clockid_t) -> i128 {
 }
 
 /// Nanoseconds on CLOCK_BOOTTIME, the clock of `bpf_ktime_get_boot_ns`.
+#[cfg(target_os = "linux")]
 #[must_use]
 pub fn boottime_ns() -> u64 {
     u64::try_from(clock_ns(libc::CLOCK_BOOTTIME)).unwrap_or(0)
 }
 
+/// Nanoseconds since the sensor started: Windows events carry their own
+/// wall-clock times, so this clock only orders the sensor's health reports.
+#[cfg(not(target_os = "linux"))]
+#[must_use]
+pub fn boottime_ns() -> u64 {
+    u64::try_from(started().elapsed().as_nanos()).unwrap_or(u64::MAX)
+}
+
+#[cfg(not(target_os = "linux"))]
+fn started() -> std::time::Instant {
+    static START: std::sync::OnceLock<std::time::Instant> = std::sync::OnceLock::new();
+    *START.get_or_init(std::time::Instant::now)
+}
+
+/// The machine GUID Windows keeps in the registry, by way of `reg query`
+/// (no registry API needed in this crate for one value read once).
+#[cfg(windows)]
+fn machine_guid() -> Option<String> {
+    let out = std::process::Command::new("reg")
+        .args([
+            "query",
+            r"HKLM\SOFTWARE\Microsoft\Cryptography",
+            "/v",
+            "MachineGuid",
+        ])
+        .output()
+        .ok()?;
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .find(|l| l.contains("MachineGuid"))
+        .and_then(|l| l.split_whitespace().last())
+        .map(str::to_owned)
+}
+
+#[cfg(not(target_os = "linux"))]
+impl HostInfo {
+    #[must_use]
+    pub fn detect() -> Self {
+        #[cfg(windows)]
+        let host_id = machine_guid().unwrap_or_default();
+        #[cfg(not(windows))]
+        let host_id = String::new();
+        let host_name = std::env::var("COMPUTERNAME")
+            .or_else(|_| std::env::var("HOSTNAME"))
+            .unwrap_or_default();
+        let now_unix = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos());
+        Self {
+            boot_id: host_id.clone(),
+            host_id,
+            host_name,
+            boot_to_unix_ns: i128::try_from(now_unix).unwrap_or(0) - i128::from(boottime_ns()),
+            tick_ns: 100,
+        }
+    }
+}
+
+impl HostInfo {
+    /// Wall-clock nanoseconds since the Unix epoch of a boot-time stamp.
+    #[must_use]
+    pub fn unix_ns(&self, boot_ns: u64) -> u64 {
+        u64::try_from(i128::from(boot_ns) + self.boot_to_unix_ns).unwrap_or(0)
+    }
+}
+
+#[cfg(target_os = "linux")]
 impl HostInfo {
     #[must_use]
     pub fn detect() -> Self {
@@ -55,11 +126,5 @@ impl HostInfo {
             boot_to_unix_ns: clock_ns(libc::CLOCK_REALTIME) - clock_ns(libc::CLOCK_BOOTTIME),
             tick_ns: 1_000_000_000 / hz,
         }
-    }
-
-    /// Wall-clock nanoseconds since the Unix epoch of a boot-time stamp.
-    #[must_use]
-    pub fn unix_ns(&self, boot_ns: u64) -> u64 {
-        u64::try_from(i128::from(boot_ns) + self.boot_to_unix_ns).unwrap_or(0)
     }
 }

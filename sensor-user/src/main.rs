@@ -9,7 +9,6 @@ use std::{
 use clap::{Parser, Subcommand};
 use sensor_user::{
     config::{Config, ConfigError},
-    loader::LoadError,
     pipeline::{self, Output, Settings},
 };
 
@@ -50,7 +49,7 @@ struct RunArgs {
     /// Sensor id (overrides sensor_id).
     #[arg(long)]
     sensor_id: Option<String>,
-    /// Kernel BTF to read struct offsets from.
+    /// Kernel BTF to read struct offsets from (Linux).
     #[arg(long, default_value = "/sys/kernel/btf/vmlinux")]
     btf: PathBuf,
 }
@@ -112,13 +111,25 @@ fn main() -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("sensor: {e:#}");
-            let usage = e.downcast_ref::<LoadError>().is_some_and(|l| {
-                matches!(
-                    l,
-                    LoadError::NotPrivileged | LoadError::Stub | LoadError::Btf(_)
-                )
-            });
-            ExitCode::from(if usage { 2 } else { 1 })
+            ExitCode::from(if cannot_capture_here(&e) { 2 } else { 1 })
         }
     }
+}
+
+/// Errors of the host rather than of the run (privileges, kernel support):
+/// exit code 2, like a usage error.
+#[cfg(target_os = "linux")]
+fn cannot_capture_here(e: &anyhow::Error) -> bool {
+    use sensor_user::loader::LoadError;
+    e.downcast_ref::<LoadError>().is_some_and(|l| {
+        matches!(
+            l,
+            LoadError::NotPrivileged | LoadError::Stub | LoadError::Btf(_)
+        )
+    })
+}
+
+#[cfg(not(target_os = "linux"))]
+fn cannot_capture_here(e: &anyhow::Error) -> bool {
+    e.downcast_ref::<sensor_etw::EtwError>().is_some()
 }

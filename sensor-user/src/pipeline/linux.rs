@@ -1,16 +1,8 @@
-//! Wires the stages: capture -> decode -> enrich -> encode -> ship, each on
-//! its own thread with a bounded queue between them. Only capture must never
-//! block (it faces the kernel); later stages pass backpressure upstream,
-//! where capture sheds and counts.
+//! The Linux source: the eBPF ring buffer, decoded and enriched here.
 
-use std::{
-    path::PathBuf,
-    sync::{
-        Arc,
-        atomic::{AtomicBool, Ordering},
-    },
-    thread::JoinHandle,
-    time::Duration,
+use std::sync::{
+    Arc,
+    atomic::{AtomicBool, Ordering},
 };
 
 use anyhow::{Context as _, Result};
@@ -19,9 +11,10 @@ use sensor_common::file_writes;
 use sensor_proto::v1::Event;
 use tokio::sync::mpsc;
 
+use super::{Settings, deliver, encode_stage, health_interval, health_stage, identity, spawn};
 use crate::{
     capture,
-    config::{Config, WriteEvents},
+    config::WriteEvents,
     decode::{self, Record},
     encode::Encoder,
     enrich::{EnrichConfig, Enricher},
@@ -29,23 +22,8 @@ use crate::{
     host::{HostInfo, boottime_ns},
     loader::{self, KernelSettings, Loaded},
     mounts,
-    ship::{ShipConfig, Shipper, print_json},
     stats::Stats,
 };
-
-/// Where events go.
-#[derive(Clone, Debug)]
-pub enum Output {
-    Collector(String),
-    Stdout,
-}
-
-fn spawn(name: &str, f: impl FnOnce() + Send + 'static) -> Result<JoinHandle<()>> {
-    std::thread::Builder::new()
-        .name(name.into())
-        .spawn(f)
-        .with_context(|| format!("spawning the {name} thread"))
-}
 
 fn decode_stage(input: &Receiver<Vec<u8>>, out: &Sender<Record>, stats: &Stats) {
     for bytes in input {
@@ -86,24 +64,6 @@ fn enrich_stage(mut enricher: Enricher, input: &Receiver<Record>, out: &Sender<E
     }
 }
 
-/// Encodes until every upstream stage is done, then adds the last health
-/// report, so its counters cover every event before it.
-fn encode_stage(
-    mut encoder: Encoder,
-    input: &Receiver<Event>,
-    out: &mpsc::Sender<Event>,
-    stats: &Stats,
-    last_report: impl FnOnce() -> Event,
-) {
-    for event in input {
-        Stats::inc(&stats.encoded);
-        if out.blocking_send(encoder.encode(event)).is_err() {
-            return;
-        }
-    }
-    let _ = out.blocking_send(encoder.encode(last_report()));
-}
-
 /// Health reports from the counters, the kernel's drop map read first.
 struct Reporter {
     drops: aya::maps::PerCpuArray<aya::maps::MapData, u64>,
@@ -123,36 +83,8 @@ impl Reporter {
     }
 }
 
-/// Sends a health report every `interval` until `stop`.
-fn health_stage(
-    reporter: &Reporter,
-    interval: Option<Duration>,
-    out: &Sender<Event>,
-    stop: &AtomicBool,
-) {
-    let mut last = std::time::Instant::now();
-    while !stop.load(Ordering::Relaxed) {
-        std::thread::sleep(Duration::from_millis(50));
-        if let Some(every) = interval
-            && last.elapsed() >= every
-        {
-            last = std::time::Instant::now();
-            if out.send(reporter.report()).is_err() {
-                return;
-            }
-        }
-    }
-}
-
-/// Everything `sensor run` needs.
-pub struct Settings {
-    pub config: Config,
-    pub output: Output,
-    pub btf: PathBuf,
-}
-
 /// Runs until `stop` is set, then flushes and returns.
-pub fn run(settings: Settings, stop: Arc<AtomicBool>) -> Result<()> {
+pub(super) fn run(settings: Settings, stop: Arc<AtomicBool>) -> Result<()> {
     let cfg = settings.config;
     let Loaded {
         ebpf,
@@ -202,16 +134,7 @@ pub fn run(settings: Settings, stop: Arc<AtomicBool>) -> Result<()> {
     threads.push(spawn("enrich", move || {
         enrich_stage(enricher, &rec_rx, &out)
     })?);
-    let sensor_id = if cfg.sensor_id.is_empty() {
-        host.host_id.clone()
-    } else {
-        cfg.sensor_id.clone()
-    };
-    let host_name = if cfg.host_name.is_empty() {
-        host.host_name.clone()
-    } else {
-        cfg.host_name.clone()
-    };
+    let (sensor_id, host_name) = identity(&cfg, &host.host_id, &host.host_name);
     let first_seq = host.unix_ns(boottime_ns());
     let encoder = Encoder::new(sensor_id, host.host_id.clone(), host_name, first_seq);
     let reporter = Arc::new(Reporter {
@@ -224,47 +147,14 @@ pub fn run(settings: Settings, stop: Arc<AtomicBool>) -> Result<()> {
     threads.push(spawn("encode", move || {
         encode_stage(encoder, &ev_rx, &ship_tx, &s, || r.report());
     })?);
-    let interval =
-        (cfg.health.interval_secs > 0).then(|| Duration::from_secs(cfg.health.interval_secs));
+    let interval = health_interval(&cfg);
     let st = stop.clone();
     threads.push(spawn("health", move || {
-        health_stage(&reporter, interval, &ev_tx, &st)
+        health_stage(&|| reporter.report(), interval, &ev_tx, &st);
     })?);
 
     eprintln!("sensor: capturing, hooks {}", hooks.join(", "));
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .context("starting the async runtime")?;
-    runtime.block_on(async {
-        match settings.output {
-            Output::Stdout => print_json(ship_rx, stats.clone()).await,
-            Output::Collector(url) => {
-                let ship_cfg = ShipConfig {
-                    url,
-                    batch_size: cfg.collector.batch_size,
-                    batch_timeout: Duration::from_millis(cfg.collector.batch_timeout_ms),
-                    buffer_events: cfg.collector.buffer_events,
-                    max_backoff: Duration::from_millis(cfg.collector.max_backoff_ms),
-                };
-                let shipper = Shipper::new(ship_cfg, ship_rx, stats.clone());
-                let stop_flag = stop.clone();
-                let ship = tokio::spawn(shipper.run());
-                // After stop, give the shipper a bounded time to deliver.
-                while !stop_flag.load(Ordering::Relaxed) {
-                    tokio::time::sleep(Duration::from_millis(100)).await;
-                }
-                if tokio::time::timeout(Duration::from_secs(10), ship)
-                    .await
-                    .is_err()
-                {
-                    tracing::warn!(
-                        "collector did not acknowledge everything within 10 s of shutdown"
-                    );
-                }
-            }
-        }
-    });
+    deliver(settings.output, &cfg, ship_rx, &stats, &stop)?;
     for t in threads {
         let _ = t.join();
     }
