@@ -54,6 +54,12 @@ enum Cmd {
         /// Only run tests whose name contains this.
         filter: Option<String>,
     },
+    /// Lint the crates that build for Windows (clippy -D warnings) and link
+    /// the Windows sensor.exe with MinGW.
+    Windows {
+        #[arg(long)]
+        release: bool,
+    },
     /// Benchmarks (issue 6).
     Bench,
 }
@@ -181,6 +187,39 @@ fn run(listen: &str, db: &Path, sensor_args: &[String]) -> Result<()> {
     wait_for_stop(&mut [("sensor", sensor), ("collector", collector)])
 }
 
+/// The crates of the Windows sensor.
+const WINDOWS_CRATES: [&str; 4] = ["sensor-common", "sensor-proto", "sensor-etw", "sensor-user"];
+
+fn windows(release: bool) -> Result<()> {
+    let mut lint = cargo();
+    lint.args(["clippy", "--target", setup::WINDOWS_TARGET]);
+    for krate in WINDOWS_CRATES {
+        lint.args(["-p", krate]);
+    }
+    run_cmd(lint.args(["--", "-D", "warnings"]))?;
+    let mut link = cargo();
+    link.args([
+        "build",
+        "--target",
+        setup::WINDOWS_TARGET,
+        "-p",
+        "sensor-user",
+        "--bin",
+        "sensor",
+    ]);
+    if release {
+        link.arg("--release");
+    }
+    run_cmd(&mut link)?;
+    let exe = workspace_root()
+        .join("target")
+        .join(setup::WINDOWS_TARGET)
+        .join(if release { "release" } else { "debug" })
+        .join("sensor.exe");
+    eprintln!("xtask: linked {}", exe.display());
+    Ok(())
+}
+
 fn test(filter: Option<&str>) -> Result<()> {
     setup::setup()?;
     // Unit tests of every crate but the integration suite, in parallel.
@@ -190,6 +229,8 @@ fn test(filter: Option<&str>) -> Result<()> {
         unit.arg(f);
     }
     run_cmd(&mut unit)?;
+    // The Windows sensor: linted and linked (ETW itself cannot run here).
+    windows(false)?;
     // The integration suite drives the real binaries.
     build(false)?;
     let mut integration = cargo();
@@ -218,6 +259,7 @@ fn main() -> ExitCode {
             sensor_args,
         } => run(&listen, &db, &sensor_args),
         Cmd::Test { filter } => test(filter.as_deref()),
+        Cmd::Windows { release } => setup::setup().and_then(|()| windows(release)),
         Cmd::Bench => {
             eprintln!("xtask: benchmarks arrive with issue 6");
             Ok(())

@@ -160,6 +160,21 @@ fn ensure_bpf_linker(sysroot: &Path) -> Result<()> {
     Ok(())
 }
 
+/// The Rust target and the MinGW linker the Windows `sensor.exe` needs.
+pub const WINDOWS_TARGET: &str = "x86_64-pc-windows-gnu";
+
+fn ensure_windows_target() -> Result<()> {
+    let installed =
+        output(Command::new("rustup").args(["target", "list", "--installed"])).unwrap_or_default();
+    if !installed.lines().any(|t| t.trim() == WINDOWS_TARGET) {
+        run_cmd(Command::new("rustup").args(["target", "add", WINDOWS_TARGET]))?;
+    }
+    if !have("x86_64-w64-mingw32-gcc") {
+        apt_install(&["gcc-mingw-w64-x86-64"])?;
+    }
+    Ok(())
+}
+
 pub fn setup() -> Result<()> {
     if !have("rustup") {
         bail!("rustup is required (https://rustup.rs)");
@@ -170,5 +185,6 @@ pub fn setup() -> Result<()> {
     let sysroot = nightly_sysroot()?;
     ensure_rust_src(&sysroot)?;
     std::fs::create_dir_all(state_dir()).context("creating the xtask state directory")?;
-    ensure_bpf_linker(&sysroot)
+    ensure_bpf_linker(&sysroot)?;
+    ensure_windows_target()
 }
