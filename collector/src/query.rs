@@ -15,6 +15,7 @@ pub enum Kind {
     Network,
     Dns,
     Registry,
+    Gap,
 }
 
 impl Kind {
@@ -30,6 +31,7 @@ impl Kind {
             Self::Network => "network",
             Self::Dns => "dns",
             Self::Registry => "registry",
+            Self::Gap => "gap",
         }
     }
 }

@@ -39,6 +39,7 @@ impl v1::Event {
             Some(v1::event::Body::Network(_)) => "network",
             Some(v1::event::Body::Dns(_)) => "dns",
             Some(v1::event::Body::Registry(_)) => "registry",
+            Some(v1::event::Body::Gap(_)) => "gap",
             None => "unknown",
         }
     }

@@ -20,6 +20,7 @@ pub mod loader;
 pub mod mounts;
 pub mod pipeline;
 pub mod ship;
+pub mod spool;
 pub mod stats;
 #[cfg(target_os = "linux")]
 pub mod syscalls;

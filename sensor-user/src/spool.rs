@@ -1,0 +1,944 @@
+//! The disk spool: every event the sensor encodes is appended here before it
+//! is shipped, and stays until the collector acknowledges it. A collector
+//! outage, a network break or the sensor's own SIGKILL loses nothing that
+//! reached the spool; a restart resumes from it, and `seq` continues.
+//!
+//! Layout: `DIR/NNNNNNNNNNNNNNNNNNNN.seg` segment files, appended in order,
+//! and `DIR/acked` (the highest acknowledged seq). A record is
+//! `magic u32 | len u32 | seq u64 | crc32 u32 | payload[len]` (little
+//! endian; the CRC covers seq and payload; the payload is the prost-encoded
+//! `Event`). A damaged record is found by its CRC at start-up, cut out and
+//! counted; scanning resumes at the next magic, so one bad byte costs one
+//! record, and a `DeliveryGap` names the seqs lost.
+//!
+//! The size bound applies to the segments on disk. When it is hit, the
+//! configured policy drops the oldest undelivered segment or the newest
+//! events, and a `DeliveryGap` with the exact count and seq range follows.
+
+use std::{
+    collections::VecDeque,
+    fs::{self, File, OpenOptions},
+    io::{self, BufWriter, Read as _, Seek as _, SeekFrom, Write as _},
+    path::{Path, PathBuf},
+};
+
+use prost::Message as _;
+use sensor_proto::v1::{DeliveryGap, Event, event::Body};
+
+use crate::stats::Stats;
+
+const MAGIC: u32 = 0x4c4f_5053; // "SPOL"
+/// A `DeliveryGap` record: marked so a segment's gaps are known without
+/// decoding its events (dropping the segment must carry them forward).
+const MAGIC_GAP: u32 = 0x4750_5053; // "SPGP"
+const HEADER: usize = 20;
+/// Larger records are not events this sensor writes: treated as damage.
+const MAX_RECORD: usize = 16 << 20;
+
+#[derive(Debug, thiserror::Error)]
+pub enum SpoolError {
+    #[error("spool {}: {source}", path.display())]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+}
+
+fn io_err(path: &Path) -> impl FnOnce(io::Error) -> SpoolError + '_ {
+    move |source| SpoolError::Io {
+        path: path.to_owned(),
+        source,
+    }
+}
+
+/// What to drop when the spool is full.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum FullPolicy {
+    /// The oldest undelivered events (a drive recorder keeps the latest).
+    DropOldest,
+    /// The events that do not fit.
+    DropNewest,
+}
+
+#[derive(Clone, Debug)]
+pub struct SpoolConfig {
+    pub dir: PathBuf,
+    pub max_bytes: u64,
+    pub policy: FullPolicy,
+}
+
+#[derive(Debug)]
+struct Segment {
+    id: u64,
+    path: PathBuf,
+    first_seq: u64,
+    last_seq: u64,
+    records: u64,
+    bytes: u64,
+    /// The gap records it holds: events they name, and how many records.
+    gap_events: u64,
+    gap_records: u64,
+}
+
+/// Where a reader is: the next record to read, by segment and offset.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Cursor {
+    segment: u64,
+    offset: u64,
+    /// Records with seq at or below this are skipped (already acknowledged).
+    skip_through: u64,
+    /// The last seq read.
+    pub last_seq: u64,
+}
+
+/// One valid record found by a scan.
+struct Found {
+    offset: u64,
+    len: usize,
+    seq: u64,
+    gap: bool,
+}
+
+/// Scans a segment's bytes: the valid records, and whether damage was found.
+fn scan(bytes: &[u8]) -> (Vec<Found>, bool) {
+    let mut found = Vec::new();
+    let mut damaged = false;
+    let mut at = 0usize;
+    while at + HEADER <= bytes.len() {
+        match record_at(bytes, at) {
+            Some((len, seq, gap)) => {
+                found.push(Found {
+                    offset: at as u64,
+                    len: HEADER + len,
+                    seq,
+                    gap,
+                });
+                at += HEADER + len;
+            }
+            None => {
+                damaged = true;
+                at += 1;
+            }
+        }
+    }
+    if at < bytes.len() {
+        damaged = true;
+    }
+    (found, damaged)
+}
+
+/// The (payload length, seq, is a gap record) of a valid record at `at`.
+fn record_at(bytes: &[u8], at: usize) -> Option<(usize, u64, bool)> {
+    let word = |o: usize| -> Option<u32> {
+        Some(u32::from_le_bytes(
+            bytes.get(at + o..at + o + 4)?.try_into().ok()?,
+        ))
+    };
+    let magic = word(0)?;
+    if magic != MAGIC && magic != MAGIC_GAP {
+        return None;
+    }
+    let len = word(4)? as usize;
+    if len > MAX_RECORD {
+        return None;
+    }
+    let seq = u64::from_le_bytes(bytes.get(at + 8..at + 16)?.try_into().ok()?);
+    let crc = word(16)?;
+    let payload = bytes.get(at + HEADER..at + HEADER + len)?;
+    let mut hasher = crc32fast::Hasher::new();
+    hasher.update(&seq.to_le_bytes());
+    hasher.update(payload);
+    (hasher.finalize() == crc).then_some((len, seq, magic == MAGIC_GAP))
+}
+
+fn encode_record(magic: u32, seq: u64, payload: &[u8]) -> Vec<u8> {
+    let mut hasher = crc32fast::Hasher::new();
+    hasher.update(&seq.to_le_bytes());
+    hasher.update(payload);
+    let mut rec = Vec::with_capacity(HEADER + payload.len());
+    rec.extend_from_slice(&magic.to_le_bytes());
+    rec.extend_from_slice(
+        &u32::try_from(payload.len())
+            .unwrap_or(u32::MAX)
+            .to_le_bytes(),
+    );
+    rec.extend_from_slice(&seq.to_le_bytes());
+    rec.extend_from_slice(&hasher.finalize().to_le_bytes());
+    rec.extend_from_slice(payload);
+    rec
+}
+
+/// Creates `path` for writing with mode 0600 (events are sensitive).
+fn create_private(path: &Path) -> io::Result<File> {
+    let mut opts = OpenOptions::new();
+    opts.create(true).append(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt as _;
+        opts.mode(0o600);
+    }
+    opts.open(path)
+}
+
+pub struct Spool {
+    cfg: SpoolConfig,
+    segments: VecDeque<Segment>,
+    writer: Option<BufWriter<File>>,
+    /// Bytes of the last segment that were flushed and may be read.
+    flushed_bytes: u64,
+    segment_limit: u64,
+    total_bytes: u64,
+    next_seq: u64,
+    /// Highest seq appended and flushed.
+    flushed_seq: u64,
+    acked: u64,
+    /// Seqs dropped by drop-newest, waiting for room for their gap record.
+    pending_gap: Option<DeliveryGap>,
+    /// The envelope (sensor id, host) every gap record carries.
+    envelope: Event,
+    /// Persisted bound above every seq handed out.
+    seq_floor: u64,
+}
+
+/// Seqs reserved at a time in `seq_floor`.
+const SEQ_RESERVE: u64 = 4096;
+
+impl Spool {
+    /// Opens (or creates) the spool. Damaged records are cut out and
+    /// counted; the gaps they leave are appended as `DeliveryGap` records.
+    /// An empty spool starts its seq at `first_seq`.
+    ///
+    /// # Errors
+    /// The directory or a segment cannot be read or written.
+    pub fn open(
+        cfg: SpoolConfig,
+        first_seq: u64,
+        envelope: Event,
+        stats: &Stats,
+    ) -> Result<Self, SpoolError> {
+        let dir = cfg.dir.clone();
+        fs::create_dir_all(&dir).map_err(io_err(&dir))?;
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt as _;
+            fs::set_permissions(&dir, fs::Permissions::from_mode(0o700)).map_err(io_err(&dir))?;
+        }
+        let acked_path = dir.join("acked");
+        let acked = fs::read_to_string(&acked_path)
+            .ok()
+            .and_then(|s| s.trim().parse().ok())
+            .unwrap_or(0);
+        let mut ids: Vec<u64> = fs::read_dir(&dir)
+            .map_err(io_err(&dir))?
+            .filter_map(Result::ok)
+            .filter_map(|e| {
+                let name = e.file_name().into_string().ok()?;
+                name.strip_suffix(".seg")?.parse().ok()
+            })
+            .collect();
+        ids.sort_unstable();
+        let mut spool = Self {
+            segment_limit: (cfg.max_bytes / 8).clamp(4096, 8 << 20),
+            cfg,
+            segments: VecDeque::new(),
+            writer: None,
+            flushed_bytes: 0,
+            total_bytes: 0,
+            next_seq: first_seq,
+            flushed_seq: 0,
+            acked,
+            pending_gap: None,
+            envelope,
+            seq_floor: 0,
+        };
+        let floor_path = dir.join("seq_floor");
+        let floor: u64 = fs::read_to_string(&floor_path)
+            .ok()
+            .and_then(|s| s.trim().parse().ok())
+            .unwrap_or(0);
+        let mut gaps = Vec::new();
+        let mut last_seq: Option<u64> = None;
+        let mut prev_damaged = false;
+        let mut tail_damaged = false;
+        for id in ids {
+            let path = dir.join(format!("{id:020}.seg"));
+            let bytes = fs::read(&path).map_err(io_err(&path))?;
+            let (found, damaged) = scan(&bytes);
+            if damaged {
+                Stats::inc(&stats.spool_corrupt);
+                // Keep only the valid records: rewrite the segment.
+                let mut clean = Vec::with_capacity(bytes.len());
+                for f in &found {
+                    let at = f.offset as usize;
+                    clean.extend_from_slice(&bytes[at..at + f.len]);
+                }
+                let tmp = path.with_extension("tmp");
+                fs::write(&tmp, &clean).map_err(io_err(&tmp))?;
+                fs::rename(&tmp, &path).map_err(io_err(&path))?;
+            }
+            for f in &found {
+                // Drop-newest leaves holes too (named by their own gap
+                // record); only a hole next to damage is a corruption loss.
+                if let Some(prev) = last_seq
+                    && f.seq > prev + 1
+                    && (damaged || prev_damaged)
+                {
+                    gaps.push((prev + 1, f.seq - 1));
+                }
+                last_seq = Some(f.seq);
+            }
+            prev_damaged = damaged;
+            // Bytes after the last valid record: a write cut short.
+            tail_damaged = !bytes.is_empty()
+                && found
+                    .last()
+                    .is_none_or(|f| f.offset as usize + f.len < bytes.len());
+            let (Some(first), Some(last)) = (found.first(), found.last()) else {
+                fs::remove_file(&path).map_err(io_err(&path))?;
+                continue;
+            };
+            let size = found.iter().map(|f| f.len as u64).sum();
+            let mut gap_events = 0;
+            let mut gap_records = 0;
+            for f in found.iter().filter(|f| f.gap) {
+                let at = f.offset as usize;
+                if let Ok(Event {
+                    body: Some(Body::Gap(g)),
+                    ..
+                }) = Event::decode(&bytes[at + HEADER..at + f.len])
+                {
+                    gap_events += g.count;
+                    gap_records += 1;
+                }
+            }
+            spool.total_bytes += size;
+            spool.segments.push_back(Segment {
+                id,
+                path,
+                first_seq: first.seq,
+                last_seq: last.seq,
+                records: found.len() as u64,
+                bytes: size,
+                gap_events,
+                gap_records,
+            });
+        }
+        if let Some(last) = last_seq {
+            spool.next_seq = last + 1;
+            spool.flushed_seq = last;
+            if tail_damaged && floor > last + 1 {
+                // Records past the last valid one were lost with the tail;
+                // some may have reached the collector already, so their seqs
+                // are not reused: everything up to the floor is a gap.
+                gaps.push((last + 1, floor - 1));
+                spool.next_seq = floor;
+            }
+        }
+        spool.flushed_bytes = spool.segments.back().map_or(0, |s| s.bytes);
+        spool.drop_acked_segments();
+        spool.seq_floor = floor;
+        for (first, last) in gaps {
+            Stats::add(&stats.spool_corrupt_lost, last - first + 1);
+            spool.append_gap(DeliveryGap {
+                first_seq: first,
+                last_seq: last,
+                count: last - first + 1,
+                reason: "spool_corrupt".into(),
+            })?;
+        }
+        spool.flush()?;
+        Ok(spool)
+    }
+
+    /// The seq the next event will get.
+    #[must_use]
+    pub fn next_seq(&self) -> u64 {
+        self.next_seq
+    }
+
+    /// Whether everything appended has been acknowledged.
+    #[must_use]
+    pub fn all_acked(&self) -> bool {
+        self.pending_gap.is_none() && self.acked >= self.next_seq.saturating_sub(1)
+    }
+
+    /// Highest acknowledged seq.
+    #[must_use]
+    pub fn acked(&self) -> u64 {
+        self.acked
+    }
+
+    fn append_gap(&mut self, gap: DeliveryGap) -> Result<(), SpoolError> {
+        let count = gap.count;
+        let mut event = self.envelope.clone();
+        event.body = Some(Body::Gap(gap));
+        self.write(event)?;
+        if let Some(seg) = self.segments.back_mut() {
+            seg.gap_events += count;
+            seg.gap_records += 1;
+        }
+        Ok(())
+    }
+
+    /// Appends `event` with the next seq, applying the full policy. Returns
+    /// the seq it got (dropped or not).
+    ///
+    /// # Errors
+    /// A segment cannot be written.
+    pub fn append(&mut self, event: Event, stats: &Stats) -> Result<u64, SpoolError> {
+        if let Some(gap) = self.pending_gap.take() {
+            // Drop-newest: the gap record goes first, once there is room.
+            if self.room_for(256) {
+                self.append_gap(gap)?;
+            } else {
+                self.pending_gap = Some(gap);
+            }
+        }
+        let seq = self.next_seq;
+        if self.pending_gap.is_some() {
+            self.drop_newest(seq, stats);
+            self.next_seq += 1;
+            return Ok(seq);
+        }
+        let size = HEADER as u64 + event.encoded_len() as u64;
+        while !self.room_for(size) {
+            match self.cfg.policy {
+                FullPolicy::DropOldest if self.segments.len() > 1 => {
+                    self.drop_oldest_segment(stats)?;
+                }
+                _ => {
+                    self.drop_newest(seq, stats);
+                    self.next_seq += 1;
+                    return Ok(seq);
+                }
+            }
+        }
+        self.write(event)
+    }
+
+    fn room_for(&self, size: u64) -> bool {
+        self.total_bytes + size <= self.cfg.max_bytes
+    }
+
+    fn drop_newest(&mut self, seq: u64, stats: &Stats) {
+        Stats::inc(&stats.spool_dropped);
+        let gap = self.pending_gap.get_or_insert_with(|| DeliveryGap {
+            first_seq: seq,
+            last_seq: seq,
+            count: 0,
+            reason: "spool_full_drop_newest".into(),
+        });
+        gap.last_seq = seq;
+        gap.count += 1;
+    }
+
+    /// Drop-oldest: the oldest segment goes, undelivered records and all;
+    /// a gap record names them. Gap records in the segment are carried into
+    /// the new one, so the chain of gaps stays exact through a long outage.
+    fn drop_oldest_segment(&mut self, stats: &Stats) -> Result<(), SpoolError> {
+        let Some(seg) = self.segments.pop_front() else {
+            return Ok(());
+        };
+        let carried = self.carried_gap(&seg);
+        fs::remove_file(&seg.path).map_err(io_err(&seg.path))?;
+        self.total_bytes -= seg.bytes;
+        if seg.last_seq <= self.acked {
+            return Ok(());
+        }
+        // Records at or below the ack were delivered; a segment is only
+        // partly acknowledged when it is the oldest, so those come first.
+        let delivered = self
+            .acked
+            .saturating_sub(seg.first_seq - 1)
+            .min(seg.records);
+        let events = (seg.records - delivered).saturating_sub(seg.gap_records);
+        Stats::add(&stats.spool_dropped, events);
+        let mut gap = DeliveryGap {
+            first_seq: seg.first_seq.max(self.acked + 1),
+            last_seq: seg.last_seq,
+            count: events + seg.gap_events,
+            reason: "spool_full_drop_oldest".into(),
+        };
+        if let Some(prev) = carried {
+            gap.first_seq = gap.first_seq.min(prev);
+        }
+        self.append_gap(gap)
+    }
+
+    /// The first seq named by the gap records of a segment being dropped.
+    fn carried_gap(&self, seg: &Segment) -> Option<u64> {
+        if seg.gap_records == 0 {
+            return None;
+        }
+        let bytes = fs::read(&seg.path).ok()?;
+        let (found, _) = scan(&bytes);
+        found
+            .iter()
+            .filter(|f| f.gap)
+            .filter_map(|f| {
+                let at = f.offset as usize;
+                match Event::decode(&bytes[at + HEADER..at + f.len]).ok()?.body {
+                    Some(Body::Gap(g)) => Some(g.first_seq),
+                    _ => None,
+                }
+            })
+            .min()
+    }
+
+    fn write(&mut self, mut event: Event) -> Result<u64, SpoolError> {
+        let seq = self.next_seq;
+        event.seq = seq;
+        if seq >= self.seq_floor {
+            // Seqs below the floor may be in use; a restart that finds a
+            // damaged tail resumes above it rather than reuse one.
+            self.seq_floor = seq + SEQ_RESERVE;
+            let path = self.cfg.dir.join("seq_floor");
+            let tmp = self.cfg.dir.join("seq_floor.tmp");
+            fs::write(&tmp, self.seq_floor.to_string()).map_err(io_err(&tmp))?;
+            fs::rename(&tmp, &path).map_err(io_err(&path))?;
+        }
+        let magic = if matches!(event.body, Some(Body::Gap(_))) {
+            MAGIC_GAP
+        } else {
+            MAGIC
+        };
+        let rec = encode_record(magic, seq, &event.encode_to_vec());
+        let rotate = self
+            .segments
+            .back()
+            .is_none_or(|s| s.bytes + rec.len() as u64 > self.segment_limit);
+        if rotate {
+            self.flush()?;
+            let id = self.segments.back().map_or(1, |s| s.id + 1);
+            let path = self.cfg.dir.join(format!("{id:020}.seg"));
+            let file = create_private(&path).map_err(io_err(&path))?;
+            self.writer = Some(BufWriter::with_capacity(256 << 10, file));
+            self.segments.push_back(Segment {
+                id,
+                path,
+                first_seq: seq,
+                last_seq: seq,
+                records: 0,
+                bytes: 0,
+                gap_events: 0,
+                gap_records: 0,
+            });
+            self.flushed_bytes = 0;
+        }
+        if self.writer.is_none() {
+            // Reopened spool: append to its last segment.
+            let path = self
+                .segments
+                .back()
+                .map(|s| s.path.clone())
+                .unwrap_or_default();
+            let file = create_private(&path).map_err(io_err(&path))?;
+            self.writer = Some(BufWriter::with_capacity(256 << 10, file));
+        }
+        let (Some(seg), Some(writer)) = (self.segments.back_mut(), self.writer.as_mut()) else {
+            // Unreachable: rotation above made both.
+            return Ok(seq);
+        };
+        let path = seg.path.clone();
+        writer.write_all(&rec).map_err(io_err(&path))?;
+        seg.last_seq = seq;
+        seg.records += 1;
+        seg.bytes += rec.len() as u64;
+        self.total_bytes += rec.len() as u64;
+        self.next_seq += 1;
+        Ok(seq)
+    }
+
+    /// Makes everything appended readable (to this process; the page cache
+    /// keeps it across a SIGKILL of the sensor).
+    ///
+    /// # Errors
+    /// The segment cannot be written.
+    pub fn flush(&mut self) -> Result<(), SpoolError> {
+        if let Some(w) = self.writer.as_mut() {
+            let path = self
+                .segments
+                .back()
+                .map(|s| s.path.clone())
+                .unwrap_or_default();
+            w.flush().map_err(io_err(&path))?;
+        }
+        if let Some(seg) = self.segments.back() {
+            self.flushed_bytes = seg.bytes;
+            self.flushed_seq = seg.last_seq;
+        }
+        Ok(())
+    }
+
+    /// A cursor at the first record not yet acknowledged.
+    #[must_use]
+    pub fn cursor(&self) -> Cursor {
+        Cursor {
+            segment: self.segments.front().map_or(0, |s| s.id),
+            offset: 0,
+            skip_through: self.acked,
+            last_seq: self.acked,
+        }
+    }
+
+    /// Whether records past `cursor` are readable.
+    #[must_use]
+    pub fn unsent(&self, cursor: &Cursor) -> u64 {
+        self.flushed_seq.saturating_sub(cursor.last_seq)
+    }
+
+    /// Reads up to `max` events past `cursor`, advancing it.
+    ///
+    /// # Errors
+    /// A segment cannot be read.
+    pub fn read(&self, cursor: &mut Cursor, max: usize) -> Result<Vec<Event>, SpoolError> {
+        let mut out = Vec::new();
+        for (i, seg) in self.segments.iter().enumerate() {
+            if out.len() >= max {
+                break;
+            }
+            if seg.id < cursor.segment {
+                continue;
+            }
+            if seg.id > cursor.segment {
+                // The cursor's segment is gone (dropped) or done: move on.
+                cursor.segment = seg.id;
+                cursor.offset = 0;
+            }
+            let readable = if i + 1 == self.segments.len() {
+                self.flushed_bytes
+            } else {
+                seg.bytes
+            };
+            if cursor.offset >= readable {
+                continue;
+            }
+            let mut file = File::open(&seg.path).map_err(io_err(&seg.path))?;
+            file.seek(SeekFrom::Start(cursor.offset))
+                .map_err(io_err(&seg.path))?;
+            let mut bytes = vec![0; usize::try_from(readable - cursor.offset).unwrap_or(0)];
+            file.read_exact(&mut bytes).map_err(io_err(&seg.path))?;
+            let mut at = 0;
+            while out.len() < max {
+                let Some((len, seq, _)) = record_at(&bytes, at) else {
+                    break;
+                };
+                let payload = &bytes[at + HEADER..at + HEADER + len];
+                at += HEADER + len;
+                if seq <= cursor.skip_through {
+                    continue;
+                }
+                if let Ok(event) = Event::decode(payload) {
+                    out.push(event);
+                }
+                cursor.last_seq = seq;
+            }
+            cursor.offset += at as u64;
+        }
+        Ok(out)
+    }
+
+    /// Records the collector's acknowledgement: fully acknowledged segments
+    /// are deleted and the ack is kept on disk for a restart.
+    ///
+    /// # Errors
+    /// The ack file cannot be written.
+    pub fn ack(&mut self, seq: u64) -> Result<(), SpoolError> {
+        if seq <= self.acked {
+            return Ok(());
+        }
+        self.acked = seq;
+        self.drop_acked_segments();
+        let path = self.cfg.dir.join("acked");
+        let tmp = self.cfg.dir.join("acked.tmp");
+        fs::write(&tmp, seq.to_string()).map_err(io_err(&tmp))?;
+        fs::rename(&tmp, &path).map_err(io_err(&path))
+    }
+
+    fn drop_acked_segments(&mut self) {
+        // The last segment stays: it is being written.
+        while self.segments.len() > 1
+            && self
+                .segments
+                .front()
+                .is_some_and(|s| s.last_seq <= self.acked)
+        {
+            if let Some(seg) = self.segments.pop_front() {
+                let _ = fs::remove_file(&seg.path);
+                self.total_bytes -= seg.bytes;
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cfg(dir: &Path, max_bytes: u64, policy: FullPolicy) -> SpoolConfig {
+        SpoolConfig {
+            dir: dir.to_owned(),
+            max_bytes,
+            policy,
+        }
+    }
+
+    fn event(n: u64) -> Event {
+        Event {
+            monotonic_ns: n,
+            ..Event::default()
+        }
+    }
+
+    fn read_all(spool: &Spool) -> Vec<Event> {
+        let mut cursor = spool.cursor();
+        spool.read(&mut cursor, usize::MAX).unwrap()
+    }
+
+    fn gaps(events: &[Event]) -> Vec<DeliveryGap> {
+        events
+            .iter()
+            .filter_map(|e| match &e.body {
+                Some(Body::Gap(g)) => Some(g.clone()),
+                _ => None,
+            })
+            .collect()
+    }
+
+    #[test]
+    fn events_survive_a_reopen_and_seq_continues() {
+        let dir = tempfile::tempdir().unwrap();
+        let stats = Stats::default();
+        let mut spool = Spool::open(
+            cfg(dir.path(), 1 << 20, FullPolicy::DropOldest),
+            100,
+            Event::default(),
+            &stats,
+        )
+        .unwrap();
+        for n in 0..10 {
+            assert_eq!(spool.append(event(n), &stats).unwrap(), 100 + n);
+        }
+        spool.flush().unwrap();
+        spool.ack(104).unwrap();
+        drop(spool);
+        let mut spool = Spool::open(
+            cfg(dir.path(), 1 << 20, FullPolicy::DropOldest),
+            1,
+            Event::default(),
+            &stats,
+        )
+        .unwrap();
+        let seqs: Vec<u64> = read_all(&spool).iter().map(|e| e.seq).collect();
+        assert_eq!(
+            seqs,
+            [105, 106, 107, 108, 109],
+            "acknowledged events are not resent"
+        );
+        assert_eq!(spool.append(event(10), &stats).unwrap(), 110);
+    }
+
+    #[test]
+    fn a_reader_sees_only_flushed_records_and_resumes_where_it_stopped() {
+        let dir = tempfile::tempdir().unwrap();
+        let stats = Stats::default();
+        let mut spool = Spool::open(
+            cfg(dir.path(), 1 << 20, FullPolicy::DropOldest),
+            1,
+            Event::default(),
+            &stats,
+        )
+        .unwrap();
+        let mut cursor = spool.cursor();
+        spool.append(event(1), &stats).unwrap();
+        assert!(spool.read(&mut cursor, 10).unwrap().is_empty());
+        spool.flush().unwrap();
+        assert_eq!(spool.unsent(&cursor), 1);
+        spool.append(event(2), &stats).unwrap();
+        spool.append(event(3), &stats).unwrap();
+        spool.flush().unwrap();
+        assert_eq!(spool.read(&mut cursor, 2).unwrap().len(), 2);
+        assert_eq!(spool.read(&mut cursor, 2).unwrap()[0].seq, 3);
+        assert_eq!(spool.unsent(&cursor), 0);
+    }
+
+    #[test]
+    fn drop_oldest_removes_whole_segments_and_names_the_exact_gap() {
+        let dir = tempfile::tempdir().unwrap();
+        let stats = Stats::default();
+        // 4 KiB segments, 16 KiB in all; each event ~70 bytes on disk.
+        let mut spool = Spool::open(
+            cfg(dir.path(), 16 << 10, FullPolicy::DropOldest),
+            1,
+            Event::default(),
+            &stats,
+        )
+        .unwrap();
+        for n in 0..1000 {
+            spool
+                .append(
+                    Event {
+                        host_name: "x".repeat(40),
+                        ..event(n)
+                    },
+                    &stats,
+                )
+                .unwrap();
+        }
+        spool.flush().unwrap();
+        let events = read_all(&spool);
+        let gaps = gaps(&events);
+        let dropped: u64 = gaps.iter().map(|g| g.count).sum();
+        assert_eq!(dropped, Stats::get(&stats.spool_dropped));
+        assert!(dropped > 0);
+        // Everything appended is either readable or inside a gap.
+        let plain = events
+            .iter()
+            .filter(|e| !matches!(e.body, Some(Body::Gap(_))))
+            .count() as u64;
+        assert_eq!(plain + dropped, 1000);
+        let mut covered: Vec<u64> = gaps.iter().flat_map(|g| g.first_seq..=g.last_seq).collect();
+        covered.extend(events.iter().map(|e| e.seq));
+        covered.sort_unstable();
+        covered.dedup();
+        assert_eq!(
+            covered,
+            (1..=covered.len() as u64).collect::<Vec<_>>(),
+            "no seq unaccounted for"
+        );
+    }
+
+    #[test]
+    fn drop_newest_keeps_the_oldest_and_reports_the_dropped_run_once_there_is_room() {
+        let dir = tempfile::tempdir().unwrap();
+        let stats = Stats::default();
+        let mut spool = Spool::open(
+            cfg(dir.path(), 16 << 10, FullPolicy::DropNewest),
+            1,
+            Event::default(),
+            &stats,
+        )
+        .unwrap();
+        for n in 0..1000 {
+            spool
+                .append(
+                    Event {
+                        host_name: "x".repeat(40),
+                        ..event(n)
+                    },
+                    &stats,
+                )
+                .unwrap();
+        }
+        spool.flush().unwrap();
+        let kept = read_all(&spool);
+        assert_eq!(kept[0].seq, 1);
+        let dropped = Stats::get(&stats.spool_dropped);
+        assert_eq!(kept.len() as u64 + dropped, 1000);
+        // The collector catches up: room frees and the gap record follows.
+        let last = kept.last().unwrap().seq;
+        spool.ack(last).unwrap();
+        spool.append(event(1000), &stats).unwrap();
+        spool.flush().unwrap();
+        let mut cursor = spool.cursor();
+        let after = spool.read(&mut cursor, 10).unwrap();
+        let gap = &gaps(&after)[0];
+        assert_eq!(
+            (gap.first_seq, gap.last_seq, gap.count),
+            (last + 1, 1000, dropped)
+        );
+    }
+
+    #[test]
+    fn a_flipped_byte_costs_one_record_which_is_counted_and_named() {
+        let dir = tempfile::tempdir().unwrap();
+        let stats = Stats::default();
+        let mut spool = Spool::open(
+            cfg(dir.path(), 1 << 20, FullPolicy::DropOldest),
+            1,
+            Event::default(),
+            &stats,
+        )
+        .unwrap();
+        for n in 0..10 {
+            spool
+                .append(
+                    Event {
+                        host_name: "host".into(),
+                        ..event(n)
+                    },
+                    &stats,
+                )
+                .unwrap();
+        }
+        spool.flush().unwrap();
+        drop(spool);
+        let seg = fs::read_dir(dir.path())
+            .unwrap()
+            .filter_map(Result::ok)
+            .find(|e| e.path().extension().is_some_and(|x| x == "seg"))
+            .unwrap()
+            .path();
+        let mut bytes = fs::read(&seg).unwrap();
+        let record = bytes.len() / 10;
+        bytes[record * 7 + HEADER + 2] ^= 0x40; // inside the 8th record's payload
+        fs::write(&seg, &bytes).unwrap();
+        let spool = Spool::open(
+            cfg(dir.path(), 1 << 20, FullPolicy::DropOldest),
+            1,
+            Event::default(),
+            &stats,
+        )
+        .unwrap();
+        let events = read_all(&spool);
+        let seqs: Vec<u64> = events
+            .iter()
+            .filter(|e| e.body.is_none())
+            .map(|e| e.seq)
+            .collect();
+        assert_eq!(seqs, [1, 2, 3, 4, 5, 6, 7, 9, 10]);
+        let gap = &gaps(&events)[0];
+        assert_eq!(
+            (gap.first_seq, gap.last_seq, gap.count, gap.reason.as_str()),
+            (8, 8, 1, "spool_corrupt")
+        );
+        assert_eq!(Stats::get(&stats.spool_corrupt), 1);
+        assert_eq!(Stats::get(&stats.spool_corrupt_lost), 1);
+    }
+
+    #[test]
+    fn a_torn_tail_does_not_reuse_seqs_that_may_have_been_sent() {
+        let dir = tempfile::tempdir().unwrap();
+        let stats = Stats::default();
+        let mut spool = Spool::open(
+            cfg(dir.path(), 1 << 20, FullPolicy::DropOldest),
+            1,
+            Event::default(),
+            &stats,
+        )
+        .unwrap();
+        for n in 0..5 {
+            spool.append(event(n), &stats).unwrap();
+        }
+        spool.flush().unwrap();
+        drop(spool);
+        let seg = fs::read_dir(dir.path())
+            .unwrap()
+            .filter_map(Result::ok)
+            .find(|e| e.path().extension().is_some_and(|x| x == "seg"))
+            .unwrap()
+            .path();
+        let bytes = fs::read(&seg).unwrap();
+        fs::write(&seg, &bytes[..bytes.len() - 3]).unwrap();
+        let mut spool = Spool::open(
+            cfg(dir.path(), 1 << 20, FullPolicy::DropOldest),
+            1,
+            Event::default(),
+            &stats,
+        )
+        .unwrap();
+        let next = spool.append(event(9), &stats).unwrap();
+        assert!(next > 5, "seq 5 may have reached the collector: {next}");
+    }
+}
