@@ -35,6 +35,46 @@ pub struct Config {
     pub health: HealthConfig,
     pub network: NetworkConfig,
     pub windows: WindowsConfig,
+    pub spool: SpoolSection,
+}
+
+/// What the spool drops when it is full.
+#[derive(Clone, Copy, Debug, Default, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum FullPolicyConfig {
+    /// The oldest undelivered events: the recorder keeps the latest.
+    #[default]
+    DropOldest,
+    /// The events that no longer fit.
+    DropNewest,
+}
+
+/// The disk spool every event passes through on its way to the collector.
+#[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
+#[serde(default, deny_unknown_fields)]
+pub struct SpoolSection {
+    /// Directory of the spool (created 0700; files 0600). One sensor per
+    /// directory: a restart resumes from what it finds there.
+    pub dir: PathBuf,
+    /// Most bytes on disk; beyond it `full_policy` drops and a gap record
+    /// names exactly what was dropped.
+    pub max_bytes: u64,
+    /// `"drop_oldest"` (default) or `"drop_newest"`.
+    pub full_policy: FullPolicyConfig,
+}
+
+impl Default for SpoolSection {
+    fn default() -> Self {
+        Self {
+            dir: PathBuf::from(if cfg!(windows) {
+                r"C:\ProgramData\sensor\spool"
+            } else {
+                "/var/lib/sensor/spool"
+            }),
+            max_bytes: 256 << 20,
+            full_policy: FullPolicyConfig::DropOldest,
+        }
+    }
 }
 
 /// The ETW sessions of the Windows sensor (ignored on Linux).
@@ -108,9 +148,6 @@ pub struct CollectorConfig {
     pub batch_size: usize,
     /// A partial batch is sent after this many milliseconds.
     pub batch_timeout_ms: u64,
-    /// Events kept in memory until the collector acknowledges them; while the
-    /// collector is unreachable the oldest beyond this are dropped and counted.
-    pub buffer_events: usize,
     /// Longest wait between reconnection attempts (the backoff doubles up to it).
     pub max_backoff_ms: u64,
 }
@@ -172,7 +209,6 @@ impl Default for CollectorConfig {
             url: "http://127.0.0.1:50051".to_owned(),
             batch_size: 512,
             batch_timeout_ms: 100,
-            buffer_events: 200_000,
             max_backoff_ms: 5_000,
         }
     }
@@ -251,11 +287,11 @@ impl Config {
         if self.collector.batch_size == 0 || self.collector.batch_size > 10_000 {
             return invalid("collector.batch_size", "must be between 1 and 10000");
         }
-        if self.collector.buffer_events < self.collector.batch_size {
-            return invalid(
-                "collector.buffer_events",
-                "must be at least collector.batch_size",
-            );
+        if self.spool.max_bytes < 64 << 10 {
+            return invalid("spool.max_bytes", "must be at least 65536");
+        }
+        if self.spool.dir.as_os_str().is_empty() {
+            return invalid("spool.dir", "must not be empty");
         }
         if !(self.collector.url.starts_with("http://")
             || self.collector.url.starts_with("https://"))

@@ -24,10 +24,18 @@ impl Encoder {
         }
     }
 
-    pub fn encode(&mut self, mut event: Event) -> Event {
+    /// The envelope alone (the spool assigns seq when it appends).
+    #[must_use]
+    pub fn stamp(&self, mut event: Event) -> Event {
         event.sensor_id.clone_from(&self.sensor_id);
         event.host_id.clone_from(&self.host_id);
         event.host_name.clone_from(&self.host_name);
+        event
+    }
+
+    /// The envelope and the next seq (`--stdout`, which has no spool).
+    pub fn encode(&mut self, event: Event) -> Event {
+        let mut event = self.stamp(event);
         event.seq = self.next_seq;
         self.next_seq += 1;
         event

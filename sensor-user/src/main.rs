@@ -49,6 +49,9 @@ struct RunArgs {
     /// Sensor id (overrides sensor_id).
     #[arg(long)]
     sensor_id: Option<String>,
+    /// Spool directory (overrides spool.dir).
+    #[arg(long)]
+    spool_dir: Option<PathBuf>,
     /// Kernel BTF to read struct offsets from (Linux).
     #[arg(long, default_value = "/sys/kernel/btf/vmlinux")]
     btf: PathBuf,
@@ -70,6 +73,9 @@ fn settings(args: RunArgs) -> Result<Settings, ConfigError> {
     }
     if let Some(id) = args.sensor_id {
         config.sensor_id = id;
+    }
+    if let Some(dir) = args.spool_dir {
+        config.spool.dir = dir;
     }
     config.validate()?;
     let output = if args.stdout {

@@ -1,79 +1,57 @@
 //! Stage 5: sends events to the collector in batches over one bidirectional
 //! gRPC stream, or prints them as JSON lines.
 //!
-//! Events stay in a bounded in-memory buffer until the collector acknowledges
-//! them by seq. On a broken stream the shipper reconnects with exponential
-//! backoff and resends everything unacknowledged (the collector stores each
-//! (sensor_id, seq) once). While the collector is away the input keeps being
-//! drained, so nothing upstream stalls: beyond the bound the oldest events are
-//! dropped and counted.
+//! Events come from the disk spool, where the encode stage appended them,
+//! and stay there until the collector acknowledges them by seq (it stores a
+//! batch durably before it acks, and each (sensor_id, seq) once). On a broken
+//! stream the shipper reconnects with exponential backoff and resends from
+//! the first unacknowledged event. Memory holds one batch at a time; an
+//! outage only grows the spool, whose bound and policy decide what goes.
 
-use std::{collections::VecDeque, io::Write as _, sync::Arc, time::Duration};
+use std::{
+    io::Write as _,
+    sync::{
+        Arc, Mutex, PoisonError,
+        atomic::{AtomicBool, Ordering},
+    },
+    time::Duration,
+};
 
 use sensor_proto::v1::{Ack, Event, EventBatch, collector_client::CollectorClient};
 use tokio::{
-    sync::mpsc,
+    sync::{Notify, mpsc},
     time::{Instant, MissedTickBehavior},
 };
 use tokio_stream::wrappers::ReceiverStream;
 
-use crate::stats::Stats;
+use crate::{spool::Spool, stats::Stats};
 
 #[derive(Clone, Debug)]
 pub struct ShipConfig {
     pub url: String,
     pub batch_size: usize,
     pub batch_timeout: Duration,
-    pub buffer_events: usize,
     pub max_backoff: Duration,
 }
 
-/// Unacknowledged events, oldest first, and how many of them were sent on
-/// the current stream.
-struct Unacked {
-    events: VecDeque<Event>,
-    sent: usize,
-    cap: usize,
+/// Batches sent and not yet acknowledged, at most: bounds memory in the
+/// transport as the spool bounds the disk.
+const WINDOW_BATCHES: u64 = 8;
+
+/// The spool, shared by the encode stage (appends) and the shipper.
+pub type SharedSpool = Arc<Mutex<Spool>>;
+
+/// Locks the spool; a panic elsewhere must not stop delivery.
+pub fn lock(spool: &Mutex<Spool>) -> std::sync::MutexGuard<'_, Spool> {
+    spool.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
-impl Unacked {
-    /// Adds an event; when full, drops the oldest event not yet sent on the
-    /// current stream. Events in flight are never the ones dropped: the
-    /// collector may store them, and a counted drop must be a real loss.
-    fn push(&mut self, event: Event, stats: &Stats) {
-        if self.events.len() >= self.cap && self.events.remove(self.sent).is_some() {
-            Stats::inc(&stats.ship_dropped);
-        }
-        self.events.push_back(event);
-    }
-
-    /// Whether `push` can take an event without dropping one in flight.
-    fn can_take(&self) -> bool {
-        self.events.len() < self.cap || self.unsent() > 0
-    }
-
-    fn ack(&mut self, acked_seq: u64, stats: &Stats) {
-        while self.events.front().is_some_and(|e| e.seq <= acked_seq) {
-            self.events.pop_front();
-            self.sent = self.sent.saturating_sub(1);
-            Stats::inc(&stats.acked);
-        }
-    }
-
-    fn unsent(&self) -> usize {
-        self.events.len() - self.sent
-    }
-
-    fn next_batch(&mut self, max: usize) -> EventBatch {
-        let n = self.unsent().min(max);
-        let events = self
-            .events
-            .range(self.sent..self.sent + n)
-            .cloned()
-            .collect();
-        self.sent += n;
-        EventBatch { events }
-    }
+/// How the encode stage tells the shipper about new events and the end.
+#[derive(Debug, Default)]
+pub struct Feed {
+    pub wake: Notify,
+    /// Set after the last event was appended and flushed.
+    pub closed: AtomicBool,
 }
 
 enum StreamEnd {
@@ -86,79 +64,49 @@ enum StreamEnd {
 pub struct Shipper {
     cfg: ShipConfig,
     stats: Arc<Stats>,
-    input: mpsc::Receiver<Event>,
-    input_open: bool,
-    unacked: Unacked,
+    spool: SharedSpool,
+    feed: Arc<Feed>,
 }
 
 impl Shipper {
     #[must_use]
-    pub fn new(cfg: ShipConfig, input: mpsc::Receiver<Event>, stats: Arc<Stats>) -> Self {
-        let cap = cfg.buffer_events;
+    pub fn new(cfg: ShipConfig, spool: SharedSpool, feed: Arc<Feed>, stats: Arc<Stats>) -> Self {
         Self {
             cfg,
             stats,
-            input,
-            input_open: true,
-            unacked: Unacked {
-                events: VecDeque::new(),
-                sent: 0,
-                cap,
-            },
+            spool,
+            feed,
         }
     }
 
-    fn take(&mut self, event: Option<Event>) {
-        match event {
-            Some(e) => self.unacked.push(e, &self.stats),
-            None => self.input_open = false,
-        }
-    }
-
-    /// Waits `delay` while still draining the input into the buffer.
-    async fn wait_draining(&mut self, delay: Duration) {
-        let deadline = Instant::now() + delay;
-        loop {
-            tokio::select! {
-                () = tokio::time::sleep_until(deadline) => return,
-                e = self.input.recv(), if self.input_open => self.take(e),
-            }
-            if !self.input_open {
-                tokio::time::sleep_until(deadline).await;
-                return;
-            }
-        }
+    fn finished(&self) -> bool {
+        self.feed.closed.load(Ordering::Acquire) && lock(&self.spool).all_acked()
     }
 
     /// Runs until the input closes and everything is acknowledged.
-    pub async fn run(mut self) {
+    pub async fn run(self) {
         let mut backoff = Duration::from_millis(100);
         loop {
-            if !self.input_open && self.unacked.events.is_empty() {
+            if self.finished() {
                 return;
             }
             match self.stream_once().await {
                 StreamEnd::Done => return,
                 StreamEnd::Broken(why) => {
-                    // Nothing is in flight any more: all of it is resent.
-                    self.unacked.sent = 0;
                     Stats::inc(&self.stats.reconnects);
+                    let acked = lock(&self.spool).acked();
                     tracing::warn!(
-                        "collector {}: {why}; {} events waiting, retrying in {backoff:?}",
+                        "collector {}: {why}; events after seq {acked} wait in the spool, retrying in {backoff:?}",
                         self.cfg.url,
-                        self.unacked.events.len()
                     );
-                    self.wait_draining(backoff).await;
+                    tokio::time::sleep(backoff).await;
                     backoff = (backoff * 2).min(self.cfg.max_backoff);
                 }
-            }
-            if self.unacked.events.is_empty() {
-                backoff = Duration::from_millis(100);
             }
         }
     }
 
-    async fn stream_once(&mut self) -> StreamEnd {
+    async fn stream_once(&self) -> StreamEnd {
         let endpoint = match tonic::transport::Endpoint::from_shared(self.cfg.url.clone()) {
             Ok(e) => e.connect_timeout(Duration::from_secs(3)),
             Err(e) => return StreamEnd::Broken(format!("bad url: {e}")),
@@ -175,24 +123,35 @@ impl Shipper {
         };
         tracing::info!("connected to collector {}", self.cfg.url);
         // Everything unacknowledged is resent on the new stream.
-        self.unacked.sent = 0;
+        let mut cursor = lock(&self.spool).cursor();
+        let mut sent_seq = cursor.last_seq;
+        let window = WINDOW_BATCHES * self.cfg.batch_size as u64;
         let mut last_send = Instant::now();
         let mut tick = tokio::time::interval(self.cfg.batch_timeout.max(Duration::from_millis(1)));
         tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
         loop {
-            if !self.input_open && self.unacked.events.is_empty() {
+            let closed = self.feed.closed.load(Ordering::Acquire);
+            let (unsent, acked, all_acked) = {
+                let spool = lock(&self.spool);
+                (spool.unsent(&cursor), spool.acked(), spool.all_acked())
+            };
+            if closed && all_acked {
                 return StreamEnd::Done;
             }
-            let unsent = self.unacked.unsent();
-            let ready = unsent >= self.cfg.batch_size
-                || (unsent > 0
-                    && (!self.input_open || last_send.elapsed() >= self.cfg.batch_timeout));
+            let ready = unsent > 0
+                && sent_seq.saturating_sub(acked) < window
+                && (unsent >= self.cfg.batch_size as u64
+                    || closed
+                    || last_send.elapsed() >= self.cfg.batch_timeout);
             tokio::select! {
-                e = self.input.recv(), if self.input_open
-                    && unsent < self.cfg.batch_size
-                    && self.unacked.can_take() => self.take(e),
                 ack = acks.message() => match ack {
-                    Ok(Some(Ack { acked_seq })) => self.unacked.ack(acked_seq, &self.stats),
+                    Ok(Some(Ack { acked_seq })) => {
+                        let mut spool = lock(&self.spool);
+                        Stats::add(&self.stats.acked, acked_seq.saturating_sub(spool.acked()));
+                        if let Err(e) = spool.ack(acked_seq) {
+                            tracing::warn!("{e}");
+                        }
+                    }
                     Ok(None) => return StreamEnd::Broken("collector closed the stream".into()),
                     Err(status) => return StreamEnd::Broken(format!("stream failed: {status}")),
                 },
@@ -200,11 +159,16 @@ impl Shipper {
                     let Ok(permit) = permit else {
                         return StreamEnd::Broken("request stream closed".into());
                     };
-                    let batch = self.unacked.next_batch(self.cfg.batch_size);
-                    Stats::add(&self.stats.shipped, batch.events.len() as u64);
-                    permit.send(batch);
+                    let events = match lock(&self.spool).read(&mut cursor, self.cfg.batch_size) {
+                        Ok(events) => events,
+                        Err(e) => return StreamEnd::Broken(e.to_string()),
+                    };
+                    sent_seq = cursor.last_seq;
+                    Stats::add(&self.stats.shipped, events.len() as u64);
+                    permit.send(EventBatch { events });
                     last_send = Instant::now();
                 },
+                () = self.feed.wake.notified() => {},
                 _ = tick.tick() => {},
             }
         }
@@ -229,81 +193,4 @@ pub async fn print_json(mut input: mpsc::Receiver<Event>, stats: Arc<Stats>) {
         }
     }
     let _ = out.flush();
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn ev(seq: u64) -> Event {
-        Event {
-            seq,
-            ..Event::default()
-        }
-    }
-
-    #[test]
-    fn a_full_buffer_drops_the_oldest_and_counts_it() {
-        let stats = Stats::default();
-        let mut u = Unacked {
-            events: VecDeque::new(),
-            sent: 0,
-            cap: 3,
-        };
-        for seq in 1..=5 {
-            u.push(ev(seq), &stats);
-        }
-        let seqs: Vec<u64> = u.events.iter().map(|e| e.seq).collect();
-        assert_eq!(seqs, vec![3, 4, 5]);
-        assert_eq!(
-            stats
-                .ship_dropped
-                .load(std::sync::atomic::Ordering::Relaxed),
-            2
-        );
-    }
-
-    #[test]
-    fn a_full_buffer_keeps_events_in_flight_and_drops_the_oldest_unsent() {
-        let stats = Stats::default();
-        let mut u = Unacked {
-            events: (1..=4).map(ev).collect(),
-            sent: 0,
-            cap: 4,
-        };
-        assert_eq!(u.next_batch(2).events.len(), 2);
-        u.push(ev(5), &stats);
-        let seqs: Vec<u64> = u.events.iter().map(|e| e.seq).collect();
-        assert_eq!(
-            seqs,
-            vec![1, 2, 4, 5],
-            "1 and 2 are in flight; 3 is dropped"
-        );
-        assert_eq!(u.sent, 2);
-        assert_eq!(
-            stats
-                .ship_dropped
-                .load(std::sync::atomic::Ordering::Relaxed),
-            1
-        );
-        u.next_batch(2);
-        assert!(!u.can_take(), "everything is in flight: wait for acks");
-    }
-
-    #[test]
-    fn acks_release_events_up_to_their_seq() {
-        let stats = Stats::default();
-        let mut u = Unacked {
-            events: (1..=5).map(ev).collect(),
-            sent: 0,
-            cap: 10,
-        };
-        let batch = u.next_batch(4);
-        assert_eq!(batch.events.len(), 4);
-        u.ack(3, &stats);
-        assert_eq!(u.events.front().map(|e| e.seq), Some(4));
-        assert_eq!(u.sent, 1);
-        assert_eq!(u.unsent(), 1);
-        assert_eq!(u.next_batch(10).events[0].seq, 5);
-    }
 }

@@ -39,6 +39,7 @@ counters! {
     spool_dropped => ("spool", "full_dropped", true),
     spool_corrupt => ("spool", "corrupt_segments_repaired", false),
     spool_corrupt_lost => ("spool", "corrupt_lost", true),
+    spool_write_failed => ("spool", "write_failed_dropped", true),
     shipped => ("ship", "sent", false),
     acked => ("ship", "acked", false),
     ship_dropped => ("ship", "buffer_full_dropped", true),

@@ -88,9 +88,7 @@ impl Collector {
     pub fn start_on(listen: &str) -> Self {
         let dir = tempfile::tempdir().expect("tempdir");
         let db = dir.path().join("events.db");
-        let mut cmd = Command::new(binary("collector"));
-        cmd.args(["serve", "--listen", listen, "--db"]).arg(&db);
-        let (child, line) = spawn_until(cmd, Stdio::null(), "listening on", "collector");
+        let (child, line) = Self::spawn(listen, &db);
         let addr = line
             .split("listening on ")
             .nth(1)
@@ -149,6 +147,27 @@ impl Collector {
     }
 }
 
+impl Collector {
+    fn spawn(listen: &str, db: &Path) -> (Child, String) {
+        let mut cmd = Command::new(binary("collector"));
+        cmd.args(["serve", "--listen", listen, "--db"]).arg(db);
+        spawn_until(cmd, Stdio::null(), "listening on", "collector")
+    }
+
+    /// Kills the collector with SIGKILL: no shutdown, no last commit.
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// Starts it again on the same address and database.
+    pub fn restart(&mut self) {
+        let listen = self.url.trim_start_matches("http://").to_owned();
+        let (child, _) = Self::spawn(&listen, &self.db);
+        self.child = child;
+    }
+}
+
 impl Drop for Collector {
     fn drop(&mut self) {
         stop(&mut self.child);
@@ -172,6 +191,9 @@ fn stop(child: &mut Child) {
 /// A sensor shipping to a collector.
 pub struct Sensor {
     child: Child,
+    /// Its own spool unless the command named one: a spool left by another
+    /// test must never be replayed into this test's collector.
+    _spool: Option<tempfile::TempDir>,
 }
 
 impl Sensor {
@@ -198,14 +220,28 @@ impl Sensor {
     /// Like `spawn`, with the sensor's stdout (where `--stdout` writes) going
     /// to `stdout`.
     #[must_use]
-    pub fn spawn_with_stdout(cmd: Command, stdout: impl Into<Stdio>) -> Self {
+    pub fn spawn_with_stdout(mut cmd: Command, stdout: impl Into<Stdio>) -> Self {
+        let names_spool = cmd.get_args().any(|a| a == "--spool-dir");
+        let spool = (!names_spool).then(|| tempfile::tempdir().expect("spool dir"));
+        if let Some(dir) = &spool {
+            cmd.arg("--spool-dir").arg(dir.path());
+        }
         let (child, _) = spawn_until(cmd, stdout.into(), "sensor: capturing", "sensor");
-        Self { child }
+        Self {
+            child,
+            _spool: spool,
+        }
     }
 
     #[must_use]
     pub fn pid(&self) -> u32 {
         self.child.id()
+    }
+
+    /// Kills the sensor with SIGKILL, as a crash would.
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
     }
 
     /// Stops the sensor (SIGTERM) and waits for it, keeping the value.
@@ -284,10 +320,12 @@ pub trait EventExt {
 
 impl EventExt for Value {
     fn kind(&self) -> &'static str {
-        ["exec", "fork", "exit", "health", "file", "network", "dns"]
-            .into_iter()
-            .find(|k| self.get(k).is_some())
-            .unwrap_or("unknown")
+        [
+            "exec", "fork", "exit", "health", "file", "network", "dns", "registry", "gap",
+        ]
+        .into_iter()
+        .find(|k| self.get(k).is_some())
+        .unwrap_or("unknown")
     }
 
     fn process(&self) -> &Value {

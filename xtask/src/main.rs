@@ -172,8 +172,13 @@ fn run(listen: &str, db: &Path, sensor_args: &[String]) -> Result<()> {
         .process_group(0)
         .spawn()
         .context("starting the collector")?;
+    // The spool sits next to the database, so a local run keeps its state
+    // across restarts without touching /var/lib.
+    let spool = db.with_file_name("spool");
     let sensor = privileged(&bin.join("sensor"))
         .args(["run", "--collector", &format!("http://{listen}")])
+        .arg("--spool-dir")
+        .arg(&spool)
         .args(sensor_args)
         .spawn()
         .context("starting the sensor")?;

@@ -9,14 +9,12 @@ use anyhow::{Context as _, Result};
 use crossbeam_channel::{Receiver, Sender, bounded};
 use sensor_common::file_writes;
 use sensor_proto::v1::Event;
-use tokio::sync::mpsc;
 
-use super::{Settings, deliver, encode_stage, health_interval, health_stage, identity, spawn};
+use super::{Settings, deliver, encode_stage, health_interval, health_stage, output_path, spawn};
 use crate::{
     capture,
     config::WriteEvents,
     decode::{self, Record},
-    encode::Encoder,
     enrich::{EnrichConfig, Enricher},
     health::health_event,
     host::{HostInfo, boottime_ns},
@@ -111,7 +109,6 @@ pub(super) fn run(settings: Settings, stop: Arc<AtomicBool>) -> Result<()> {
     let (raw_tx, raw_rx) = bounded::<Vec<u8>>(cap);
     let (rec_tx, rec_rx) = bounded::<Record>(cap);
     let (ev_tx, ev_rx) = bounded::<Event>(cap);
-    let (ship_tx, ship_rx) = mpsc::channel::<Event>(cap);
 
     let mut threads = vec![
         capture::spawn(events, raw_tx, stats.clone(), stop.clone())
@@ -134,9 +131,14 @@ pub(super) fn run(settings: Settings, stop: Arc<AtomicBool>) -> Result<()> {
     threads.push(spawn("enrich", move || {
         enrich_stage(enricher, &rec_rx, &out)
     })?);
-    let (sensor_id, host_name) = identity(&cfg, &host.host_id, &host.host_name);
-    let first_seq = host.unix_ns(boottime_ns());
-    let encoder = Encoder::new(sensor_id, host.host_id.clone(), host_name, first_seq);
+    let (encoder, sink, delivery) = output_path(
+        settings.output,
+        &cfg,
+        &host.host_id,
+        &host.host_name,
+        host.unix_ns(boottime_ns()),
+        &stats,
+    )?;
     let reporter = Arc::new(Reporter {
         drops,
         hooks: hooks.clone(),
@@ -145,7 +147,7 @@ pub(super) fn run(settings: Settings, stop: Arc<AtomicBool>) -> Result<()> {
     });
     let (s, r) = (stats.clone(), reporter.clone());
     threads.push(spawn("encode", move || {
-        encode_stage(encoder, &ev_rx, &ship_tx, &s, || r.report());
+        encode_stage(encoder, &ev_rx, sink, &s, || r.report());
     })?);
     let interval = health_interval(&cfg);
     let st = stop.clone();
@@ -154,7 +156,7 @@ pub(super) fn run(settings: Settings, stop: Arc<AtomicBool>) -> Result<()> {
     })?);
 
     eprintln!("sensor: capturing, hooks {}", hooks.join(", "));
-    deliver(settings.output, &cfg, ship_rx, &stats, &stop)?;
+    deliver(delivery, &cfg, &stats, &stop)?;
     for t in threads {
         let _ = t.join();
     }

@@ -15,7 +15,7 @@ mod windows;
 use std::{
     path::PathBuf,
     sync::{
-        Arc,
+        Arc, Mutex,
         atomic::{AtomicBool, Ordering},
     },
     thread::JoinHandle,
@@ -28,9 +28,10 @@ use sensor_proto::v1::Event;
 use tokio::sync::mpsc;
 
 use crate::{
-    config::Config,
+    config::{Config, FullPolicyConfig},
     encode::Encoder,
-    ship::{ShipConfig, Shipper, print_json},
+    ship::{Feed, SharedSpool, ShipConfig, Shipper, lock, print_json},
+    spool::{FullPolicy, Spool, SpoolConfig},
     stats::Stats,
 };
 
@@ -72,22 +73,113 @@ fn spawn(name: &str, f: impl FnOnce() + Send + 'static) -> Result<JoinHandle<()>
         .with_context(|| format!("spawning the {name} thread"))
 }
 
+/// Where the encode stage puts events.
+enum Sink {
+    /// `--stdout`: straight to the printer, seq from the encoder.
+    Stdout(mpsc::Sender<Event>),
+    /// The disk spool, which assigns seq; the shipper reads it.
+    Spool(SharedSpool, Arc<Feed>),
+}
+
+/// What reads what the encode stage wrote.
+enum Delivery {
+    Stdout(mpsc::Receiver<Event>),
+    Collector(String, SharedSpool, Arc<Feed>),
+}
+
+/// Opens the spool (collector output) or the stdout queue.
+fn open_sink(
+    output: Output,
+    cfg: &Config,
+    envelope: Event,
+    first_seq: u64,
+    stats: &Stats,
+) -> Result<(Sink, Delivery)> {
+    match output {
+        Output::Stdout => {
+            let (tx, rx) = mpsc::channel(cfg.capture.queue_capacity);
+            Ok((Sink::Stdout(tx), Delivery::Stdout(rx)))
+        }
+        Output::Collector(url) => {
+            let spool = Spool::open(
+                SpoolConfig {
+                    dir: cfg.spool.dir.clone(),
+                    max_bytes: cfg.spool.max_bytes,
+                    policy: match cfg.spool.full_policy {
+                        FullPolicyConfig::DropOldest => FullPolicy::DropOldest,
+                        FullPolicyConfig::DropNewest => FullPolicy::DropNewest,
+                    },
+                },
+                first_seq,
+                envelope,
+                stats,
+            )
+            .context("opening the spool")?;
+            let spool = Arc::new(Mutex::new(spool));
+            let feed = Arc::new(Feed::default());
+            Ok((
+                Sink::Spool(spool.clone(), feed.clone()),
+                Delivery::Collector(url, spool, feed),
+            ))
+        }
+    }
+}
+
+/// Appends to the spool; a failed write is a counted loss.
+fn append(spool: &mut Spool, event: Event, stats: &Stats) {
+    if let Err(e) = spool.append(event, stats) {
+        Stats::inc(&stats.spool_write_failed);
+        tracing::error!("{e}");
+    }
+}
+
 /// Encodes until every upstream stage is done, then adds the last health
 /// report, so its counters cover every event before it.
 fn encode_stage(
     mut encoder: Encoder,
     input: &Receiver<Event>,
-    out: &mpsc::Sender<Event>,
+    sink: Sink,
     stats: &Stats,
     last_report: impl FnOnce() -> Event,
 ) {
-    for event in input {
-        Stats::inc(&stats.encoded);
-        if out.blocking_send(encoder.encode(event)).is_err() {
-            return;
+    match sink {
+        Sink::Stdout(out) => {
+            for event in input {
+                Stats::inc(&stats.encoded);
+                if out.blocking_send(encoder.encode(event)).is_err() {
+                    return;
+                }
+            }
+            let _ = out.blocking_send(encoder.encode(last_report()));
+        }
+        Sink::Spool(spool, feed) => {
+            let flush = |spool: &mut Spool| {
+                if let Err(e) = spool.flush() {
+                    tracing::error!("{e}");
+                }
+                feed.wake.notify_one();
+            };
+            let mut unflushed = 0;
+            for event in input {
+                Stats::inc(&stats.encoded);
+                let mut s = lock(&spool);
+                append(&mut s, encoder.stamp(event), stats);
+                unflushed += 1;
+                // Flush when the queue runs dry (latency) or every 256
+                // events (a reader never waits long under load).
+                if input.is_empty() || unflushed >= 256 {
+                    flush(&mut s);
+                    unflushed = 0;
+                }
+            }
+            let report = encoder.stamp(last_report());
+            let mut s = lock(&spool);
+            append(&mut s, report, stats);
+            flush(&mut s);
+            feed.closed.store(true, Ordering::Release);
+            feed.wake.notify_one();
         }
     }
-    let _ = out.blocking_send(encoder.encode(last_report()));
 }
 
 /// Sends a health report every `interval` until `stop`.
@@ -116,6 +208,23 @@ fn health_interval(cfg: &Config) -> Option<Duration> {
     (cfg.health.interval_secs > 0).then(|| Duration::from_secs(cfg.health.interval_secs))
 }
 
+/// The encoder, and where it writes and what reads it, for this run.
+/// `first_seq` starts the seq of a sensor without a spool yet.
+fn output_path(
+    output: Output,
+    cfg: &Config,
+    host_id: &str,
+    host_name: &str,
+    first_seq: u64,
+    stats: &Stats,
+) -> Result<(Encoder, Sink, Delivery)> {
+    let (sensor_id, host_name) = identity(cfg, host_id, host_name);
+    let encoder = Encoder::new(sensor_id, host_id.to_owned(), host_name, first_seq);
+    let envelope = encoder.stamp(Event::default());
+    let (sink, delivery) = open_sink(output, cfg, envelope, first_seq, stats)?;
+    Ok((encoder, sink, delivery))
+}
+
 /// `sensor_id` and `host_name` from the config, else the host's own.
 fn identity(cfg: &Config, host_id: &str, host_name: &str) -> (String, String) {
     let pick = |configured: &str, detected: &str| {
@@ -132,11 +241,10 @@ fn identity(cfg: &Config, host_id: &str, host_name: &str) -> (String, String) {
 }
 
 /// Ships (or prints) until `stop`, then gives the shipper a bounded time to
-/// deliver what is left.
+/// deliver what is left (the spool keeps the rest for the next start).
 fn deliver(
-    output: Output,
+    delivery: Delivery,
     cfg: &Config,
-    ship_rx: mpsc::Receiver<Event>,
     stats: &Arc<Stats>,
     stop: &Arc<AtomicBool>,
 ) -> Result<()> {
@@ -145,17 +253,16 @@ fn deliver(
         .build()
         .context("starting the async runtime")?;
     runtime.block_on(async {
-        match output {
-            Output::Stdout => print_json(ship_rx, stats.clone()).await,
-            Output::Collector(url) => {
+        match delivery {
+            Delivery::Stdout(rx) => print_json(rx, stats.clone()).await,
+            Delivery::Collector(url, spool, feed) => {
                 let ship_cfg = ShipConfig {
                     url,
                     batch_size: cfg.collector.batch_size,
                     batch_timeout: Duration::from_millis(cfg.collector.batch_timeout_ms),
-                    buffer_events: cfg.collector.buffer_events,
                     max_backoff: Duration::from_millis(cfg.collector.max_backoff_ms),
                 };
-                let shipper = Shipper::new(ship_cfg, ship_rx, stats.clone());
+                let shipper = Shipper::new(ship_cfg, spool, feed, stats.clone());
                 let ship = tokio::spawn(shipper.run());
                 while !stop.load(Ordering::Relaxed) {
                     tokio::time::sleep(Duration::from_millis(100)).await;
@@ -165,7 +272,8 @@ fn deliver(
                     .is_err()
                 {
                     tracing::warn!(
-                        "collector did not acknowledge everything within 10 s of shutdown"
+                        "collector did not acknowledge everything within 10 s of shutdown; \
+                         the rest stays in the spool"
                     );
                 }
             }

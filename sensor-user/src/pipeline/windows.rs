@@ -8,11 +8,9 @@ use anyhow::{Context as _, Result};
 use crossbeam_channel::bounded;
 use sensor_etw::{EtwCounters, EtwOptions};
 use sensor_proto::v1::Event;
-use tokio::sync::mpsc;
 
-use super::{Settings, deliver, encode_stage, health_interval, health_stage, identity, spawn};
+use super::{Settings, deliver, encode_stage, health_interval, health_stage, output_path, spawn};
 use crate::{
-    encode::Encoder,
     health::health_event_with,
     host::{HostInfo, boottime_ns},
     stats::Stats,
@@ -25,7 +23,6 @@ pub(super) fn run(settings: Settings, stop: Arc<AtomicBool>) -> Result<()> {
     let counters = Arc::new(EtwCounters::default());
     let cap = cfg.capture.queue_capacity;
     let (ev_tx, ev_rx) = bounded::<Event>(cap);
-    let (ship_tx, ship_rx) = mpsc::channel::<Event>(cap);
     let options = EtwOptions {
         buffer_kb: cfg.windows.buffer_kb,
         min_buffers: cfg.windows.min_buffers,
@@ -36,9 +33,14 @@ pub(super) fn run(settings: Settings, stop: Arc<AtomicBool>) -> Result<()> {
         .context("starting the ETW sessions")?;
     let hooks = sessions.hooks();
 
-    let (sensor_id, host_name) = identity(&cfg, &host.host_id, &host.host_name);
-    let first_seq = host.unix_ns(boottime_ns());
-    let encoder = Encoder::new(sensor_id, host.host_id.clone(), host_name, first_seq);
+    let (encoder, sink, delivery) = output_path(
+        settings.output,
+        &cfg,
+        &host.host_id,
+        &host.host_name,
+        host.unix_ns(boottime_ns()),
+        &stats,
+    )?;
     let report = {
         let (stats, counters, host) = (stats.clone(), counters.clone(), host.clone());
         move || {
@@ -51,7 +53,7 @@ pub(super) fn run(settings: Settings, stop: Arc<AtomicBool>) -> Result<()> {
     let mut threads = Vec::new();
     let (s, r) = (stats.clone(), report.clone());
     threads.push(spawn("encode", move || {
-        encode_stage(encoder, &ev_rx, &ship_tx, &s, || r());
+        encode_stage(encoder, &ev_rx, sink, &s, || r());
     })?);
     let interval = health_interval(&cfg);
     let st = stop.clone();
@@ -59,7 +61,7 @@ pub(super) fn run(settings: Settings, stop: Arc<AtomicBool>) -> Result<()> {
         health_stage(&*report, interval, &ev_tx, &st);
     })?);
     eprintln!("sensor: capturing, hooks {}", sessions.hooks().join(", "));
-    deliver(settings.output, &cfg, ship_rx, &stats, &stop)?;
+    deliver(delivery, &cfg, &stats, &stop)?;
     // Stopping the sessions ends their callbacks, the last senders of events.
     drop(sessions);
     for t in threads {
