@@ -83,8 +83,14 @@ mod tests {
             split(r#""C:\Program Files\app.exe" -x "a b" c\d"#),
             vec![r"C:\Program Files\app.exe", "-x", "a b", r"c\d"]
         );
-        assert_eq!(split(r#"cmd.exe /c "echo \"hi\"""#), vec!["cmd.exe", "/c", r#"echo "hi""#]);
-        assert_eq!(split(r#"a.exe \\\\"x y" \\\"z"#), vec!["a.exe", r"\\x y", r#"\"z"#]);
+        assert_eq!(
+            split(r#"cmd.exe /c "echo \"hi\"""#),
+            vec!["cmd.exe", "/c", r#"echo "hi""#]
+        );
+        assert_eq!(
+            split(r#"a.exe \\\\"x y" \\\"z"#),
+            vec!["a.exe", r"\\x y", r#"\"z"#]
+        );
         assert_eq!(split(r#"a.exe "say ""hi""""#), vec!["a.exe", r#"say "hi""#]);
         assert_eq!(split("notepad.exe"), vec!["notepad.exe"]);
         // A leading space makes the program name empty, as in CommandLineToArgvW.

@@ -161,11 +161,21 @@ mod tests {
 
     #[test]
     fn results_become_answers() {
-        let a = answers("x.test", "type:  5 Edge.X.test.;::ffff:20.190.159.23;2001:db8::1;junk;");
-        let got: Vec<_> = a.iter().map(|a| (a.r#type.as_str(), a.data.as_str())).collect();
+        let a = answers(
+            "x.test",
+            "type:  5 Edge.X.test.;::ffff:20.190.159.23;2001:db8::1;junk;",
+        );
+        let got: Vec<_> = a
+            .iter()
+            .map(|a| (a.r#type.as_str(), a.data.as_str()))
+            .collect();
         assert_eq!(
             got,
-            vec![("CNAME", "edge.x.test"), ("A", "20.190.159.23"), ("AAAA", "2001:db8::1")]
+            vec![
+                ("CNAME", "edge.x.test"),
+                ("A", "20.190.159.23"),
+                ("AAAA", "2001:db8::1")
+            ]
         );
     }
 }

@@ -28,9 +28,14 @@ use crate::{
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum FileRecord {
     /// FileKey -> name (NameCreate 10, classic name records).
-    Name { key: u64, name: String },
+    Name {
+        key: u64,
+        name: String,
+    },
     /// NameDelete 11.
-    NameDelete { key: u64 },
+    NameDelete {
+        key: u64,
+    },
     /// Create 12 (any open) or CreateNewFile 30 (`new_file`).
     Create {
         hdr: Header,
@@ -38,11 +43,24 @@ pub enum FileRecord {
         name: String,
         new_file: bool,
     },
-    Close { object: u64, key: u64 },
-    Write { hdr: Header, object: u64, key: u64 },
-    DeletePath { hdr: Header, path: String },
+    Close {
+        object: u64,
+        key: u64,
+    },
+    Write {
+        hdr: Header,
+        object: u64,
+        key: u64,
+    },
+    DeletePath {
+        hdr: Header,
+        path: String,
+    },
     /// RenamePath 27 carries the old path only (reference §3).
-    RenamePath { hdr: Header, path: String },
+    RenamePath {
+        hdr: Header,
+        path: String,
+    },
 }
 
 /// The issuing thread: `IssuingThreadId` (v1), `ThreadId` (v0, a Pointer),
@@ -157,7 +175,11 @@ impl Decoder {
                 self.count_name_evictions(evicted.len());
                 if new_file {
                     let p = self.context(hdr.pid, hdr.tid);
-                    out.push(self.event(hdr.ts, p, file_event(FileOp::Create, path.clone(), String::new())));
+                    out.push(self.event(
+                        hdr.ts,
+                        p,
+                        file_event(FileOp::Create, path.clone(), String::new()),
+                    ));
                 }
                 if let Some(w) = self.files.held.remove(&object) {
                     EtwCounters::inc(&self.counters.file_write_late_resolved);
@@ -193,7 +215,10 @@ impl Decoder {
                     None => {
                         EtwCounters::inc(&self.counters.file_write_held);
                         let deadline = hdr.ts.saturating_add(Self::ms(self.cfg.file_hold_ms));
-                        let evicted = self.files.held.insert(object, HeldWrite { hdr, key, deadline });
+                        let evicted = self
+                            .files
+                            .held
+                            .insert(object, HeldWrite { hdr, key, deadline });
                         for (_, w) in evicted {
                             EtwCounters::inc(&self.counters.file_write_hold_dropped);
                             self.send_held_write(&w, None, out);

@@ -19,9 +19,14 @@ impl DeviceMap {
     /// Maps `device` (e.g. `\Device\HarddiskVolume3`) to `dos` (e.g. `C:`).
     pub fn insert(&mut self, device: &str, dos: &str) {
         let device = device.trim_end_matches('\\').to_owned();
-        self.entries.retain(|(d, _)| !d.eq_ignore_ascii_case(&device));
+        self.entries
+            .retain(|(d, _)| !d.eq_ignore_ascii_case(&device));
         // `\Device\Mup` maps to a lone `\`, which must stay.
-        let dos = if dos.len() > 1 { dos.trim_end_matches('\\') } else { dos };
+        let dos = if dos.len() > 1 {
+            dos.trim_end_matches('\\')
+        } else {
+            dos
+        };
         self.entries.push((device, dos.to_owned()));
         self.entries.sort_by_key(|e| std::cmp::Reverse(e.0.len()));
     }
@@ -136,7 +141,10 @@ pub struct StaticNames(pub Vec<(String, String)>);
 
 impl SidResolver for StaticNames {
     fn account(&mut self, _sid: &[u8], text: &str) -> Option<String> {
-        self.0.iter().find(|(s, _)| s == text).map(|(_, n)| n.clone())
+        self.0
+            .iter()
+            .find(|(s, _)| s == text)
+            .map(|(_, n)| n.clone())
     }
 }
 
@@ -156,22 +164,41 @@ mod tests {
     fn device_paths_become_drive_letter_paths() {
         let m = map();
         assert_eq!(
-            m.to_dos(r"\Device\HarddiskVolume3\Windows\notepad.exe").as_deref(),
+            m.to_dos(r"\Device\HarddiskVolume3\Windows\notepad.exe")
+                .as_deref(),
             Some(r"C:\Windows\notepad.exe")
         );
-        assert_eq!(m.to_dos(r"\device\harddiskvolume31\x").as_deref(), Some(r"D:\x"));
-        assert_eq!(m.to_dos(r"\Device\HarddiskVolume3").as_deref(), Some(r"C:\"));
+        assert_eq!(
+            m.to_dos(r"\device\harddiskvolume31\x").as_deref(),
+            Some(r"D:\x")
+        );
+        assert_eq!(
+            m.to_dos(r"\Device\HarddiskVolume3").as_deref(),
+            Some(r"C:\")
+        );
         assert_eq!(m.to_dos(r"\Device\HarddiskVolume33\x"), None);
         assert_eq!(m.to_dos(r"\??\C:\x").as_deref(), Some(r"C:\x"));
         assert_eq!(m.to_dos(r"C:\x").as_deref(), Some(r"C:\x"));
-        assert_eq!(m.to_dos(r"\Device\Mup\srv\share\f").as_deref(), Some(r"\\srv\share\f"));
+        assert_eq!(
+            m.to_dos(r"\Device\Mup\srv\share\f").as_deref(),
+            Some(r"\\srv\share\f")
+        );
     }
 
     #[test]
     fn registry_paths_take_hive_abbreviations() {
-        assert_eq!(registry_user_form(r"\REGISTRY\MACHINE\SOFTWARE\X"), r"HKLM\SOFTWARE\X");
-        assert_eq!(registry_user_form(r"\Registry\User\S-1-5-18"), r"HKU\S-1-5-18");
-        assert_eq!(registry_user_form(r"\REGISTRY\MACHINEX"), r"\REGISTRY\MACHINEX");
+        assert_eq!(
+            registry_user_form(r"\REGISTRY\MACHINE\SOFTWARE\X"),
+            r"HKLM\SOFTWARE\X"
+        );
+        assert_eq!(
+            registry_user_form(r"\Registry\User\S-1-5-18"),
+            r"HKU\S-1-5-18"
+        );
+        assert_eq!(
+            registry_user_form(r"\REGISTRY\MACHINEX"),
+            r"\REGISTRY\MACHINEX"
+        );
         assert_eq!(registry_user_form("Software"), "Software");
     }
 

@@ -284,13 +284,7 @@ impl Decoder {
         self.send_exec(h.start, h.process, None, out);
     }
 
-    fn send_exec(
-        &mut self,
-        s: Start,
-        mut p: Process,
-        c: Option<&Classic>,
-        out: &mut Vec<Event>,
-    ) {
+    fn send_exec(&mut self, s: Start, mut p: Process, c: Option<&Classic>, out: &mut Vec<Event>) {
         let mut exec = ProcessExec {
             procfs: s.rundown,
             ..ProcessExec::default()
@@ -299,7 +293,8 @@ impl Decoder {
             EtwCounters::inc(&self.counters.cmdline_joined);
             p.argv = cmdline::split(&c.command_line);
             exec.argc = u32::try_from(p.argv.len()).unwrap_or(u32::MAX);
-            exec.argv_truncated = c.command_line.encode_utf16().count() >= CLASSIC_CMDLINE_UNITS - 1;
+            exec.argv_truncated =
+                c.command_line.encode_utf16().count() >= CLASSIC_CMDLINE_UNITS - 1;
             if let Some((sid, name)) = c.sid.as_deref().and_then(|sid| self.user(sid)) {
                 p.user_sid = sid;
                 p.user = name;

@@ -85,7 +85,11 @@ const fn parse_guid(b: &[u8]) -> Option<Guid> {
     let mut d4 = [0u8; 8];
     let mut i = 0;
     while i < 8 {
-        let at = if i < 2 { off + 19 + 2 * i } else { off + 24 + 2 * (i - 2) };
+        let at = if i < 2 {
+            off + 19 + 2 * i
+        } else {
+            off + 24 + 2 * (i - 2)
+        };
         match hex_run(b, at, 2) {
             Some(v) => d4[i] = v as u8,
             None => return None,
@@ -329,11 +333,22 @@ mod tests {
         let s = "22fb2cd6-0e7b-422b-a0c7-2fad1fd0e716";
         let g: Guid = s.parse().unwrap();
         assert_eq!(g.to_string(), s);
-        assert_eq!(g, Guid::from_str_const("{22FB2CD6-0E7B-422B-A0C7-2FAD1FD0E716}"));
+        assert_eq!(
+            g,
+            Guid::from_str_const("{22FB2CD6-0E7B-422B-A0C7-2FAD1FD0E716}")
+        );
         assert_eq!(g.data1, 0x22fb_2cd6);
         assert_eq!(g.data4, [0xa0, 0xc7, 0x2f, 0xad, 0x1f, 0xd0, 0xe7, 0x16]);
-        assert!("22fb2cd6-0e7b-422b-a0c7-2fad1fd0e71".parse::<Guid>().is_err());
-        assert!("22fb2cd6x0e7b-422b-a0c7-2fad1fd0e716".parse::<Guid>().is_err());
+        assert!(
+            "22fb2cd6-0e7b-422b-a0c7-2fad1fd0e71"
+                .parse::<Guid>()
+                .is_err()
+        );
+        assert!(
+            "22fb2cd6x0e7b-422b-a0c7-2fad1fd0e716"
+                .parse::<Guid>()
+                .is_err()
+        );
     }
 
     #[test]

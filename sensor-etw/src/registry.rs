@@ -63,7 +63,9 @@ pub enum RegRecord {
         key_name: String,
         value_name: String,
     },
-    Close { key: u64 },
+    Close {
+        key: u64,
+    },
 }
 
 pub fn parse(route: Route, rec: &dyn EtwRecord) -> Option<RegRecord> {
@@ -201,9 +203,16 @@ impl Decoder {
             } => {
                 if status != 0 {
                     if create && self.cfg.report_failed {
-                        let (raw, unresolved) =
-                            self.open_path(base, &base_name, &relative_name);
-                        self.send_registry(hdr, RegistryOp::CreateKey, raw, unresolved, status, out, |_| {});
+                        let (raw, unresolved) = self.open_path(base, &base_name, &relative_name);
+                        self.send_registry(
+                            hdr,
+                            RegistryOp::CreateKey,
+                            raw,
+                            unresolved,
+                            status,
+                            out,
+                            |_| {},
+                        );
                     } else {
                         EtwCounters::inc(&self.counters.registry_failed_ignored);
                     }
@@ -216,7 +225,15 @@ impl Decoder {
                     }
                 }
                 if create && disposition == REG_CREATED_NEW_KEY {
-                    self.send_registry(hdr, RegistryOp::CreateKey, raw, unresolved, status, out, |_| {});
+                    self.send_registry(
+                        hdr,
+                        RegistryOp::CreateKey,
+                        raw,
+                        unresolved,
+                        status,
+                        out,
+                        |_| {},
+                    );
                 }
             }
             RegRecord::DeleteKey {
@@ -229,7 +246,15 @@ impl Decoder {
                     return;
                 }
                 let (raw, unresolved) = self.key_path(key, &key_name);
-                self.send_registry(hdr, RegistryOp::DeleteKey, raw, unresolved, status, out, |_| {});
+                self.send_registry(
+                    hdr,
+                    RegistryOp::DeleteKey,
+                    raw,
+                    unresolved,
+                    status,
+                    out,
+                    |_| {},
+                );
             }
             RegRecord::SetValue {
                 hdr,
@@ -247,13 +272,21 @@ impl Decoder {
                 let (raw, unresolved) = self.key_path(key, &key_name);
                 data.truncate(self.cfg.max_value_data);
                 let text = data_text(value_type, &data);
-                self.send_registry(hdr, RegistryOp::SetValue, raw, unresolved, status, out, |e| {
-                    e.value_name = value_name;
-                    e.value_type = type_name(value_type);
-                    e.data = data;
-                    e.data_text = text;
-                    e.data_size = data_size;
-                });
+                self.send_registry(
+                    hdr,
+                    RegistryOp::SetValue,
+                    raw,
+                    unresolved,
+                    status,
+                    out,
+                    |e| {
+                        e.value_name = value_name;
+                        e.value_type = type_name(value_type);
+                        e.data = data;
+                        e.data_text = text;
+                        e.data_size = data_size;
+                    },
+                );
             }
             RegRecord::DeleteValue {
                 hdr,
@@ -266,9 +299,17 @@ impl Decoder {
                     return;
                 }
                 let (raw, unresolved) = self.key_path(key, &key_name);
-                self.send_registry(hdr, RegistryOp::DeleteValue, raw, unresolved, status, out, |e| {
-                    e.value_name = value_name;
-                });
+                self.send_registry(
+                    hdr,
+                    RegistryOp::DeleteValue,
+                    raw,
+                    unresolved,
+                    status,
+                    out,
+                    |e| {
+                        e.value_name = value_name;
+                    },
+                );
             }
             RegRecord::Close { key } => {
                 self.keys.remove(&key);
@@ -345,7 +386,10 @@ mod tests {
     fn value_data_reads_as_text_for_strings_and_numbers() {
         let sz: Vec<u8> = "hi\0".encode_utf16().flat_map(u16::to_le_bytes).collect();
         assert_eq!(data_text(1, &sz), "hi");
-        let multi: Vec<u8> = "a\0b\0\0".encode_utf16().flat_map(u16::to_le_bytes).collect();
+        let multi: Vec<u8> = "a\0b\0\0"
+            .encode_utf16()
+            .flat_map(u16::to_le_bytes)
+            .collect();
         assert_eq!(data_text(7, &multi), "a\nb");
         assert_eq!(data_text(4, &[1, 0, 0, 0]), "1");
         assert_eq!(data_text(4, &[1, 0]), "");

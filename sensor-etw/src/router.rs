@@ -43,10 +43,18 @@ pub enum Route {
     RegSetValue,
     RegDeleteValue,
     RegCloseKey,
-    TcpConnect { v6: bool },
-    TcpAccept { v6: bool },
-    UdpSend { v6: bool },
-    UdpRecv { v6: bool },
+    TcpConnect {
+        v6: bool,
+    },
+    TcpAccept {
+        v6: bool,
+    },
+    UdpSend {
+        v6: bool,
+    },
+    UdpRecv {
+        v6: bool,
+    },
     DnsQuery,
     DnsResult,
 }
@@ -199,9 +207,10 @@ pub fn parse(rec: &dyn EtwRecord, counters: &EtwCounters) -> Option<Parsed> {
             network::parse(route, rec).map(Parsed::Network),
             &counters.malformed_network,
         ),
-        Route::DnsQuery | Route::DnsResult => {
-            (dns::parse(route, rec).map(Parsed::Dns), &counters.malformed_dns)
-        }
+        Route::DnsQuery | Route::DnsResult => (
+            dns::parse(route, rec).map(Parsed::Dns),
+            &counters.malformed_dns,
+        ),
     };
     if parsed.is_none() {
         EtwCounters::inc(malformed);
