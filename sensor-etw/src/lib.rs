@@ -55,8 +55,6 @@ pub struct EtwOptions {
     /// Records the callbacks may queue for the decoder thread; beyond it
     /// they are dropped and counted (`decode_queue_full_dropped`).
     pub decode_queue: usize,
-    /// Ask Kernel-Registry for SetValue data (the 4-byte capture filter).
-    pub capture_registry_data: bool,
     /// Decoder settings; set `decoder.boot_id` to the host's boot id.
     pub decoder: DecoderConfig,
 }
@@ -72,7 +70,6 @@ impl Default for EtwOptions {
             flush_ms: 10,
             main_flush_ms: 100,
             decode_queue: 32_768,
-            capture_registry_data: true,
             decoder: DecoderConfig::default(),
         }
     }

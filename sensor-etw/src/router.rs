@@ -4,6 +4,8 @@
 //! a route miss costs nothing). Then the route's parser reads the
 //! properties into an owned record the decoder applies.
 
+use std::sync::atomic::AtomicU64;
+
 use crate::{
     counters::EtwCounters,
     dns::{self, DnsRecord},
@@ -169,51 +171,77 @@ pub fn parse(rec: &dyn EtwRecord, counters: &EtwCounters) -> Option<Parsed> {
         EtwCounters::inc(&counters.unrouted);
         return None;
     };
-    let (parsed, malformed) = match route {
-        Route::ProcessStart
-        | Route::ProcessRundown
-        | Route::ProcessStop
-        | Route::ImageLoad
-        | Route::ClassicProcessStart
-        | Route::ClassicProcessRundown => (
-            process::parse(route, rec).map(Parsed::Process),
-            &counters.malformed_process,
-        ),
-        Route::FileNameCreate
-        | Route::FileNameDelete
-        | Route::FileCreate
-        | Route::FileCreateNew
-        | Route::FileClose
-        | Route::FileWrite
-        | Route::FileDeletePath
-        | Route::FileRenamePath
-        | Route::ClassicFileName => (
-            file::parse(route, rec).map(Parsed::File),
-            &counters.malformed_file,
-        ),
-        Route::RegCreateKey
-        | Route::RegOpenKey
-        | Route::RegDeleteKey
-        | Route::RegSetValue
-        | Route::RegDeleteValue
-        | Route::RegCloseKey => (
-            registry::parse(route, rec).map(Parsed::Registry),
-            &counters.malformed_registry,
-        ),
-        Route::TcpConnect { .. }
-        | Route::TcpAccept { .. }
-        | Route::UdpSend { .. }
-        | Route::UdpRecv { .. } => (
-            network::parse(route, rec).map(Parsed::Network),
-            &counters.malformed_network,
-        ),
-        Route::DnsQuery | Route::DnsResult => (
-            dns::parse(route, rec).map(Parsed::Dns),
-            &counters.malformed_dns,
-        ),
+    parse_route(route, rec, counters)
+}
+
+/// The decoder a route belongs to.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Family {
+    Process,
+    File,
+    Registry,
+    Network,
+    Dns,
+}
+
+impl Route {
+    #[must_use]
+    pub fn family(self) -> Family {
+        match self {
+            Route::ProcessStart
+            | Route::ProcessRundown
+            | Route::ProcessStop
+            | Route::ImageLoad
+            | Route::ClassicProcessStart
+            | Route::ClassicProcessRundown => Family::Process,
+            Route::FileNameCreate
+            | Route::FileNameDelete
+            | Route::FileCreate
+            | Route::FileCreateNew
+            | Route::FileClose
+            | Route::FileWrite
+            | Route::FileDeletePath
+            | Route::FileRenamePath
+            | Route::ClassicFileName => Family::File,
+            Route::RegCreateKey
+            | Route::RegOpenKey
+            | Route::RegDeleteKey
+            | Route::RegSetValue
+            | Route::RegDeleteValue
+            | Route::RegCloseKey => Family::Registry,
+            Route::TcpConnect { .. }
+            | Route::TcpAccept { .. }
+            | Route::UdpSend { .. }
+            | Route::UdpRecv { .. } => Family::Network,
+            Route::DnsQuery | Route::DnsResult => Family::Dns,
+        }
+    }
+}
+
+/// The malformed-record counter of a route's provider.
+#[must_use]
+pub fn malformed_counter(route: Route, counters: &EtwCounters) -> &AtomicU64 {
+    match route.family() {
+        Family::Process => &counters.malformed_process,
+        Family::File => &counters.malformed_file,
+        Family::Registry => &counters.malformed_registry,
+        Family::Network => &counters.malformed_network,
+        Family::Dns => &counters.malformed_dns,
+    }
+}
+
+/// Parses a record already routed (the adapter routes on the header before
+/// it asks TDH for the schema).
+pub fn parse_route(route: Route, rec: &dyn EtwRecord, counters: &EtwCounters) -> Option<Parsed> {
+    let parsed = match route.family() {
+        Family::Process => process::parse(route, rec).map(Parsed::Process),
+        Family::File => file::parse(route, rec).map(Parsed::File),
+        Family::Registry => registry::parse(route, rec).map(Parsed::Registry),
+        Family::Network => network::parse(route, rec).map(Parsed::Network),
+        Family::Dns => dns::parse(route, rec).map(Parsed::Dns),
     };
     if parsed.is_none() {
-        EtwCounters::inc(malformed);
+        EtwCounters::inc(malformed_counter(route, counters));
     }
     parsed
 }
