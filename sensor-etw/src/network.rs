@@ -126,7 +126,7 @@ impl Decoder {
             NetKind::UdpSend => (NetworkOp::UdpSend, "udp"),
             // sensor.v1 has no receive op: the first datagram from a new
             // peer is the inbound flow, which `accept` names for TCP.
-            NetKind::UdpRecv => (NetworkOp::Accept, "udp"),
+            NetKind::UdpRecv => (NetworkOp::UdpRecv, "udp"),
         };
         if matches!(n.kind, NetKind::UdpSend | NetKind::UdpRecv) {
             let key = (n.pid, n.kind, n.local_port, n.remote, n.remote_port);

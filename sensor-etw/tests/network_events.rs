@@ -119,12 +119,11 @@ fn udp_is_reported_once_per_peer_and_direction() {
                 ("8.8.8.8", 53)
             )],
             vec![],
-            // sensor.v1 has no receive op: an inbound first datagram is an
-            // accept with protocol udp.
+            // An inbound first datagram from a new peer.
             vec![net(
                 12,
                 4242,
-                NetworkOp::Accept,
+                NetworkOp::UdpRecv,
                 "udp",
                 2,
                 local,
@@ -149,7 +148,15 @@ fn udp_is_reported_once_per_peer_and_direction() {
                 local6,
                 google6
             )],
-            vec![net(16, 4242, NetworkOp::Accept, "udp", 10, local6, google6)],
+            vec![net(
+                16,
+                4242,
+                NetworkOp::UdpRecv,
+                "udp",
+                10,
+                local6,
+                google6
+            )],
             vec![],
         ]
     );

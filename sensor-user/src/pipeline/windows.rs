@@ -23,12 +23,16 @@ pub(super) fn run(settings: Settings, stop: Arc<AtomicBool>) -> Result<()> {
     let counters = Arc::new(EtwCounters::default());
     let cap = cfg.capture.queue_capacity;
     let (ev_tx, ev_rx) = bounded::<Event>(cap);
-    let options = EtwOptions {
+    let mut options = EtwOptions {
         buffer_kb: cfg.windows.buffer_kb,
         min_buffers: cfg.windows.min_buffers,
         max_buffers: cfg.windows.max_buffers,
         flush_ms: cfg.windows.flush_ms,
+        ..EtwOptions::default()
     };
+    // The boot id is left to the adapter, which derives it from the boot
+    // time: the machine GUID would not change across reboots.
+    options.decoder.report_failed = cfg.files.report_failed;
     let sessions = sensor_etw::start(&options, ev_tx.clone(), counters.clone())
         .context("starting the ETW sessions")?;
     let hooks = sessions.hooks();
