@@ -169,6 +169,24 @@ fn encode_record(magic: u32, seq: u64, payload: &[u8]) -> Vec<u8> {
     rec
 }
 
+/// Replaces the small state file `name` in `dir` atomically (write, rename),
+/// mode 0600 like everything in the spool.
+fn write_state(dir: &Path, name: &str, value: u64) -> Result<(), SpoolError> {
+    let path = dir.join(name);
+    let tmp = dir.join(format!("{name}.tmp"));
+    let mut opts = OpenOptions::new();
+    opts.create(true).write(true).truncate(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt as _;
+        opts.mode(0o600);
+    }
+    opts.open(&tmp)
+        .and_then(|mut f| f.write_all(value.to_string().as_bytes()))
+        .map_err(io_err(&tmp))?;
+    fs::rename(&tmp, &path).map_err(io_err(&path))
+}
+
 /// Creates `path` for writing with mode 0600 (events are sensitive).
 fn create_private(path: &Path) -> io::Result<File> {
     let mut opts = OpenOptions::new();
@@ -274,7 +292,10 @@ impl Spool {
                     clean.extend_from_slice(&bytes[at..at + f.len]);
                 }
                 let tmp = path.with_extension("tmp");
-                fs::write(&tmp, &clean).map_err(io_err(&tmp))?;
+                let _ = fs::remove_file(&tmp);
+                create_private(&tmp)
+                    .and_then(|mut f| f.write_all(&clean))
+                    .map_err(io_err(&tmp))?;
                 fs::rename(&tmp, &path).map_err(io_err(&path))?;
             }
             for f in &found {
@@ -493,10 +514,7 @@ impl Spool {
             // Seqs below the floor may be in use; a restart that finds a
             // damaged tail resumes above it rather than reuse one.
             self.seq_floor = seq + SEQ_RESERVE;
-            let path = self.cfg.dir.join("seq_floor");
-            let tmp = self.cfg.dir.join("seq_floor.tmp");
-            fs::write(&tmp, self.seq_floor.to_string()).map_err(io_err(&tmp))?;
-            fs::rename(&tmp, &path).map_err(io_err(&path))?;
+            write_state(&self.cfg.dir, "seq_floor", self.seq_floor)?;
         }
         let magic = if matches!(event.body, Some(Body::Gap(_))) {
             MAGIC_GAP
@@ -650,10 +668,7 @@ impl Spool {
         }
         self.acked = seq;
         self.drop_acked_segments();
-        let path = self.cfg.dir.join("acked");
-        let tmp = self.cfg.dir.join("acked.tmp");
-        fs::write(&tmp, seq.to_string()).map_err(io_err(&tmp))?;
-        fs::rename(&tmp, &path).map_err(io_err(&path))
+        write_state(&self.cfg.dir, "acked", seq)
     }
 
     fn drop_acked_segments(&mut self) {
@@ -905,6 +920,31 @@ mod tests {
         );
         assert_eq!(Stats::get(&stats.spool_corrupt), 1);
         assert_eq!(Stats::get(&stats.spool_corrupt_lost), 1);
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn every_spool_file_is_private() {
+        use std::os::unix::fs::PermissionsExt as _;
+        let dir = tempfile::tempdir().unwrap();
+        let stats = Stats::default();
+        let spool_dir = dir.path().join("spool");
+        let mut spool = Spool::open(
+            cfg(&spool_dir, 1 << 20, FullPolicy::DropOldest),
+            1,
+            Event::default(),
+            &stats,
+        )
+        .unwrap();
+        spool.append(event(1), &stats).unwrap();
+        spool.flush().unwrap();
+        spool.ack(1).unwrap();
+        let mode = |p: &Path| fs::metadata(p).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode(&spool_dir), 0o700);
+        for entry in fs::read_dir(&spool_dir).unwrap() {
+            let path = entry.unwrap().path();
+            assert_eq!(mode(&path), 0o600, "{}", path.display());
+        }
     }
 
     #[test]
