@@ -116,43 +116,79 @@ impl Writer {
     }
 }
 
+/// Most batches committed together.
+const GROUP_MAX: usize = 32;
+
+/// Stores a group of batches in one commit and answers each sender; if the
+/// group commit fails, each batch is tried alone so each gets its own answer.
+fn store_group(store: &mut Store, group: Vec<(Vec<Event>, Reply)>, totals: &mut WriterTotals) {
+    let slices: Vec<&[Event]> = group.iter().map(|(events, _)| events.as_slice()).collect();
+    let results: Vec<Result<InsertOutcome, StoreError>> = match store.insert_batches(&slices) {
+        Ok(results) => results
+            .into_iter()
+            .map(|r| r.map_err(StoreError::from))
+            .collect(),
+        Err(_) => group
+            .iter()
+            .map(|(events, _)| store.insert_batch(events))
+            .collect(),
+    };
+    for ((events, reply), result) in group.into_iter().zip(results) {
+        match &result {
+            Ok(outcome) => {
+                totals.batches += 1;
+                totals.inserted += outcome.inserted;
+                totals.duplicates += outcome.duplicates;
+            }
+            Err(error) => {
+                totals.failed_batches += 1;
+                tracing::error!(
+                    error = crate::error_chain(error),
+                    events = events.len(),
+                    "storing a batch failed"
+                );
+            }
+        }
+        // The stream may have gone away; the batch is stored anyway.
+        let _ = reply.send(result);
+    }
+}
+
+type Reply = oneshot::Sender<Result<InsertOutcome, StoreError>>;
+
 fn run(mut store: Store, mut rx: mpsc::Receiver<Request>) -> WriterTotals {
     let mut totals = WriterTotals::default();
-    let mut handle = |request: Request, totals: &mut WriterTotals| -> bool {
-        match request {
-            Request::Insert { events, reply } => {
-                let result = store.insert_batch(&events);
-                match &result {
-                    Ok(outcome) => {
-                        totals.batches += 1;
-                        totals.inserted += outcome.inserted;
-                        totals.duplicates += outcome.duplicates;
-                    }
-                    Err(error) => {
-                        totals.failed_batches += 1;
-                        tracing::error!(
-                            error = crate::error_chain(error),
-                            events = events.len(),
-                            "storing a batch failed"
-                        );
-                    }
-                }
-                // The stream may have gone away; the batch is stored anyway.
-                let _ = reply.send(result);
-                true
+    let mut stopping = false;
+    while let Some(first) = rx.blocking_recv() {
+        let mut group = Vec::new();
+        let mut next = Some(first);
+        // Everything already queued joins this commit.
+        while let Some(request) = next.take() {
+            match request {
+                Request::Insert { events, reply } => group.push((events, reply)),
+                Request::Stop => stopping = true,
             }
-            Request::Stop => false,
+            if group.len() < GROUP_MAX && !stopping {
+                next = rx.try_recv().ok();
+            }
         }
-    };
-    while let Some(request) = rx.blocking_recv() {
-        if !handle(request, &mut totals) {
+        if !group.is_empty() {
+            store_group(&mut store, group, &mut totals);
+        }
+        if stopping {
             break;
         }
     }
     // Refuse new batches, but store the ones already queued.
     rx.close();
+    let mut rest = Vec::new();
     while let Some(request) = rx.blocking_recv() {
-        handle(request, &mut totals);
+        if let Request::Insert { events, reply } = request {
+            rest.push((events, reply));
+        }
+    }
+    if !rest.is_empty() {
+        store_group(&mut store, rest, &mut totals);
     }
     totals
 }
