@@ -9,6 +9,7 @@
 //! outage only grows the spool, whose bound and policy decide what goes.
 
 use std::{
+    collections::VecDeque,
     io::Write as _,
     sync::{
         Arc, Mutex, PoisonError,
@@ -125,6 +126,9 @@ impl Shipper {
         // Everything unacknowledged is resent on the new stream.
         let mut cursor = lock(&self.spool).cursor();
         let mut sent_seq = cursor.last_seq;
+        // (last seq, events) of each batch in flight, to count what acks cover.
+        let mut inflight: std::collections::VecDeque<(u64, u64)> =
+            std::collections::VecDeque::new();
         let window = WINDOW_BATCHES * self.cfg.batch_size as u64;
         let mut last_send = Instant::now();
         let mut tick = tokio::time::interval(self.cfg.batch_timeout.max(Duration::from_millis(1)));
@@ -146,9 +150,12 @@ impl Shipper {
             tokio::select! {
                 ack = acks.message() => match ack {
                     Ok(Some(Ack { acked_seq })) => {
-                        let mut spool = lock(&self.spool);
-                        Stats::add(&self.stats.acked, acked_seq.saturating_sub(spool.acked()));
-                        if let Err(e) = spool.ack(acked_seq) {
+                        while inflight.front().is_some_and(|(last, _)| *last <= acked_seq) {
+                            if let Some((_, n)) = inflight.pop_front() {
+                                Stats::add(&self.stats.acked, n);
+                            }
+                        }
+                        if let Err(e) = lock(&self.spool).ack(acked_seq) {
                             tracing::warn!("{e}");
                         }
                     }
@@ -164,6 +171,7 @@ impl Shipper {
                         Err(e) => return StreamEnd::Broken(e.to_string()),
                     };
                     sent_seq = cursor.last_seq;
+                    inflight.push_back((sent_seq, events.len() as u64));
                     Stats::add(&self.stats.shipped, events.len() as u64);
                     permit.send(EventBatch { events });
                     last_send = Instant::now();
