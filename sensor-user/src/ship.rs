@@ -127,8 +127,7 @@ impl Shipper {
         let mut cursor = lock(&self.spool).cursor();
         let mut sent_seq = cursor.last_seq;
         // (last seq, events) of each batch in flight, to count what acks cover.
-        let mut inflight: std::collections::VecDeque<(u64, u64)> =
-            std::collections::VecDeque::new();
+        let mut inflight: VecDeque<(u64, u64)> = VecDeque::new();
         let window = WINDOW_BATCHES * self.cfg.batch_size as u64;
         let mut last_send = Instant::now();
         let mut tick = tokio::time::interval(self.cfg.batch_timeout.max(Duration::from_millis(1)));
