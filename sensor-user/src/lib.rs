@@ -23,3 +23,4 @@ pub mod ship;
 pub mod stats;
 #[cfg(target_os = "linux")]
 pub mod syscalls;
+pub mod tls;

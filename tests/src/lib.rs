@@ -1,13 +1,14 @@
 //! Test harness: a real collector on a loopback port with a real database
 //! file, and a real sensor (real eBPF programs in the running kernel)
-//! shipping to it over gRPC. Assertions read the store through
+//! shipping to it over gRPC with mutual TLS, as in production (certificates
+//! from `collector certs`). Assertions read the store through
 //! `collector query`, as an investigator would.
 
 use std::{
     io::{BufRead as _, BufReader},
     path::{Path, PathBuf},
     process::{Child, Command, Output, Stdio},
-    sync::mpsc,
+    sync::{Arc, Mutex, mpsc},
     time::{Duration, Instant},
 };
 
@@ -34,14 +35,17 @@ pub fn binary(name: &str) -> PathBuf {
     path
 }
 
+/// Every stderr line a child printed so far.
+pub type Log = Arc<Mutex<Vec<String>>>;
+
 /// Spawns `cmd` and waits for a stderr line containing `marker`; the rest of
-/// stderr keeps being echoed so failures show the child's logs.
+/// stderr keeps being echoed so failures show the child's logs, and kept.
 fn spawn_until(
     mut cmd: Command,
     stdout: Stdio,
     marker: &'static str,
     what: &str,
-) -> (Child, String) {
+) -> (Child, String, Log) {
     cmd.stderr(Stdio::piped()).stdout(stdout);
     let mut child = cmd
         .spawn()
@@ -49,10 +53,13 @@ fn spawn_until(
     let stderr = child.stderr.take().expect("piped stderr");
     let (tx, rx) = mpsc::channel();
     let label = what.to_owned();
+    let log = Log::default();
+    let kept = log.clone();
     std::thread::spawn(move || {
         let mut tx = Some(tx);
         for line in BufReader::new(stderr).lines().map_while(Result::ok) {
             eprintln!("[{label}] {line}");
+            kept.lock().expect("log lock").push(line.clone());
             if line.contains(marker)
                 && let Some(tx) = tx.take()
             {
@@ -61,11 +68,87 @@ fn spawn_until(
         }
     });
     match rx.recv_timeout(PATIENCE) {
-        Ok(line) => (child, line),
+        Ok(line) => (child, line, log),
         Err(_) => {
             let _ = child.kill();
             panic!("{what} did not print {marker:?} within {PATIENCE:?}");
         }
+    }
+}
+
+/// Waits until a line of `log` contains `text`, and returns that line.
+///
+/// # Panics
+/// None does within [`PATIENCE`].
+pub fn wait_for_line(log: &Log, text: &str) -> String {
+    let start = Instant::now();
+    loop {
+        if let Some(line) = log
+            .lock()
+            .expect("log lock")
+            .iter()
+            .find(|l| l.contains(text))
+        {
+            return line.clone();
+        }
+        assert!(
+            start.elapsed() < PATIENCE,
+            "after {PATIENCE:?}, no log line contains {text:?}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// A test CA with a server certificate and client certificates, made by
+/// `collector certs` in a temporary directory.
+pub struct Certs {
+    pub dir: PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+impl Certs {
+    /// A CA, a server certificate for 127.0.0.1 and a client `client`.
+    #[must_use]
+    pub fn generate() -> Self {
+        Self::generate_for(&["client"])
+    }
+
+    /// Like `generate`, with a client certificate for each name.
+    #[must_use]
+    pub fn generate_for(clients: &[&str]) -> Self {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let out = dir.path().join("tls");
+        let mut cmd = Command::new(binary("collector"));
+        cmd.args(["certs", "--out"]).arg(&out);
+        for client in clients {
+            cmd.args(["--client", client]);
+        }
+        let done = cmd.output().expect("run collector certs");
+        assert!(
+            done.status.success(),
+            "collector certs failed: {}",
+            String::from_utf8_lossy(&done.stderr)
+        );
+        Self { dir: out, _dir: dir }
+    }
+
+    #[must_use]
+    pub fn path(&self, file: &str) -> PathBuf {
+        self.dir.join(file)
+    }
+
+    /// `sensor run` flags for client `name` of this CA.
+    #[must_use]
+    pub fn sensor_args(&self, name: &str) -> Vec<String> {
+        let arg = |file: String| self.path(&file).to_str().expect("UTF-8 path").to_owned();
+        vec![
+            "--ca-file".into(),
+            arg("ca.pem".into()),
+            "--cert-file".into(),
+            arg(format!("{name}.pem")),
+            "--key-file".into(),
+            arg(format!("{name}.key")),
+        ]
     }
 }
 
@@ -74,23 +157,60 @@ pub struct Collector {
     child: Child,
     pub url: String,
     pub db: PathBuf,
+    /// Its CA and certificates; None when it serves plaintext.
+    pub certs: Option<Certs>,
+    pub log: Log,
     _dir: tempfile::TempDir,
 }
 
 impl Collector {
-    /// A collector on a free loopback port.
+    /// A collector with mutual TLS on a free loopback port.
     #[must_use]
     pub fn start() -> Self {
         Self::start_on("127.0.0.1:0")
     }
 
+    /// A collector with mutual TLS and fresh certificates on `listen`.
     #[must_use]
     pub fn start_on(listen: &str) -> Self {
+        Self::start_tls(listen, Certs::generate(), &[])
+    }
+
+    /// A collector with mutual TLS: `certs`' server identity, clients of
+    /// `certs`' CA only; `extra` arguments for `collector serve`.
+    #[must_use]
+    pub fn start_tls(listen: &str, certs: Certs, extra: &[&str]) -> Self {
+        let mut args: Vec<String> = ["--tls-cert", "server.pem", "--tls-key", "server.key"]
+            .chunks(2)
+            .flat_map(|pair| {
+                [
+                    pair[0].to_owned(),
+                    certs.path(pair[1]).to_str().expect("UTF-8 path").to_owned(),
+                ]
+            })
+            .collect();
+        args.push("--client-ca".into());
+        args.push(certs.path("ca.pem").to_str().expect("UTF-8 path").to_owned());
+        args.extend(extra.iter().map(|a| (*a).to_owned()));
+        Self::spawn(listen, "https", &args, Some(certs))
+    }
+
+    /// A collector without TLS (loopback only).
+    #[must_use]
+    pub fn start_plaintext(listen: &str, extra: &[&str]) -> Self {
+        let mut args = vec!["--plaintext".to_owned()];
+        args.extend(extra.iter().map(|a| (*a).to_owned()));
+        Self::spawn(listen, "http", &args, None)
+    }
+
+    fn spawn(listen: &str, scheme: &str, args: &[String], certs: Option<Certs>) -> Self {
         let dir = tempfile::tempdir().expect("tempdir");
         let db = dir.path().join("events.db");
         let mut cmd = Command::new(binary("collector"));
-        cmd.args(["serve", "--listen", listen, "--db"]).arg(&db);
-        let (child, line) = spawn_until(cmd, Stdio::null(), "listening on", "collector");
+        cmd.args(["serve", "--listen", listen, "--db"])
+            .arg(&db)
+            .args(args);
+        let (child, line, log) = spawn_until(cmd, Stdio::null(), "listening on", "collector");
         let addr = line
             .split("listening on ")
             .nth(1)
@@ -99,10 +219,29 @@ impl Collector {
             .to_owned();
         Self {
             child,
-            url: format!("http://{addr}"),
+            url: format!("{scheme}://{addr}"),
             db,
+            certs,
+            log,
             _dir: dir,
         }
+    }
+
+    /// The address it listens on, `127.0.0.1:PORT`.
+    #[must_use]
+    pub fn addr(&self) -> &str {
+        self.url.split("://").nth(1).expect("URL with a scheme")
+    }
+
+    /// `sensor run` flags that reach this collector as client `client`.
+    #[must_use]
+    pub fn sensor_args(&self) -> Vec<String> {
+        let mut args = vec!["--collector".to_owned(), self.url.clone()];
+        match &self.certs {
+            Some(certs) => args.extend(certs.sensor_args("client")),
+            None => args.push("--plaintext".into()),
+        }
+        args
     }
 
     /// Runs `collector ARGS --db DB` and returns its output.
@@ -172,20 +311,16 @@ fn stop(child: &mut Child) {
 /// A sensor shipping to a collector.
 pub struct Sensor {
     child: Child,
+    pub log: Log,
 }
 
 impl Sensor {
     #[must_use]
     pub fn start(collector: &Collector, extra: &[&str]) -> Self {
         let mut cmd = Command::new(binary("sensor"));
-        cmd.args([
-            "run",
-            "--collector",
-            &collector.url,
-            "--health-interval",
-            "1",
-        ])
-        .args(extra);
+        cmd.args(["run", "--health-interval", "1"])
+            .args(collector.sensor_args())
+            .args(extra);
         Self::spawn(cmd)
     }
 
@@ -199,8 +334,8 @@ impl Sensor {
     /// to `stdout`.
     #[must_use]
     pub fn spawn_with_stdout(cmd: Command, stdout: impl Into<Stdio>) -> Self {
-        let (child, _) = spawn_until(cmd, stdout.into(), "sensor: capturing", "sensor");
-        Self { child }
+        let (child, _, log) = spawn_until(cmd, stdout.into(), "sensor: capturing", "sensor");
+        Self { child, log }
     }
 
     #[must_use]

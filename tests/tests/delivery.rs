@@ -4,7 +4,7 @@
 
 use std::{net::TcpListener, process::Command};
 
-use tests::{Collector, EventExt, Sensor, binary, of_kind};
+use tests::{Certs, Collector, EventExt, Sensor, binary, of_kind};
 
 #[test]
 fn events_captured_while_the_collector_is_down_arrive_and_overflow_is_counted_exactly() {
@@ -16,11 +16,16 @@ fn events_captured_while_the_collector_is_down_arrive_and_overflow_is_counted_ex
         .port();
     let dir = tempfile::tempdir().unwrap();
     let config = dir.path().join("sensor.toml");
+    let certs = Certs::generate();
     std::fs::write(
         &config,
         format!(
-            "sensor_id = \"outage-test\"\n[collector]\nurl = \"http://127.0.0.1:{port}\"\n\
-             buffer_events = 200\nbatch_size = 50\nmax_backoff_ms = 200\n"
+            "sensor_id = \"outage-test\"\n[collector]\nurl = \"https://127.0.0.1:{port}\"\n\
+             ca_file = {:?}\ncert_file = {:?}\nkey_file = {:?}\n\
+             buffer_events = 200\nbatch_size = 50\nmax_backoff_ms = 200\n",
+            certs.path("ca.pem"),
+            certs.path("client.pem"),
+            certs.path("client.key"),
         ),
     )
     .unwrap();
@@ -38,7 +43,7 @@ fn events_captured_while_the_collector_is_down_arrive_and_overflow_is_counted_ex
     let marker_pid = marker.id();
     marker.wait_with_output().unwrap();
 
-    let collector = Collector::start_on(&format!("127.0.0.1:{port}"));
+    let collector = Collector::start_tls(&format!("127.0.0.1:{port}"), certs, &[]);
     let events = collector.wait_for(&["--pid", &marker_pid.to_string()], |e| {
         !of_kind(e, "exit").is_empty()
     });

@@ -37,7 +37,7 @@ use crate::{
 /// Where events go.
 #[derive(Clone, Debug)]
 pub enum Output {
-    Collector(String),
+    Collector(crate::tls::CollectorUrl),
     Stdout,
 }
 
