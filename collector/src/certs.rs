@@ -23,9 +23,10 @@ use std::{
 };
 
 use rcgen::{
-    BasicConstraints, CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose,
-    IsCa, Issuer, KeyPair, KeyUsagePurpose,
+    BasicConstraints, CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose, IsCa,
+    Issuer, KeyPair, KeyUsagePurpose,
 };
+use sha2::{Digest as _, Sha256};
 use time::OffsetDateTime;
 
 /// How long the generated certificates are valid.
@@ -40,13 +41,12 @@ pub enum CertsError {
     Read { path: PathBuf, source: io::Error },
     #[error("{} exists but {} does not: a CA needs both", present.display(), missing.display())]
     HalfCa { present: PathBuf, missing: PathBuf },
-    #[error("invalid client name {0:?}: use letters, digits, '.', '-' and '_', and not \"ca\" or \"server\"")]
+    #[error(
+        "invalid client name {0:?}: use letters, digits, '.', '-' and '_', and not \"ca\" or \"server\""
+    )]
     ClientName(String),
     #[error("cannot make {what}")]
-    Generate {
-        what: String,
-        source: rcgen::Error,
-    },
+    Generate { what: String, source: rcgen::Error },
 }
 
 /// What to generate.
@@ -65,11 +65,17 @@ pub struct CertsReport {
     pub kept: Vec<PathBuf>,
 }
 
-fn ca_params() -> CertificateParams {
+/// The CA's parameters. Its name carries a digest of its public key: two
+/// test CAs never share a name (so a certificate of one is reported as of
+/// an unknown issuer by the other, not as a bad signature), and the name is
+/// known again from the key alone when a later run issues more certificates.
+fn ca_params(key: &KeyPair) -> CertificateParams {
+    let digest = Sha256::digest(key.public_key_raw());
+    let id: String = digest[..6].iter().map(|b| format!("{b:02x}")).collect();
     let mut params = CertificateParams::default();
     let mut dn = DistinguishedName::new();
     dn.push(DnType::OrganizationName, "sensor");
-    dn.push(DnType::CommonName, "sensor test CA");
+    dn.push(DnType::CommonName, format!("sensor test CA {id}"));
     params.distinguished_name = dn;
     params.is_ca = IsCa::Ca(BasicConstraints::Constrained(0));
     params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
@@ -149,14 +155,16 @@ pub fn generate(dir: &Path, request: &CertsRequest) -> Result<CertsReport, Certs
         }
         (false, false) => {
             let key = KeyPair::generate().map_err(generate_err("the CA key"))?;
-            let mut params = ca_params();
+            let mut params = ca_params(&key);
             valid_now(&mut params);
             let cert = params
                 .self_signed(&key)
                 .map_err(generate_err("the CA certificate"))?;
             write_new(&ca_key_path, &key.serialize_pem(), 0o600)?;
             write_new(&ca_cert, &cert.pem(), 0o644)?;
-            report.written.extend([ca_cert.clone(), ca_key_path.clone()]);
+            report
+                .written
+                .extend([ca_cert.clone(), ca_key_path.clone()]);
             key
         }
         (true, false) => {
@@ -173,8 +181,8 @@ pub fn generate(dir: &Path, request: &CertsRequest) -> Result<CertsReport, Certs
         }
     };
     // The issuer is the CA's name and key; the certificate itself is not
-    // needed to sign (the name is fixed, see `ca_params`).
-    let issuer = Issuer::new(ca_params(), ca_key);
+    // needed to sign (the name follows from the key, see `ca_params`).
+    let issuer = Issuer::new(ca_params(&ca_key), ca_key);
 
     let server = leaf_params(
         "sensor collector",

@@ -51,7 +51,12 @@ struct CertsArgs {
     out: PathBuf,
     /// Names and IP addresses the server certificate is valid for,
     /// comma-separated.
-    #[arg(long, value_name = "HOSTS", value_delimiter = ',', default_value = "127.0.0.1,::1,localhost")]
+    #[arg(
+        long,
+        value_name = "HOSTS",
+        value_delimiter = ',',
+        default_value = "127.0.0.1,::1,localhost"
+    )]
     hosts: Vec<String>,
     /// A client certificate NAME.pem / NAME.key for a sensor (repeatable).
     #[arg(long = "client", value_name = "NAME", default_value = "client")]

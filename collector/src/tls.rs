@@ -69,7 +69,10 @@ pub enum TlsError {
 ///
 /// # Errors
 /// The file cannot be read, is not PEM, or holds no certificate.
-pub fn read_certs(what: &'static str, path: &Path) -> Result<Vec<CertificateDer<'static>>, TlsError> {
+pub fn read_certs(
+    what: &'static str,
+    path: &Path,
+) -> Result<Vec<CertificateDer<'static>>, TlsError> {
     let pem = fs::read(path).map_err(|source| TlsError::Read {
         what,
         path: path.to_owned(),

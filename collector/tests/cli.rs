@@ -469,7 +469,14 @@ fn serve_exits_2_when_the_address_is_taken() -> anyhow::Result<()> {
     let taken = std::net::TcpListener::bind("127.0.0.1:0")?;
     let addr = taken.local_addr()?.to_string();
     let db = TempDb::new()?;
-    let out = run_collector(&["serve", "--plaintext", "--listen", &addr, "--db", path_arg(&db.path)?])?;
+    let out = run_collector(&[
+        "serve",
+        "--plaintext",
+        "--listen",
+        &addr,
+        "--db",
+        path_arg(&db.path)?,
+    ])?;
     assert_eq!(out.status.code(), Some(2));
     let stderr = String::from_utf8(out.stderr)?;
     assert!(

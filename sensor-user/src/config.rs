@@ -191,7 +191,11 @@ fn check_private(path: &Path, file: &std::fs::File) -> Result<(), ConfigError> {
     if mode & 0o022 != 0 {
         return insecure(format!(
             "it is writable by {} (mode {mode:04o}); chmod go-w it",
-            if mode & 0o002 != 0 { "everyone" } else { "its group" }
+            if mode & 0o002 != 0 {
+                "everyone"
+            } else {
+                "its group"
+            }
         ));
     }
     // SAFETY: geteuid(2) has no preconditions and cannot fail.

@@ -41,8 +41,13 @@ fn invalid(key: &'static str, problem: impl Into<String>) -> ConfigError {
 }
 
 /// Reads a PEM file named by `key`, which must hold a `label` block.
-fn read_pem(key: &'static str, path: Option<&PathBuf>, label: &str) -> Result<Vec<u8>, ConfigError> {
-    let path: &Path = path.ok_or_else(|| invalid(key, "must be set for an https:// collector.url"))?;
+fn read_pem(
+    key: &'static str,
+    path: Option<&PathBuf>,
+    label: &str,
+) -> Result<Vec<u8>, ConfigError> {
+    let path: &Path =
+        path.ok_or_else(|| invalid(key, "must be set for an https:// collector.url"))?;
     let pem = std::fs::read(path)
         .map_err(|e| invalid(key, format!("cannot read {}: {e}", path.display())))?;
     let text = String::from_utf8_lossy(&pem);
@@ -94,7 +99,9 @@ impl CollectorUrl {
                 let cert = read_pem("collector.cert_file", cfg.cert_file.as_ref(), "CERTIFICATE")?;
                 let key = read_pem("collector.key_file", cfg.key_file.as_ref(), "PRIVATE KEY")?;
                 let server_name = if cfg.server_name.is_empty() {
-                    host.trim_start_matches('[').trim_end_matches(']').to_owned()
+                    host.trim_start_matches('[')
+                        .trim_end_matches(']')
+                        .to_owned()
                 } else {
                     cfg.server_name.clone()
                 };
@@ -106,7 +113,10 @@ impl CollectorUrl {
                 endpoint.tls_config(tls).map_err(|e| {
                     invalid(
                         "collector.cert_file",
-                        format!("with collector.key_file and collector.server_name: {}", error_chain(&e)),
+                        format!(
+                            "with collector.key_file and collector.server_name: {}",
+                            error_chain(&e)
+                        ),
                     )
                 })?
             }
@@ -195,10 +205,23 @@ mod tests {
 
     #[test]
     fn loopback_hosts_are_recognised() {
-        for host in ["localhost", "LOCALHOST", "127.0.0.1", "127.9.9.9", "[::1]", "::1"] {
+        for host in [
+            "localhost",
+            "LOCALHOST",
+            "127.0.0.1",
+            "127.9.9.9",
+            "[::1]",
+            "::1",
+        ] {
             assert!(is_loopback_host(host), "{host}");
         }
-        for host in ["10.0.0.1", "collector.example", "[::2]", "localhost.example", "0.0.0.0"] {
+        for host in [
+            "10.0.0.1",
+            "collector.example",
+            "[::2]",
+            "localhost.example",
+            "0.0.0.0",
+        ] {
             assert!(!is_loopback_host(host), "{host}");
         }
     }
@@ -207,12 +230,12 @@ mod tests {
     fn http_needs_plaintext_and_a_loopback_host() {
         let err = collector("[collector]\nurl = \"http://127.0.0.1:50051\"\n").unwrap_err();
         assert_eq!(key_of(err), "collector.plaintext");
-        let err = collector(
-            "[collector]\nurl = \"http://collector.example:50051\"\nplaintext = true\n",
-        )
-        .unwrap_err();
+        let err =
+            collector("[collector]\nurl = \"http://collector.example:50051\"\nplaintext = true\n")
+                .unwrap_err();
         assert_eq!(key_of(err), "collector.url");
-        let ok = collector("[collector]\nurl = \"http://[::1]:50051\"\nplaintext = true\n").unwrap();
+        let ok =
+            collector("[collector]\nurl = \"http://[::1]:50051\"\nplaintext = true\n").unwrap();
         assert_eq!(ok.to_string(), "http://[::1]:50051");
     }
 
@@ -227,12 +250,13 @@ mod tests {
             "[collector]\nurl = \"https://127.0.0.1:50051\"\nca_file = {ca:?}\n"
         ))
         .unwrap_err();
-        assert!(err.to_string().contains("holds no PEM CERTIFICATE"), "{err}");
+        assert!(
+            err.to_string().contains("holds no PEM CERTIFICATE"),
+            "{err}"
+        );
         assert_eq!(key_of(err), "collector.ca_file");
-        let err = collector(
-            "[collector]\nurl = \"https://127.0.0.1:50051\"\nplaintext = true\n",
-        )
-        .unwrap_err();
+        let err = collector("[collector]\nurl = \"https://127.0.0.1:50051\"\nplaintext = true\n")
+            .unwrap_err();
         assert_eq!(key_of(err), "collector.plaintext");
     }
 

@@ -81,19 +81,30 @@ fn spawn_until(
 /// # Panics
 /// None does within [`PATIENCE`].
 pub fn wait_for_line(log: &Log, text: &str) -> String {
+    wait_for_lines(log, text, 1).swap_remove(0)
+}
+
+/// Waits until at least `n` lines of `log` contain `text`, and returns them.
+///
+/// # Panics
+/// Fewer do within [`PATIENCE`].
+pub fn wait_for_lines(log: &Log, text: &str, n: usize) -> Vec<String> {
     let start = Instant::now();
     loop {
-        if let Some(line) = log
+        let lines: Vec<String> = log
             .lock()
             .expect("log lock")
             .iter()
-            .find(|l| l.contains(text))
-        {
-            return line.clone();
+            .filter(|l| l.contains(text))
+            .cloned()
+            .collect();
+        if lines.len() >= n {
+            return lines;
         }
         assert!(
             start.elapsed() < PATIENCE,
-            "after {PATIENCE:?}, no log line contains {text:?}"
+            "after {PATIENCE:?}, {} log lines contain {text:?}, not {n}",
+            lines.len()
         );
         std::thread::sleep(Duration::from_millis(100));
     }
@@ -129,7 +140,10 @@ impl Certs {
             "collector certs failed: {}",
             String::from_utf8_lossy(&done.stderr)
         );
-        Self { dir: out, _dir: dir }
+        Self {
+            dir: out,
+            _dir: dir,
+        }
     }
 
     #[must_use]
@@ -190,7 +204,13 @@ impl Collector {
             })
             .collect();
         args.push("--client-ca".into());
-        args.push(certs.path("ca.pem").to_str().expect("UTF-8 path").to_owned());
+        args.push(
+            certs
+                .path("ca.pem")
+                .to_str()
+                .expect("UTF-8 path")
+                .to_owned(),
+        );
         args.extend(extra.iter().map(|a| (*a).to_owned()));
         Self::spawn(listen, "https", &args, Some(certs))
     }
@@ -388,7 +408,12 @@ impl Rig {
     /// A rig whose sensor gets `extra` arguments (e.g. `--config PATH`).
     #[must_use]
     pub fn start_with(extra: &[&str]) -> Self {
-        let collector = Collector::start();
+        Self::with_collector(Collector::start(), extra)
+    }
+
+    /// A rig around a collector started by the caller.
+    #[must_use]
+    pub fn with_collector(collector: Collector, extra: &[&str]) -> Self {
         let sensor = Sensor::start(&collector, extra);
         let me = std::process::id().to_string();
         // This test process was running before the sensor: its procfs record
