@@ -24,7 +24,8 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
 #[derive(Clone, Debug)]
 pub struct CollectorUrl {
     url: String,
-    endpoint: Endpoint,
+    // Boxed: an Endpoint is large, and this travels by value in enums.
+    endpoint: Box<Endpoint>,
 }
 
 impl fmt::Display for CollectorUrl {
@@ -153,7 +154,7 @@ impl CollectorUrl {
         };
         Ok(Self {
             url: cfg.url.clone(),
-            endpoint,
+            endpoint: Box::new(endpoint),
         })
     }
 
@@ -163,8 +164,7 @@ impl CollectorUrl {
     /// Why not, with every cause (a refused certificate shows as the TLS
     /// alert the collector sent).
     pub async fn connect(&self) -> Result<Channel, String> {
-        self.endpoint
-            .clone()
+        Endpoint::clone(&self.endpoint)
             .connect()
             .await
             .map_err(|e| error_chain(&e))
