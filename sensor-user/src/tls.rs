@@ -158,6 +158,19 @@ impl CollectorUrl {
         })
     }
 
+    /// A plaintext `http://` URL to a loopback collector, as
+    /// `plaintext = true` allows; for tests and tools on one machine.
+    ///
+    /// # Errors
+    /// The URL is not `http://` to a loopback host.
+    pub fn plaintext(url: &str) -> Result<Self, ConfigError> {
+        Self::from_config(&CollectorConfig {
+            url: url.to_owned(),
+            plaintext: true,
+            ..CollectorConfig::default()
+        })
+    }
+
     /// Connects (TCP, TLS, HTTP/2).
     ///
     /// # Errors
@@ -237,6 +250,13 @@ mod tests {
         let ok =
             collector("[collector]\nurl = \"http://[::1]:50051\"\nplaintext = true\n").unwrap();
         assert_eq!(ok.to_string(), "http://[::1]:50051");
+        assert_eq!(
+            CollectorUrl::plaintext("http://localhost:1")
+                .unwrap()
+                .to_string(),
+            "http://localhost:1"
+        );
+        assert!(CollectorUrl::plaintext("http://collector.example:1").is_err());
     }
 
     #[test]
