@@ -228,6 +228,9 @@ fn issue(
     let key_path = dir.join(format!("{name}.key"));
     if cert_path.exists() {
         report.kept.push(cert_path);
+        if key_path.exists() {
+            report.kept.push(key_path);
+        }
         return Ok(());
     }
     let key = KeyPair::generate().map_err(generate_err(name))?;
@@ -287,7 +290,7 @@ mod tests {
             second.written,
             vec![out.join("web-2.pem"), out.join("web-2.key")]
         );
-        assert_eq!(second.kept.len(), 4);
+        assert_eq!(second.kept.len(), 6);
         assert_eq!(fs::read(out.join("ca.pem")).unwrap(), ca_before);
     }
 
