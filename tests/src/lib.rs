@@ -315,6 +315,11 @@ impl Drop for Collector {
 }
 
 fn stop(child: &mut Child) {
+    // Already reaped (stopped before, then dropped): its pid may be another
+    // process's by now.
+    if let Ok(Some(_)) = child.try_wait() {
+        return;
+    }
     // SAFETY: kill(2) on our own child's pid.
     unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
     let deadline = Instant::now() + Duration::from_secs(15);
@@ -366,6 +371,13 @@ impl Sensor {
     /// Stops the sensor (SIGTERM) and waits for it, keeping the value.
     pub fn stop_now(&mut self) {
         stop(&mut self.child);
+    }
+
+    /// Kills the sensor (SIGKILL) without letting it flush: for sensors
+    /// whose delivery does not matter, which would wait for acks otherwise.
+    pub fn kill(mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
     }
 
     /// Stops the sensor as an operator would (SIGTERM) and waits for it.
