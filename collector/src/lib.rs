@@ -4,6 +4,8 @@
 //! - [`store`]: the SQLite schema, batch inserts and lookups.
 //! - [`writer`]: the database writer thread the server feeds.
 //! - [`server`]: the gRPC `Collector` service and [`serve`].
+//! - [`tls`]: mutual TLS for the server; [`certs`]: the test CA and
+//!   certificates `collector certs` writes.
 //! - [`indicators`]: the paths, addresses, ports and domains events are
 //!   searched by, and their index keys.
 //! - [`query`]: query filters and the SQL they become.
@@ -11,18 +13,20 @@
 //! - [`tree`]: the ancestry walk behind `collector tree`.
 //! - [`output`]: what `query` and `tree` print.
 
+pub mod certs;
 pub mod indicators;
 pub mod output;
 pub mod query;
 pub mod server;
 pub mod store;
 pub mod timestamp;
+pub mod tls;
 pub mod tree;
 pub mod writer;
 
 pub use indicators::IpRange;
 pub use query::{EventFilter, Kind};
-pub use server::{ServeConfig, ServeError, ServeSummary, serve};
+pub use server::{ServeConfig, ServeError, ServeSummary, Transport, serve};
 pub use store::{Store, StoreError};
 
 /// `error: cause: cause ...` in one line, for logs and gRPC statuses.

@@ -10,9 +10,11 @@ use std::{
 use anyhow::Context as _;
 use clap::{Args, Parser, Subcommand};
 use collector::{
-    EventFilter, IpRange, Kind, ServeConfig, Store,
+    EventFilter, IpRange, Kind, ServeConfig, Store, Transport,
+    certs::{self, CertsRequest},
     output::{self, OutputError},
     server, timestamp,
+    tls::ServerTls,
     tree::{self, Stop, TreeError},
 };
 use tokio::net::TcpListener;
@@ -37,6 +39,28 @@ enum Command {
     Query(Box<QueryArgs>),
     /// Print the ancestry of a process image, root first.
     Tree(TreeArgs),
+    /// Make a test CA, a server certificate and client certificates for
+    /// mutual TLS (files that exist are kept).
+    Certs(CertsArgs),
+}
+
+#[derive(Debug, Args)]
+struct CertsArgs {
+    /// Directory to write into (created mode 0700 if missing).
+    #[arg(long, value_name = "DIR")]
+    out: PathBuf,
+    /// Names and IP addresses the server certificate is valid for,
+    /// comma-separated.
+    #[arg(
+        long,
+        value_name = "HOSTS",
+        value_delimiter = ',',
+        default_value = "127.0.0.1,::1,localhost"
+    )]
+    hosts: Vec<String>,
+    /// A client certificate NAME.pem / NAME.key for a sensor (repeatable).
+    #[arg(long = "client", value_name = "NAME", default_value = "client")]
+    clients: Vec<String>,
 }
 
 #[derive(Debug, Args)]
@@ -56,6 +80,19 @@ struct ServeArgs {
     /// Seconds open streams get to finish after SIGINT/SIGTERM.
     #[arg(long, value_name = "SECONDS", default_value_t = 10)]
     shutdown_grace: u64,
+    /// The server's certificate chain (PEM); with --tls-key and --client-ca.
+    #[arg(long, value_name = "PATH")]
+    tls_cert: Option<PathBuf>,
+    /// The server's private key (PEM).
+    #[arg(long, value_name = "PATH")]
+    tls_key: Option<PathBuf>,
+    /// CA certificate(s) (PEM) that every sensor's client certificate must
+    /// chain to; clients without one are refused.
+    #[arg(long, value_name = "PATH")]
+    client_ca: Option<PathBuf>,
+    /// Serve without TLS: only on a loopback address.
+    #[arg(long)]
+    plaintext: bool,
 }
 
 #[derive(Debug, Args)]
@@ -151,13 +188,14 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let default_level = match cli.command {
         Command::Serve(_) => "info",
-        Command::Query(_) | Command::Tree(_) => "warn",
+        Command::Query(_) | Command::Tree(_) | Command::Certs(_) => "warn",
     };
     init_logging(default_level);
     let result = match cli.command {
         Command::Serve(args) => run_serve(&args),
         Command::Query(args) => run_query(*args),
         Command::Tree(args) => run_tree(&args),
+        Command::Certs(args) => run_certs(&args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -188,7 +226,64 @@ fn run_serve(args: &ServeArgs) -> Result<(), Failure> {
     rt.block_on(serve(args))
 }
 
+/// The transport the flags ask for. Checked before anything is opened:
+/// serving in the clear must be asked for, and only on loopback.
+async fn transport(args: &ServeArgs) -> Result<Transport, Failure> {
+    let usage = |message: String| setup(anyhow::anyhow!(message));
+    let tls_flags = [
+        ("--tls-cert", &args.tls_cert),
+        ("--tls-key", &args.tls_key),
+        ("--client-ca", &args.client_ca),
+    ];
+    let given: Vec<&str> = tls_flags
+        .iter()
+        .filter(|(_, v)| v.is_some())
+        .map(|(flag, _)| *flag)
+        .collect();
+    if args.plaintext {
+        if let Some(flag) = given.first() {
+            return Err(usage(format!("--plaintext and {flag} exclude each other")));
+        }
+        let addrs: Vec<_> = tokio::net::lookup_host(args.listen.as_str())
+            .await
+            .with_context(|| format!("cannot resolve --listen {}", args.listen))
+            .map_err(setup)?
+            .collect();
+        if addrs.is_empty() || addrs.iter().any(|a| !a.ip().is_loopback()) {
+            return Err(usage(format!(
+                "--plaintext is allowed only on a loopback address, not {}; \
+                 use --tls-cert, --tls-key and --client-ca",
+                args.listen
+            )));
+        }
+        return Ok(Transport::Plaintext);
+    }
+    match (&args.tls_cert, &args.tls_key, &args.client_ca) {
+        (Some(cert), Some(key), Some(ca)) => ServerTls::load(cert, key, ca)
+            .map(Transport::Tls)
+            .map_err(|e| setup(e.into())),
+        _ if given.is_empty() => Err(usage(
+            "refusing to serve without TLS: give --tls-cert, --tls-key and --client-ca \
+             (`collector certs` makes test ones), or --plaintext on a loopback address"
+                .to_owned(),
+        )),
+        _ => {
+            let missing: Vec<&str> = tls_flags
+                .iter()
+                .filter(|(_, v)| v.is_none())
+                .map(|(flag, _)| *flag)
+                .collect();
+            Err(usage(format!(
+                "{} needs {} too",
+                given.join(" and "),
+                missing.join(" and ")
+            )))
+        }
+    }
+}
+
 async fn serve(args: &ServeArgs) -> Result<(), Failure> {
+    let transport = transport(args).await?;
     let store = Store::open(&args.db).map_err(|e| setup(e.into()))?;
     let listener = TcpListener::bind(args.listen.as_str())
         .await
@@ -199,13 +294,20 @@ async fn serve(args: &ServeArgs) -> Result<(), Failure> {
         .with_context(|| format!("cannot read the address bound for {}", args.listen))
         .map_err(setup)?;
     let shutdown = shutdown_signal().map_err(setup)?;
-    eprintln!("collector listening on {local}, db {}", args.db.display());
+    let security = match transport {
+        Transport::Tls(_) => "mutual TLS",
+        Transport::Plaintext => "PLAINTEXT",
+    };
+    eprintln!(
+        "collector listening on {local} ({security}), db {}",
+        args.db.display()
+    );
     let config = ServeConfig {
         max_batch_events: args.max_batch_events,
         max_message_bytes: args.max_message_bytes,
         shutdown_grace: Duration::from_secs(args.shutdown_grace),
     };
-    collector::serve(listener, store, config, shutdown)
+    collector::serve(listener, transport, store, config, shutdown)
         .await
         .context("serving failed")
         .map_err(runtime)?;
@@ -224,6 +326,21 @@ fn shutdown_signal() -> anyhow::Result<impl Future<Output = ()>> {
         };
         tracing::info!(signal = name, "shutdown requested");
     })
+}
+
+fn run_certs(args: &CertsArgs) -> Result<(), Failure> {
+    let request = CertsRequest {
+        hosts: args.hosts.clone(),
+        clients: args.clients.clone(),
+    };
+    let report = certs::generate(&args.out, &request).map_err(|e| setup(e.into()))?;
+    for path in &report.written {
+        println!("wrote {}", path.display());
+    }
+    for path in &report.kept {
+        println!("kept {}", path.display());
+    }
+    Ok(())
 }
 
 fn open_for_reading(db: &Path) -> Result<Store, Failure> {

@@ -1,6 +1,6 @@
 //! The gRPC `Collector` service: receive batches, store them, acknowledge.
 
-use std::{future::Future, io, net::SocketAddr, time::Duration};
+use std::{future::Future, io, net::SocketAddr, pin::Pin, time::Duration};
 
 use sensor_proto::v1::{
     Ack, EventBatch,
@@ -10,14 +10,12 @@ use tokio::{
     net::TcpListener,
     sync::{mpsc, watch},
 };
-use tokio_stream::{
-    StreamExt as _,
-    wrappers::{ReceiverStream, TcpListenerStream},
-};
+use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Code, Request, Response, Status, Streaming, transport::Server};
 
 use crate::{
     store::{Store, validate_event},
+    tls::{self, ServerTls},
     writer::{WriteError, Writer, WriterHandle, WriterTotals},
 };
 
@@ -30,6 +28,24 @@ pub const DEFAULT_SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
 
 /// Acks waiting to be sent on one stream.
 const ACK_QUEUE_DEPTH: usize = 16;
+
+/// Streams one connection may have open at once. A sensor uses one; the
+/// bound keeps one client from holding many message buffers.
+const MAX_STREAMS_PER_CONNECTION: u32 = 8;
+
+/// Largest header block a client may send. gRPC's request headers are a few
+/// hundred bytes.
+const MAX_HEADER_LIST_BYTES: u32 = 16 * 1024;
+
+/// How sensors' connections are secured.
+#[derive(Debug, Clone)]
+pub enum Transport {
+    /// Mutual TLS: only clients with a certificate from the client CA.
+    Tls(ServerTls),
+    /// No encryption, no authentication: for loopback only, which the
+    /// command line enforces.
+    Plaintext,
+}
 
 /// Limits and timing of the server.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -79,6 +95,7 @@ pub struct ServeSummary {
 /// The writer thread cannot start or the transport fails.
 pub async fn serve<F>(
     listener: TcpListener,
+    transport: Transport,
     store: Store,
     config: ServeConfig,
     shutdown: F,
@@ -93,25 +110,36 @@ where
         config,
         stop: stop_rx.clone(),
     };
-    let incoming = TcpListenerStream::new(listener).map(|conn| {
-        conn.inspect(|stream| {
-            // Acks are small and latency matters to the sensor's buffer.
-            let _ = stream.set_nodelay(true);
-        })
-    });
     let server_stop = {
         let mut stop = stop_rx;
         async move {
             let _ = stop.wait_for(|stopping| *stopping).await;
         }
     };
-    let server = Server::builder()
+    let router = Server::builder()
         .http2_keepalive_interval(Some(Duration::from_secs(30)))
         .http2_keepalive_timeout(Some(Duration::from_secs(10)))
+        .max_concurrent_streams(Some(MAX_STREAMS_PER_CONNECTION))
+        .http2_max_header_list_size(Some(MAX_HEADER_LIST_BYTES))
         .add_service(
             CollectorServer::new(service).max_decoding_message_size(config.max_message_bytes),
-        )
-        .serve_with_incoming_shutdown(incoming, server_stop);
+        );
+    // The two kinds of connection are different types; box the futures.
+    let server: Pin<Box<dyn Future<Output = Result<(), tonic::transport::Error>> + Send>> =
+        match transport {
+            Transport::Plaintext => Box::pin(router.serve_with_incoming_shutdown(
+                ReceiverStream::new(tls::accept_plaintext(listener)),
+                server_stop,
+            )),
+            Transport::Tls(server_tls) => Box::pin(router.serve_with_incoming_shutdown(
+                ReceiverStream::new(tls::accept_tls(
+                    listener,
+                    &server_tls,
+                    tls::HANDSHAKE_TIMEOUT,
+                )),
+                server_stop,
+            )),
+        };
     tokio::pin!(server);
 
     let mut forced = false;
@@ -279,11 +307,16 @@ impl StreamTask {
 
 /// The status to answer a stream whose next message could not be read.
 /// tonic reports an over-size message as OUT_OF_RANGE; gRPC's own code for
-/// that is RESOURCE_EXHAUSTED.
+/// that is RESOURCE_EXHAUSTED. A message that is not an `EventBatch` (bad
+/// protobuf, a bad compression flag, a truncated frame) tonic reports as
+/// INTERNAL, which would blame the collector: it is the client's input.
 fn inbound_error(status: &Status) -> Status {
     match status.code() {
         Code::OutOfRange => {
             Status::resource_exhausted(format!("batch message refused: {}", status.message()))
+        }
+        Code::Internal => {
+            Status::invalid_argument(format!("batch message refused: {}", status.message()))
         }
         code => Status::new(
             code,

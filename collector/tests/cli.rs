@@ -363,6 +363,7 @@ impl ServeProcess {
         let mut child = Command::new(env!("CARGO_BIN_EXE_collector"))
             .args([
                 "serve",
+                "--plaintext",
                 "--listen",
                 "127.0.0.1:0",
                 "--db",
@@ -382,7 +383,7 @@ impl ServeProcess {
             }
         });
         let prefix = "collector listening on ";
-        let expected_suffix = format!(", db {}", db.path.display());
+        let expected_suffix = format!(" (PLAINTEXT), db {}", db.path.display());
         loop {
             let line = rx
                 .recv_timeout(Duration::from_secs(30))
@@ -468,7 +469,14 @@ fn serve_exits_2_when_the_address_is_taken() -> anyhow::Result<()> {
     let taken = std::net::TcpListener::bind("127.0.0.1:0")?;
     let addr = taken.local_addr()?.to_string();
     let db = TempDb::new()?;
-    let out = run_collector(&["serve", "--listen", &addr, "--db", path_arg(&db.path)?])?;
+    let out = run_collector(&[
+        "serve",
+        "--plaintext",
+        "--listen",
+        &addr,
+        "--db",
+        path_arg(&db.path)?,
+    ])?;
     assert_eq!(out.status.code(), Some(2));
     let stderr = String::from_utf8(out.stderr)?;
     assert!(
@@ -488,6 +496,7 @@ fn serve_exits_2_when_the_database_cannot_be_opened() -> anyhow::Result<()> {
     )?;
     let out = run_collector(&[
         "serve",
+        "--plaintext",
         "--listen",
         "127.0.0.1:0",
         "--db",
@@ -507,6 +516,7 @@ fn serve_exits_2_when_the_database_cannot_be_opened() -> anyhow::Result<()> {
     let missing_dir = db.dir.path().join("no/such/dir/events.db");
     let out = run_collector(&[
         "serve",
+        "--plaintext",
         "--listen",
         "127.0.0.1:0",
         "--db",

@@ -18,6 +18,10 @@ pub enum ConfigError {
     Parse { path: PathBuf, message: String },
     #[error("invalid config: `{key}` {problem}")]
     Invalid { key: &'static str, problem: String },
+    #[error(
+        "refusing config {path}: {problem}; whoever can change it can redirect or silence the sensor"
+    )]
+    Insecure { path: PathBuf, problem: String },
 }
 
 #[derive(Clone, Debug, Default, Deserialize, PartialEq, Eq)]
@@ -142,8 +146,20 @@ impl Default for FilesConfig {
 #[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
 #[serde(default, deny_unknown_fields)]
 pub struct CollectorConfig {
-    /// gRPC endpoint of the collector, e.g. `http://127.0.0.1:50051`.
+    /// gRPC endpoint of the collector: `https://HOST:PORT` (mutual TLS), or
+    /// `http://` to a loopback address with `plaintext = true`.
     pub url: String,
+    /// CA certificate(s), PEM, that the collector's certificate must chain to.
+    pub ca_file: Option<PathBuf>,
+    /// This sensor's client certificate chain, PEM.
+    pub cert_file: Option<PathBuf>,
+    /// The private key of `cert_file`, PEM.
+    pub key_file: Option<PathBuf>,
+    /// Name the collector's certificate must carry; empty means the URL's host.
+    pub server_name: String,
+    /// Allows an `http://` URL (no encryption, no authentication), and only
+    /// to a loopback address.
+    pub plaintext: bool,
     /// Events per batch sent to the collector.
     pub batch_size: usize,
     /// A partial batch is sent after this many milliseconds.
@@ -193,6 +209,43 @@ impl Default for NetworkConfig {
     }
 }
 
+/// Refuses a config file that group or others may write, or that belongs
+/// to someone other than root or the user running the sensor.
+#[cfg(target_os = "linux")]
+fn check_private(path: &Path, file: &std::fs::File) -> Result<(), ConfigError> {
+    use std::os::unix::fs::MetadataExt as _;
+    let meta = file.metadata().map_err(|source| ConfigError::Read {
+        path: path.to_owned(),
+        source,
+    })?;
+    let insecure = |problem: String| {
+        Err(ConfigError::Insecure {
+            path: path.to_owned(),
+            problem,
+        })
+    };
+    let mode = meta.mode() & 0o7777;
+    if mode & 0o022 != 0 {
+        return insecure(format!(
+            "it is writable by {} (mode {mode:04o}); chmod go-w it",
+            if mode & 0o002 != 0 {
+                "everyone"
+            } else {
+                "its group"
+            }
+        ));
+    }
+    // SAFETY: geteuid(2) has no preconditions and cannot fail.
+    let me = unsafe { libc::geteuid() };
+    if meta.uid() != 0 && meta.uid() != me {
+        return insecure(format!(
+            "it belongs to uid {}, neither root nor this user (uid {me})",
+            meta.uid()
+        ));
+    }
+    Ok(())
+}
+
 /// The kernel's fixed array of DNS ports (0: unused slot).
 #[must_use]
 pub fn kernel_dns_ports(ports: &[u16]) -> [u16; sensor_common::DNS_PORTS] {
@@ -206,7 +259,12 @@ pub fn kernel_dns_ports(ports: &[u16]) -> [u16; sensor_common::DNS_PORTS] {
 impl Default for CollectorConfig {
     fn default() -> Self {
         Self {
-            url: "http://127.0.0.1:50051".to_owned(),
+            url: "https://127.0.0.1:50051".to_owned(),
+            ca_file: None,
+            cert_file: None,
+            key_file: None,
+            server_name: String::new(),
+            plaintext: false,
             batch_size: 512,
             batch_timeout_ms: 100,
             max_backoff_ms: 5_000,
@@ -239,9 +297,17 @@ impl Default for HealthConfig {
 }
 
 impl Config {
-    /// Reads and validates a config file.
+    /// Reads and validates a config file, which must not be writable by
+    /// anyone but its owner, and its owner must be root or this user.
     pub fn load(path: &Path) -> Result<Self, ConfigError> {
-        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+        let file = std::fs::File::open(path).map_err(|source| ConfigError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
+        // Checked on the open file, so the file read is the file checked.
+        #[cfg(target_os = "linux")]
+        check_private(path, &file)?;
+        let text = std::io::read_to_string(file).map_err(|source| ConfigError::Read {
             path: path.to_owned(),
             source,
         })?;
@@ -405,6 +471,30 @@ mod tests {
             assert!(err.to_string().contains("network.dns_ports"), "{err}");
         }
         assert!(Config::parse("[network]\ndns_ports = [70000]\n").is_err());
+    }
+
+    #[cfg(target_os = "linux")]
+    #[test]
+    fn a_config_file_others_may_write_is_refused() {
+        use std::os::unix::fs::PermissionsExt as _;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("sensor.toml");
+        std::fs::write(&path, "sensor_id = \"s1\"\n").unwrap();
+        let chmod = |mode| {
+            std::fs::set_permissions(&path, std::fs::Permissions::from_mode(mode)).unwrap();
+        };
+        chmod(0o644);
+        assert_eq!(Config::load(&path).unwrap().sensor_id, "s1");
+        for (mode, who) in [(0o666, "everyone"), (0o620, "its group")] {
+            chmod(mode);
+            let err = Config::load(&path).unwrap_err();
+            assert!(matches!(err, ConfigError::Insecure { .. }), "{err}");
+            assert!(
+                err.to_string()
+                    .contains(&format!("it is writable by {who} (mode 0{mode:o})")),
+                "{err}"
+            );
+        }
     }
 
     #[test]

@@ -24,3 +24,4 @@ pub mod spool;
 pub mod stats;
 #[cfg(target_os = "linux")]
 pub mod syscalls;
+pub mod tls;

@@ -10,6 +10,7 @@ use clap::{Parser, Subcommand};
 use sensor_user::{
     config::{Config, ConfigError},
     pipeline::{self, Output, Settings},
+    tls::CollectorUrl,
 };
 
 #[derive(Parser)]
@@ -34,7 +35,7 @@ struct RunArgs {
     /// TOML configuration file (every key: docs/configuration.md).
     #[arg(long)]
     config: Option<PathBuf>,
-    /// gRPC URL of the collector, e.g. http://127.0.0.1:50051 (overrides collector.url).
+    /// gRPC URL of the collector, e.g. https://collector.example:50051 (overrides collector.url).
     #[arg(long, conflicts_with = "stdout")]
     collector: Option<String>,
     /// Print events as JSON lines on stdout instead of shipping them.
@@ -52,6 +53,19 @@ struct RunArgs {
     /// Spool directory (overrides spool.dir).
     #[arg(long)]
     spool_dir: Option<PathBuf>,
+    /// Allow an http:// collector URL, to a loopback address only
+    /// (sets collector.plaintext).
+    #[arg(long, conflicts_with = "stdout")]
+    plaintext: bool,
+    /// CA certificate the collector's must chain to (overrides collector.ca_file).
+    #[arg(long, value_name = "PATH")]
+    ca_file: Option<PathBuf>,
+    /// This sensor's client certificate (overrides collector.cert_file).
+    #[arg(long, value_name = "PATH")]
+    cert_file: Option<PathBuf>,
+    /// The client certificate's private key (overrides collector.key_file).
+    #[arg(long, value_name = "PATH")]
+    key_file: Option<PathBuf>,
     /// Kernel BTF to read struct offsets from (Linux).
     #[arg(long, default_value = "/sys/kernel/btf/vmlinux")]
     btf: PathBuf,
@@ -77,11 +91,23 @@ fn settings(args: RunArgs) -> Result<Settings, ConfigError> {
     if let Some(dir) = args.spool_dir {
         config.spool.dir = dir;
     }
+    if args.plaintext {
+        config.collector.plaintext = true;
+    }
+    for (flag, key) in [
+        (args.ca_file, &mut config.collector.ca_file),
+        (args.cert_file, &mut config.collector.cert_file),
+        (args.key_file, &mut config.collector.key_file),
+    ] {
+        if flag.is_some() {
+            *key = flag;
+        }
+    }
     config.validate()?;
     let output = if args.stdout {
         Output::Stdout
     } else {
-        Output::Collector(config.collector.url.clone())
+        Output::Collector(CollectorUrl::from_config(&config.collector)?)
     };
     Ok(Settings {
         config,

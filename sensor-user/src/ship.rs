@@ -29,7 +29,8 @@ use crate::{spool::Spool, stats::Stats};
 
 #[derive(Clone, Debug)]
 pub struct ShipConfig {
-    pub url: String,
+    /// The collector's URL and TLS settings (see `crate::tls`).
+    pub url: crate::tls::CollectorUrl,
     pub batch_size: usize,
     pub batch_timeout: Duration,
     pub max_backoff: Duration,
@@ -108,11 +109,7 @@ impl Shipper {
     }
 
     async fn stream_once(&self) -> StreamEnd {
-        let endpoint = match tonic::transport::Endpoint::from_shared(self.cfg.url.clone()) {
-            Ok(e) => e.connect_timeout(Duration::from_secs(3)),
-            Err(e) => return StreamEnd::Broken(format!("bad url: {e}")),
-        };
-        let channel = match endpoint.connect().await {
+        let channel = match self.cfg.url.connect().await {
             Ok(c) => c,
             Err(e) => return StreamEnd::Broken(format!("connect failed: {e}")),
         };

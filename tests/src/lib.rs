@@ -1,13 +1,14 @@
 //! Test harness: a real collector on a loopback port with a real database
 //! file, and a real sensor (real eBPF programs in the running kernel)
-//! shipping to it over gRPC. Assertions read the store through
+//! shipping to it over gRPC with mutual TLS, as in production (certificates
+//! from `collector certs`). Assertions read the store through
 //! `collector query`, as an investigator would.
 
 use std::{
     io::{BufRead as _, BufReader},
     path::{Path, PathBuf},
     process::{Child, Command, Output, Stdio},
-    sync::mpsc,
+    sync::{Arc, Mutex, mpsc},
     time::{Duration, Instant},
 };
 
@@ -34,14 +35,17 @@ pub fn binary(name: &str) -> PathBuf {
     path
 }
 
+/// Every stderr line a child printed so far.
+pub type Log = Arc<Mutex<Vec<String>>>;
+
 /// Spawns `cmd` and waits for a stderr line containing `marker`; the rest of
-/// stderr keeps being echoed so failures show the child's logs.
+/// stderr keeps being echoed so failures show the child's logs, and kept.
 fn spawn_until(
     mut cmd: Command,
     stdout: Stdio,
     marker: &'static str,
     what: &str,
-) -> (Child, String) {
+) -> (Child, String, Log) {
     cmd.stderr(Stdio::piped()).stdout(stdout);
     let mut child = cmd
         .spawn()
@@ -49,10 +53,13 @@ fn spawn_until(
     let stderr = child.stderr.take().expect("piped stderr");
     let (tx, rx) = mpsc::channel();
     let label = what.to_owned();
+    let log = Log::default();
+    let kept = log.clone();
     std::thread::spawn(move || {
         let mut tx = Some(tx);
         for line in BufReader::new(stderr).lines().map_while(Result::ok) {
             eprintln!("[{label}] {line}");
+            kept.lock().expect("log lock").push(line.clone());
             if line.contains(marker)
                 && let Some(tx) = tx.take()
             {
@@ -61,11 +68,118 @@ fn spawn_until(
         }
     });
     match rx.recv_timeout(PATIENCE) {
-        Ok(line) => (child, line),
+        Ok(line) => (child, line, log),
         Err(_) => {
             let _ = child.kill();
             panic!("{what} did not print {marker:?} within {PATIENCE:?}");
         }
+    }
+}
+
+/// Waits until a line of `log` contains `text`, and returns that line.
+///
+/// # Panics
+/// None does within [`PATIENCE`].
+pub fn wait_for_line(log: &Log, text: &str) -> String {
+    wait_for_lines(log, text, 1).swap_remove(0)
+}
+
+/// Waits until at least `n` lines of `log` contain `text`, and returns them.
+///
+/// # Panics
+/// Fewer do within [`PATIENCE`].
+pub fn wait_for_lines(log: &Log, text: &str, n: usize) -> Vec<String> {
+    let start = Instant::now();
+    loop {
+        let lines: Vec<String> = log
+            .lock()
+            .expect("log lock")
+            .iter()
+            .filter(|l| l.contains(text))
+            .cloned()
+            .collect();
+        if lines.len() >= n {
+            return lines;
+        }
+        assert!(
+            start.elapsed() < PATIENCE,
+            "after {PATIENCE:?}, {} log lines contain {text:?}, not {n}",
+            lines.len()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// A test CA with a server certificate and client certificates, made by
+/// `collector certs` in a temporary directory.
+pub struct Certs {
+    pub dir: PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+impl Certs {
+    /// A CA, a server certificate for 127.0.0.1 and a client `client`.
+    #[must_use]
+    pub fn generate() -> Self {
+        Self::generate_for(&["client"])
+    }
+
+    /// Like `generate`, with a client certificate for each name.
+    #[must_use]
+    pub fn generate_for(clients: &[&str]) -> Self {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let out = dir.path().join("tls");
+        let mut cmd = Command::new(binary("collector"));
+        cmd.args(["certs", "--out"]).arg(&out);
+        for client in clients {
+            cmd.args(["--client", client]);
+        }
+        let done = cmd.output().expect("run collector certs");
+        assert!(
+            done.status.success(),
+            "collector certs failed: {}",
+            String::from_utf8_lossy(&done.stderr)
+        );
+        Self {
+            dir: out,
+            _dir: dir,
+        }
+    }
+
+    #[must_use]
+    /// The same CA, keys and certificates in a directory of their own (a
+    /// collector keeps its copy while the test's sensors use the original).
+    #[must_use]
+    pub fn copy(&self) -> Self {
+        let dir = tempfile::tempdir().expect("tempdir");
+        for entry in std::fs::read_dir(&self.dir).expect("certs dir") {
+            let path = entry.expect("certs entry").path();
+            if let Some(name) = path.file_name() {
+                std::fs::copy(&path, dir.path().join(name)).expect("copy a cert file");
+            }
+        }
+        Self {
+            dir: dir.path().to_owned(),
+            _dir: dir,
+        }
+    }
+
+    pub fn path(&self, file: &str) -> PathBuf {
+        self.dir.join(file)
+    }
+
+    /// `sensor run` flags for client `name` of this CA.
+    #[must_use]
+    pub fn sensor_args(&self, name: &str) -> Vec<String> {
+        let arg = |file: String| self.path(&file).to_str().expect("UTF-8 path").to_owned();
+        vec![
+            "--ca-file".into(),
+            arg("ca.pem".into()),
+            "--cert-file".into(),
+            arg(format!("{name}.pem")),
+            "--key-file".into(),
+            arg(format!("{name}.key")),
+        ]
     }
 }
 
@@ -74,21 +188,68 @@ pub struct Collector {
     child: Child,
     pub url: String,
     pub db: PathBuf,
+    /// Its CA and certificates; None when it serves plaintext.
+    pub certs: Option<Certs>,
+    pub log: Log,
+    /// The `serve` flags it was started with, for a restart.
+    args: Vec<String>,
     _dir: tempfile::TempDir,
 }
 
 impl Collector {
-    /// A collector on a free loopback port.
+    /// A collector with mutual TLS on a free loopback port.
     #[must_use]
     pub fn start() -> Self {
         Self::start_on("127.0.0.1:0")
     }
 
+    /// A collector with mutual TLS and fresh certificates on `listen`.
     #[must_use]
     pub fn start_on(listen: &str) -> Self {
+        Self::start_tls(listen, Certs::generate(), &[])
+    }
+
+    /// A collector with mutual TLS: `certs`' server identity, clients of
+    /// `certs`' CA only; `extra` arguments for `collector serve`.
+    #[must_use]
+    pub fn start_tls(listen: &str, certs: Certs, extra: &[&str]) -> Self {
+        let mut args: Vec<String> = ["--tls-cert", "server.pem", "--tls-key", "server.key"]
+            .chunks(2)
+            .flat_map(|pair| {
+                [
+                    pair[0].to_owned(),
+                    certs.path(pair[1]).to_str().expect("UTF-8 path").to_owned(),
+                ]
+            })
+            .collect();
+        args.push("--client-ca".into());
+        args.push(
+            certs
+                .path("ca.pem")
+                .to_str()
+                .expect("UTF-8 path")
+                .to_owned(),
+        );
+        args.extend(extra.iter().map(|a| (*a).to_owned()));
+        Self::spawn(listen, "https", &args, Some(certs))
+    }
+
+    /// A collector without TLS (loopback only).
+    #[must_use]
+    pub fn start_plaintext(listen: &str, extra: &[&str]) -> Self {
+        let mut args = vec!["--plaintext".to_owned()];
+        args.extend(extra.iter().map(|a| (*a).to_owned()));
+        Self::spawn(listen, "http", &args, None)
+    }
+
+    fn spawn(listen: &str, scheme: &str, args: &[String], certs: Option<Certs>) -> Self {
         let dir = tempfile::tempdir().expect("tempdir");
         let db = dir.path().join("events.db");
-        let (child, line) = Self::spawn(listen, &db);
+        let mut cmd = Command::new(binary("collector"));
+        cmd.args(["serve", "--listen", listen, "--db"])
+            .arg(&db)
+            .args(args);
+        let (child, line, log) = spawn_until(cmd, Stdio::null(), "listening on", "collector");
         let addr = line
             .split("listening on ")
             .nth(1)
@@ -97,10 +258,30 @@ impl Collector {
             .to_owned();
         Self {
             child,
-            url: format!("http://{addr}"),
+            url: format!("{scheme}://{addr}"),
             db,
+            certs,
+            log,
+            args: args.to_vec(),
             _dir: dir,
         }
+    }
+
+    /// The address it listens on, `127.0.0.1:PORT`.
+    #[must_use]
+    pub fn addr(&self) -> &str {
+        self.url.split("://").nth(1).expect("URL with a scheme")
+    }
+
+    /// `sensor run` flags that reach this collector as client `client`.
+    #[must_use]
+    pub fn sensor_args(&self) -> Vec<String> {
+        let mut args = vec!["--collector".to_owned(), self.url.clone()];
+        match &self.certs {
+            Some(certs) => args.extend(certs.sensor_args("client")),
+            None => args.push("--plaintext".into()),
+        }
+        args
     }
 
     /// Runs `collector ARGS --db DB` and returns its output.
@@ -148,23 +329,21 @@ impl Collector {
 }
 
 impl Collector {
-    fn spawn(listen: &str, db: &Path) -> (Child, String) {
-        let mut cmd = Command::new(binary("collector"));
-        cmd.args(["serve", "--listen", listen, "--db"]).arg(db);
-        spawn_until(cmd, Stdio::null(), "listening on", "collector")
-    }
-
     /// Kills the collector with SIGKILL: no shutdown, no last commit.
     pub fn kill(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
 
-    /// Starts it again on the same address and database.
+    /// Starts it again on the same address, database and flags.
     pub fn restart(&mut self) {
-        let listen = self.url.trim_start_matches("http://").to_owned();
-        let (child, _) = Self::spawn(&listen, &self.db);
+        let mut cmd = Command::new(binary("collector"));
+        cmd.args(["serve", "--listen", self.addr(), "--db"])
+            .arg(&self.db)
+            .args(&self.args);
+        let (child, _, log) = spawn_until(cmd, Stdio::null(), "listening on", "collector");
         self.child = child;
+        self.log = log;
     }
 }
 
@@ -175,6 +354,11 @@ impl Drop for Collector {
 }
 
 fn stop(child: &mut Child) {
+    // Already reaped (stopped before, then dropped): its pid may be another
+    // process's by now.
+    if let Ok(Some(_)) = child.try_wait() {
+        return;
+    }
     // SAFETY: kill(2) on our own child's pid.
     unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
     let deadline = Instant::now() + Duration::from_secs(15);
@@ -194,20 +378,16 @@ pub struct Sensor {
     /// Its own spool unless the command named one: a spool left by another
     /// test must never be replayed into this test's collector.
     _spool: Option<tempfile::TempDir>,
+    pub log: Log,
 }
 
 impl Sensor {
     #[must_use]
     pub fn start(collector: &Collector, extra: &[&str]) -> Self {
         let mut cmd = Command::new(binary("sensor"));
-        cmd.args([
-            "run",
-            "--collector",
-            &collector.url,
-            "--health-interval",
-            "1",
-        ])
-        .args(extra);
+        cmd.args(["run", "--health-interval", "1"])
+            .args(collector.sensor_args())
+            .args(extra);
         Self::spawn(cmd)
     }
 
@@ -226,10 +406,11 @@ impl Sensor {
         if let Some(dir) = &spool {
             cmd.arg("--spool-dir").arg(dir.path());
         }
-        let (child, _) = spawn_until(cmd, stdout.into(), "sensor: capturing", "sensor");
+        let (child, _, log) = spawn_until(cmd, stdout.into(), "sensor: capturing", "sensor");
         Self {
             child,
             _spool: spool,
+            log,
         }
     }
 
@@ -238,15 +419,16 @@ impl Sensor {
         self.child.id()
     }
 
-    /// Kills the sensor with SIGKILL, as a crash would.
-    pub fn kill(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-
     /// Stops the sensor (SIGTERM) and waits for it, keeping the value.
     pub fn stop_now(&mut self) {
         stop(&mut self.child);
+    }
+
+    /// Kills the sensor (SIGKILL) without letting it flush: for sensors
+    /// whose delivery does not matter, which would wait for acks otherwise.
+    pub fn kill(mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
     }
 
     /// Stops the sensor as an operator would (SIGTERM) and waits for it.
@@ -289,7 +471,12 @@ impl Rig {
     /// A rig whose sensor gets `extra` arguments (e.g. `--config PATH`).
     #[must_use]
     pub fn start_with(extra: &[&str]) -> Self {
-        let collector = Collector::start();
+        Self::with_collector(Collector::start(), extra)
+    }
+
+    /// A rig around a collector started by the caller.
+    #[must_use]
+    pub fn with_collector(collector: Collector, extra: &[&str]) -> Self {
         let sensor = Sensor::start(&collector, extra);
         let me = std::process::id().to_string();
         // This test process was running before the sensor: its procfs record

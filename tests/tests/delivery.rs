@@ -10,7 +10,7 @@ use std::{
 };
 
 use serde_json::Value;
-use tests::{Collector, EventExt, PATIENCE, Sensor, binary};
+use tests::{Certs, Collector, EventExt, PATIENCE, Sensor, binary};
 
 /// A loopback address nobody listens on yet.
 fn free_addr() -> String {
@@ -40,6 +40,7 @@ struct Outage {
     dir: tempfile::TempDir,
     addr: String,
     sensor_id: String,
+    certs: Certs,
 }
 
 impl Outage {
@@ -48,7 +49,13 @@ impl Outage {
             dir: tempfile::tempdir().unwrap(),
             addr: free_addr(),
             sensor_id: sensor_id.to_owned(),
+            certs: Certs::generate(),
         }
+    }
+
+    /// The collector the sensor expects at `addr` (mutual TLS, same CA).
+    fn collector(&self) -> Collector {
+        Collector::start_tls(&self.addr, self.certs.copy(), &[])
     }
 
     fn spool(&self) -> PathBuf {
@@ -61,9 +68,14 @@ impl Outage {
         std::fs::write(
             &config,
             format!(
-                "sensor_id = \"{}\"\n[collector]\nurl = \"http://{}\"\nbatch_size = 50\n\
-                 max_backoff_ms = 200\n{extra_config}",
-                self.sensor_id, self.addr
+                "sensor_id = \"{}\"\n[collector]\nurl = \"https://{}\"\nbatch_size = 50\n\
+                 max_backoff_ms = 200\nca_file = {:?}\ncert_file = {:?}\nkey_file = {:?}\n\
+                 {extra_config}",
+                self.sensor_id,
+                self.addr,
+                self.certs.path("ca.pem"),
+                self.certs.path("client.pem"),
+                self.certs.path("client.key"),
             ),
         )
         .unwrap();
@@ -138,7 +150,7 @@ fn events_captured_while_the_collector_is_down_arrive_once_it_is_up() {
     let exe = unique_true(outage.dir.path());
     let sensor = outage.sensor("");
     run_times(&exe, 100);
-    let collector = Collector::start_on(&outage.addr);
+    let collector = outage.collector();
     assert_eq!(wait_for_execs(&collector, &exe, 100).len(), 100);
     sensor.stop();
     let all = stored(&collector, "late-collector");
@@ -154,7 +166,7 @@ fn events_captured_while_the_collector_is_down_arrive_once_it_is_up() {
 fn a_collector_killed_mid_workload_loses_nothing_and_stores_each_event_once() {
     let outage = Outage::new("collector-killed");
     let exe = unique_true(outage.dir.path());
-    let mut collector = Collector::start_on(&outage.addr);
+    let mut collector = outage.collector();
     let sensor = outage.sensor("");
     run_times(&exe, 100);
     wait_for_execs(&collector, &exe, 100);
@@ -184,12 +196,12 @@ fn a_collector_killed_mid_workload_loses_nothing_and_stores_each_event_once() {
 fn a_sensor_killed_mid_workload_resumes_from_its_spool_and_seq_continues() {
     let outage = Outage::new("sensor-killed");
     let exe = unique_true(outage.dir.path());
-    let mut sensor = outage.sensor("");
+    let sensor = outage.sensor("");
     run_times(&exe, 150);
     // Give the encode stage a moment to append what it has.
     std::thread::sleep(Duration::from_millis(500));
     sensor.kill();
-    let collector = Collector::start_on(&outage.addr);
+    let collector = outage.collector();
     let sensor = outage.sensor("");
     run_times(&exe, 50);
     assert_eq!(wait_for_execs(&collector, &exe, 200).len(), 200);
@@ -217,7 +229,7 @@ fn a_spool_smaller_than_the_outage_leaves_an_exact_gap_record() {
         .unwrap();
     let marker_pid = marker.id().to_string();
     marker.wait_with_output().unwrap();
-    let collector = Collector::start_on(&outage.addr);
+    let collector = outage.collector();
     collector.wait_for(&["--pid", &marker_pid, "--kind", "exit"], |e| !e.is_empty());
     sensor.stop();
     let all = stored(&collector, "spool-full");
@@ -236,7 +248,7 @@ fn a_spool_smaller_than_the_outage_leaves_an_exact_gap_record() {
 fn a_flipped_byte_in_the_spool_is_detected_counted_and_the_rest_delivered() {
     let outage = Outage::new("spool-damaged");
     let exe = unique_true(outage.dir.path());
-    let mut sensor = outage.sensor("");
+    let sensor = outage.sensor("");
     run_times(&exe, 50);
     std::thread::sleep(Duration::from_millis(500));
     sensor.kill();
@@ -253,7 +265,7 @@ fn a_flipped_byte_in_the_spool_is_detected_counted_and_the_rest_delivered() {
     bytes[at] ^= 0x10;
     std::fs::write(newest, &bytes).unwrap();
 
-    let collector = Collector::start_on(&outage.addr);
+    let collector = outage.collector();
     let sensor = outage.sensor("");
     let start = std::time::Instant::now();
     let all = loop {

@@ -164,11 +164,26 @@ fn run(listen: &str, db: &Path, sensor_args: &[String]) -> Result<()> {
     if let Some(dir) = db.parent() {
         std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
     }
+    // A test CA and certificates, made once (kept files are reused), so
+    // that even the local pair talks mutual TLS as in production.
+    let tls = root.join("sensor-data/tls");
+    run_cmd(
+        Command::new(bin.join("collector"))
+            .args(["certs", "--out"])
+            .arg(&tls)
+            .stdout(std::process::Stdio::null()),
+    )?;
     // Its own process group: Ctrl-C reaches the sensor, and the collector
     // stops only after the sensor delivered its last events.
     let collector = Command::new(bin.join("collector"))
         .args(["serve", "--listen", listen, "--db"])
         .arg(&db)
+        .arg("--tls-cert")
+        .arg(tls.join("server.pem"))
+        .arg("--tls-key")
+        .arg(tls.join("server.key"))
+        .arg("--client-ca")
+        .arg(tls.join("ca.pem"))
         .process_group(0)
         .spawn()
         .context("starting the collector")?;
@@ -176,16 +191,23 @@ fn run(listen: &str, db: &Path, sensor_args: &[String]) -> Result<()> {
     // across restarts without touching /var/lib.
     let spool = db.with_file_name("spool");
     let sensor = privileged(&bin.join("sensor"))
-        .args(["run", "--collector", &format!("http://{listen}")])
+        .args(["run", "--collector", &format!("https://{listen}")])
+        .arg("--ca-file")
+        .arg(tls.join("ca.pem"))
+        .arg("--cert-file")
+        .arg(tls.join("client.pem"))
+        .arg("--key-file")
+        .arg(tls.join("client.key"))
         .arg("--spool-dir")
         .arg(&spool)
         .args(sensor_args)
         .spawn()
         .context("starting the sensor")?;
     eprintln!(
-        "xtask: sensor -> collector {listen} -> {}\n\
+        "xtask: sensor -> collector {listen} (mutual TLS, certificates in {}) -> {}\n\
          xtask: search it with e.g. `target/release/collector query --db {} --kind exec --limit 20`\n\
          xtask: Ctrl-C stops both",
+        tls.display(),
         db.display(),
         db.display()
     );

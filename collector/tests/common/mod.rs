@@ -166,9 +166,15 @@ impl TestServer {
         let listener = TcpListener::bind("127.0.0.1:0").await?;
         let addr = listener.local_addr()?;
         let (shutdown, stop) = oneshot::channel::<()>();
-        let task = tokio::spawn(collector::serve(listener, store, config, async move {
-            let _ = stop.await;
-        }));
+        let task = tokio::spawn(collector::serve(
+            listener,
+            collector::Transport::Plaintext,
+            store,
+            config,
+            async move {
+                let _ = stop.await;
+            },
+        ));
         Ok(Self {
             addr,
             db,

@@ -38,7 +38,7 @@ use crate::{
 /// Where events go.
 #[derive(Clone, Debug)]
 pub enum Output {
-    Collector(String),
+    Collector(crate::tls::CollectorUrl),
     Stdout,
 }
 
@@ -84,7 +84,7 @@ enum Sink {
 /// What reads what the encode stage wrote.
 enum Delivery {
     Stdout(mpsc::Receiver<Event>),
-    Collector(String, SharedSpool, Arc<Feed>),
+    Collector(crate::tls::CollectorUrl, SharedSpool, Arc<Feed>),
 }
 
 /// Opens the spool (collector output) or the stdout queue.
