@@ -146,7 +146,6 @@ impl Certs {
         }
     }
 
-    #[must_use]
     /// The same CA, keys and certificates in a directory of their own (a
     /// collector keeps its copy while the test's sensors use the original).
     #[must_use]
@@ -164,6 +163,7 @@ impl Certs {
         }
     }
 
+    #[must_use]
     pub fn path(&self, file: &str) -> PathBuf {
         self.dir.join(file)
     }
