@@ -128,6 +128,13 @@ fn scan(bytes: &[u8]) -> (Vec<Found>, bool) {
     (found, damaged)
 }
 
+/// How many valid records a scan of `bytes` finds: the scanner's way in for
+/// the fuzz targets, which cannot reach the private `scan`.
+#[must_use]
+pub fn scan_records(bytes: &[u8]) -> usize {
+    scan(bytes).0.len()
+}
+
 /// The (payload length, seq, is a gap record) of a valid record at `at`.
 fn record_at(bytes: &[u8], at: usize) -> Option<(usize, u64, bool)> {
     let word = |o: usize| -> Option<u32> {
@@ -144,6 +151,11 @@ fn record_at(bytes: &[u8], at: usize) -> Option<(usize, u64, bool)> {
         return None;
     }
     let seq = u64::from_le_bytes(bytes.get(at + 8..at + 16)?.try_into().ok()?);
+    // The collector refuses seqs above i64::MAX, so no sensor writes one;
+    // refusing them here keeps every `seq + 1` below from overflowing.
+    if i64::try_from(seq).is_err() {
+        return None;
+    }
     let crc = word(16)?;
     let payload = bytes.get(at + HEADER..at + HEADER + len)?;
     let mut hasher = crc32fast::Hasher::new();
@@ -329,7 +341,8 @@ impl Spool {
                     ..
                 }) = Event::decode(&bytes[at + HEADER..at + f.len])
                 {
-                    gap_events += g.count;
+                    // Counts read from disk: saturate rather than overflow.
+                    gap_events = g.count.saturating_add(gap_events);
                     gap_records += 1;
                 }
             }
@@ -396,7 +409,7 @@ impl Spool {
         event.body = Some(Body::Gap(gap));
         self.write(event)?;
         if let Some(seg) = self.segments.back_mut() {
-            seg.gap_events += count;
+            seg.gap_events = seg.gap_events.saturating_add(count);
             seg.gap_records += 1;
         }
         Ok(())
@@ -478,7 +491,7 @@ impl Spool {
         let mut gap = DeliveryGap {
             first_seq: seg.first_seq.max(self.acked + 1),
             last_seq: seg.last_seq,
-            count: events + seg.gap_events,
+            count: events.saturating_add(seg.gap_events),
             reason: "spool_full_drop_oldest".into(),
         };
         if let Some(prev) = carried {

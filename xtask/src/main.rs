@@ -1,8 +1,9 @@
-//! `cargo xtask`: everything a new machine needs, then build, run and test.
+//! `cargo xtask`: everything a new machine needs, then build, run, test and fuzz.
 //!
 //! `setup` is idempotent and is called by `run` and `test`, so a fresh machine
 //! needs nothing but this repository and a Rust toolchain.
 
+mod fuzz;
 mod setup;
 
 use std::{
@@ -48,11 +49,25 @@ enum Cmd {
         #[arg(last = true)]
         sensor_args: Vec<String>,
     },
-    /// Run every test: unit tests, then the integration tests against the
-    /// real kernel (as root, one at a time).
+    /// Run every test: unit tests, a short fuzz run of every fuzz target,
+    /// then the integration tests against the real kernel (as root, one at
+    /// a time).
     Test {
-        /// Only run tests whose name contains this.
+        /// Only run tests whose name contains this (and skip fuzzing).
         filter: Option<String>,
+    },
+    /// Build the cargo-fuzz targets (nightly) and run each on its committed
+    /// corpus; fails on the first crash, naming the input that caused it.
+    Fuzz {
+        /// How long each target runs.
+        #[arg(long, default_value_t = 30)]
+        seconds: u64,
+        /// Add the run's inputs that reach new coverage to the committed
+        /// corpus (fuzz/corpus/<target>).
+        #[arg(long)]
+        merge: bool,
+        /// Only these targets (default: all).
+        targets: Vec<String>,
     },
     /// Lint the crates that build for Windows (clippy -D warnings) and link
     /// the Windows sensor.exe with MinGW.
@@ -247,6 +262,9 @@ fn windows(release: bool) -> Result<()> {
     Ok(())
 }
 
+/// Seconds each fuzz target runs in `cargo xtask test`.
+const TEST_FUZZ_SECONDS: u64 = 10;
+
 fn test(filter: Option<&str>) -> Result<()> {
     setup::setup()?;
     // Unit tests of every crate but the integration suite, in parallel.
@@ -256,6 +274,12 @@ fn test(filter: Option<&str>) -> Result<()> {
         unit.arg(f);
     }
     run_cmd(&mut unit)?;
+    // The parsers of untrusted bytes, briefly: the committed corpus replays
+    // every past crash, and a few seconds of mutation catch shallow ones.
+    // A filtered run is after particular tests, not this.
+    if filter.is_none() {
+        fuzz::fuzz(TEST_FUZZ_SECONDS, &[], false)?;
+    }
     // The Windows sensor: linted and linked (ETW itself cannot run here).
     windows(false)?;
     // The integration suite drives the real binaries.
@@ -286,6 +310,11 @@ fn main() -> ExitCode {
             sensor_args,
         } => run(&listen, &db, &sensor_args),
         Cmd::Test { filter } => test(filter.as_deref()),
+        Cmd::Fuzz {
+            seconds,
+            merge,
+            targets,
+        } => setup::setup().and_then(|()| fuzz::fuzz(seconds, &targets, merge)),
         Cmd::Windows { release } => setup::setup().and_then(|()| windows(release)),
         Cmd::Bench => {
             eprintln!("xtask: benchmarks arrive with issue 6");
