@@ -484,12 +484,12 @@ impl Spool {
         // partly acknowledged when it is the oldest, so those come first.
         let delivered = self
             .acked
-            .saturating_sub(seg.first_seq - 1)
+            .saturating_sub(seg.first_seq.saturating_sub(1))
             .min(seg.records);
         let events = (seg.records - delivered).saturating_sub(seg.gap_records);
         Stats::add(&stats.spool_dropped, events);
         let mut gap = DeliveryGap {
-            first_seq: seg.first_seq.max(self.acked + 1),
+            first_seq: seg.first_seq.max(self.acked.saturating_add(1)),
             last_seq: seg.last_seq,
             count: events.saturating_add(seg.gap_events),
             reason: "spool_full_drop_oldest".into(),
