@@ -154,6 +154,7 @@ fn events_captured_while_the_collector_is_down_arrive_once_it_is_up() {
     assert_eq!(wait_for_execs(&collector, &exe, 100).len(), 100);
     sensor.stop();
     let all = stored(&collector, "late-collector");
+    eprintln!("late collector: {} events stored", all.len());
     assert_eq!(assert_accounted(&all), 0, "no gaps");
     assert_eq!(
         all.len() as u64,
@@ -182,6 +183,11 @@ fn a_collector_killed_mid_workload_loses_nothing_and_stores_each_event_once() {
     assert_eq!(exits.len(), 400);
     sensor.stop();
     let all = stored(&collector, "collector-killed");
+    eprintln!(
+        "collector killed: {} events stored, reconnects {}",
+        all.len(),
+        counter(&all, "ship", "reconnects")
+    );
     assert_eq!(assert_accounted(&all), 0, "no gaps");
     let first = all[0].u64_at("/seq");
     assert!(
@@ -207,6 +213,7 @@ fn a_sensor_killed_mid_workload_resumes_from_its_spool_and_seq_continues() {
     assert_eq!(wait_for_execs(&collector, &exe, 200).len(), 200);
     sensor.stop();
     let all = stored(&collector, "sensor-killed");
+    eprintln!("sensor killed: {} events stored", all.len());
     assert_eq!(assert_accounted(&all), 0, "no gaps");
     let first = all[0].u64_at("/seq");
     assert!(
@@ -234,6 +241,12 @@ fn a_spool_smaller_than_the_outage_leaves_an_exact_gap_record() {
     sensor.stop();
     let all = stored(&collector, "spool-full");
     let dropped = counter(&all, "spool", "full_dropped");
+    eprintln!(
+        "spool full: {} events stored, {} dropped, {} gap records",
+        all.len(),
+        dropped,
+        all.iter().filter(|e| e.kind() == "gap").count()
+    );
     assert!(dropped > 0, "400 runs overflow a 64 KiB spool");
     assert_eq!(
         assert_accounted(&all),
@@ -287,5 +300,9 @@ fn a_flipped_byte_in_the_spool_is_detected_counted_and_the_rest_delivered() {
     assert_eq!(counter(&all, "spool", "corrupt_segments_repaired"), 1);
     assert_eq!(counter(&all, "spool", "corrupt_lost"), 1);
     let all = stored(&collector, "spool-damaged");
+    eprintln!(
+        "spool damaged: {} events stored, 1 lost and named",
+        all.len()
+    );
     assert_eq!(assert_accounted(&all), 1);
 }
