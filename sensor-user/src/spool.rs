@@ -719,6 +719,20 @@ mod tests {
         }
     }
 
+    fn open(dir: &Path, max_bytes: u64, policy: FullPolicy, stats: &Stats) -> Spool {
+        Spool::open(cfg(dir, max_bytes, policy), 1, Event::default(), stats).unwrap()
+    }
+
+    /// The first segment file of a spool directory.
+    fn segment(dir: &Path) -> PathBuf {
+        fs::read_dir(dir)
+            .unwrap()
+            .filter_map(Result::ok)
+            .find(|e| e.path().extension().is_some_and(|x| x == "seg"))
+            .unwrap()
+            .path()
+    }
+
     fn read_all(spool: &Spool) -> Vec<Event> {
         let mut cursor = spool.cursor();
         spool.read(&mut cursor, usize::MAX).unwrap()
@@ -751,13 +765,7 @@ mod tests {
         spool.flush().unwrap();
         spool.ack(104).unwrap();
         drop(spool);
-        let mut spool = Spool::open(
-            cfg(dir.path(), 1 << 20, FullPolicy::DropOldest),
-            1,
-            Event::default(),
-            &stats,
-        )
-        .unwrap();
+        let mut spool = open(dir.path(), 1 << 20, FullPolicy::DropOldest, &stats);
         let seqs: Vec<u64> = read_all(&spool).iter().map(|e| e.seq).collect();
         assert_eq!(
             seqs,
@@ -771,13 +779,7 @@ mod tests {
     fn a_reader_sees_only_flushed_records_and_resumes_where_it_stopped() {
         let dir = tempfile::tempdir().unwrap();
         let stats = Stats::default();
-        let mut spool = Spool::open(
-            cfg(dir.path(), 1 << 20, FullPolicy::DropOldest),
-            1,
-            Event::default(),
-            &stats,
-        )
-        .unwrap();
+        let mut spool = open(dir.path(), 1 << 20, FullPolicy::DropOldest, &stats);
         let mut cursor = spool.cursor();
         spool.append(event(1), &stats).unwrap();
         assert!(spool.read(&mut cursor, 10).unwrap().is_empty());
@@ -796,13 +798,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let stats = Stats::default();
         // 4 KiB segments, 16 KiB in all; each event ~70 bytes on disk.
-        let mut spool = Spool::open(
-            cfg(dir.path(), 16 << 10, FullPolicy::DropOldest),
-            1,
-            Event::default(),
-            &stats,
-        )
-        .unwrap();
+        let mut spool = open(dir.path(), 16 << 10, FullPolicy::DropOldest, &stats);
         for n in 0..1000 {
             spool
                 .append(
@@ -841,13 +837,7 @@ mod tests {
     fn drop_newest_keeps_the_oldest_and_reports_the_dropped_run_once_there_is_room() {
         let dir = tempfile::tempdir().unwrap();
         let stats = Stats::default();
-        let mut spool = Spool::open(
-            cfg(dir.path(), 16 << 10, FullPolicy::DropNewest),
-            1,
-            Event::default(),
-            &stats,
-        )
-        .unwrap();
+        let mut spool = open(dir.path(), 16 << 10, FullPolicy::DropNewest, &stats);
         for n in 0..1000 {
             spool
                 .append(
@@ -882,13 +872,7 @@ mod tests {
     fn a_flipped_byte_costs_one_record_which_is_counted_and_named() {
         let dir = tempfile::tempdir().unwrap();
         let stats = Stats::default();
-        let mut spool = Spool::open(
-            cfg(dir.path(), 1 << 20, FullPolicy::DropOldest),
-            1,
-            Event::default(),
-            &stats,
-        )
-        .unwrap();
+        let mut spool = open(dir.path(), 1 << 20, FullPolicy::DropOldest, &stats);
         for n in 0..10 {
             spool
                 .append(
@@ -902,23 +886,12 @@ mod tests {
         }
         spool.flush().unwrap();
         drop(spool);
-        let seg = fs::read_dir(dir.path())
-            .unwrap()
-            .filter_map(Result::ok)
-            .find(|e| e.path().extension().is_some_and(|x| x == "seg"))
-            .unwrap()
-            .path();
+        let seg = segment(dir.path());
         let mut bytes = fs::read(&seg).unwrap();
         let record = bytes.len() / 10;
         bytes[record * 7 + HEADER + 2] ^= 0x40; // inside the 8th record's payload
         fs::write(&seg, &bytes).unwrap();
-        let spool = Spool::open(
-            cfg(dir.path(), 1 << 20, FullPolicy::DropOldest),
-            1,
-            Event::default(),
-            &stats,
-        )
-        .unwrap();
+        let spool = open(dir.path(), 1 << 20, FullPolicy::DropOldest, &stats);
         let events = read_all(&spool);
         let seqs: Vec<u64> = events
             .iter()
@@ -942,13 +915,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let stats = Stats::default();
         let spool_dir = dir.path().join("spool");
-        let mut spool = Spool::open(
-            cfg(&spool_dir, 1 << 20, FullPolicy::DropOldest),
-            1,
-            Event::default(),
-            &stats,
-        )
-        .unwrap();
+        let mut spool = open(&spool_dir, 1 << 20, FullPolicy::DropOldest, &stats);
         spool.append(event(1), &stats).unwrap();
         spool.flush().unwrap();
         spool.ack(1).unwrap();
@@ -964,33 +931,16 @@ mod tests {
     fn a_torn_tail_does_not_reuse_seqs_that_may_have_been_sent() {
         let dir = tempfile::tempdir().unwrap();
         let stats = Stats::default();
-        let mut spool = Spool::open(
-            cfg(dir.path(), 1 << 20, FullPolicy::DropOldest),
-            1,
-            Event::default(),
-            &stats,
-        )
-        .unwrap();
+        let mut spool = open(dir.path(), 1 << 20, FullPolicy::DropOldest, &stats);
         for n in 0..5 {
             spool.append(event(n), &stats).unwrap();
         }
         spool.flush().unwrap();
         drop(spool);
-        let seg = fs::read_dir(dir.path())
-            .unwrap()
-            .filter_map(Result::ok)
-            .find(|e| e.path().extension().is_some_and(|x| x == "seg"))
-            .unwrap()
-            .path();
+        let seg = segment(dir.path());
         let bytes = fs::read(&seg).unwrap();
         fs::write(&seg, &bytes[..bytes.len() - 3]).unwrap();
-        let mut spool = Spool::open(
-            cfg(dir.path(), 1 << 20, FullPolicy::DropOldest),
-            1,
-            Event::default(),
-            &stats,
-        )
-        .unwrap();
+        let mut spool = open(dir.path(), 1 << 20, FullPolicy::DropOldest, &stats);
         let next = spool.append(event(9), &stats).unwrap();
         assert!(next > 5, "seq 5 may have reached the collector: {next}");
     }

@@ -144,6 +144,18 @@ fn assert_accounted(events: &[Value]) -> u64 {
     gaps.iter().map(|g| g.2).sum()
 }
 
+/// Stored seqs form one run: each once, none missing.
+fn assert_contiguous(events: &[Value], what: &str) {
+    let first = events[0].u64_at("/seq");
+    assert!(
+        events
+            .iter()
+            .enumerate()
+            .all(|(i, e)| e.u64_at("/seq") == first + i as u64),
+        "{what}"
+    );
+}
+
 #[test]
 fn events_captured_while_the_collector_is_down_arrive_once_it_is_up() {
     let outage = Outage::new("late-collector");
@@ -156,11 +168,7 @@ fn events_captured_while_the_collector_is_down_arrive_once_it_is_up() {
     let all = stored(&collector, "late-collector");
     eprintln!("late collector: {} events stored", all.len());
     assert_eq!(assert_accounted(&all), 0, "no gaps");
-    assert_eq!(
-        all.len() as u64,
-        all.last().unwrap().u64_at("/seq") - all[0].u64_at("/seq") + 1,
-        "one contiguous run of seq, each once"
-    );
+    assert_contiguous(&all, "one contiguous run of seq, each once");
 }
 
 #[test]
@@ -189,13 +197,7 @@ fn a_collector_killed_mid_workload_loses_nothing_and_stores_each_event_once() {
         counter(&all, "ship", "reconnects")
     );
     assert_eq!(assert_accounted(&all), 0, "no gaps");
-    let first = all[0].u64_at("/seq");
-    assert!(
-        all.iter()
-            .enumerate()
-            .all(|(i, e)| e.u64_at("/seq") == first + i as u64),
-        "seqs contiguous and unique"
-    );
+    assert_contiguous(&all, "seqs contiguous and unique");
 }
 
 #[test]
@@ -215,12 +217,9 @@ fn a_sensor_killed_mid_workload_resumes_from_its_spool_and_seq_continues() {
     let all = stored(&collector, "sensor-killed");
     eprintln!("sensor killed: {} events stored", all.len());
     assert_eq!(assert_accounted(&all), 0, "no gaps");
-    let first = all[0].u64_at("/seq");
-    assert!(
-        all.iter()
-            .enumerate()
-            .all(|(i, e)| e.u64_at("/seq") == first + i as u64),
-        "the restarted sensor continued the seq of the killed one, without duplicates"
+    assert_contiguous(
+        &all,
+        "the restarted sensor continued the seq of the killed one, without duplicates",
     );
 }
 
