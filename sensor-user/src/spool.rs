@@ -648,24 +648,32 @@ impl Spool {
             let mut file = File::open(&seg.path).map_err(io_err(&seg.path))?;
             file.seek(SeekFrom::Start(cursor.offset))
                 .map_err(io_err(&seg.path))?;
-            let mut bytes = vec![0; usize::try_from(readable - cursor.offset).unwrap_or(0)];
-            file.read_exact(&mut bytes).map_err(io_err(&seg.path))?;
-            let mut at = 0;
-            while out.len() < max {
-                let Some((len, seq, _)) = record_at(&bytes, at) else {
+            // Record by record, up to `max`: reading the rest of the segment
+            // for every batch would read a segment once per batch in it.
+            let mut file = io::BufReader::with_capacity(256 << 10, file);
+            let mut record = Vec::new();
+            while out.len() < max && cursor.offset + HEADER as u64 <= readable {
+                record.resize(HEADER, 0);
+                file.read_exact(&mut record).map_err(io_err(&seg.path))?;
+                let len = u32::from_le_bytes([record[4], record[5], record[6], record[7]]) as usize;
+                if len > MAX_RECORD || cursor.offset + (HEADER + len) as u64 > readable {
+                    break;
+                }
+                record.resize(HEADER + len, 0);
+                file.read_exact(&mut record[HEADER..])
+                    .map_err(io_err(&seg.path))?;
+                let Some((_, seq, _)) = record_at(&record, 0) else {
                     break;
                 };
-                let payload = &bytes[at + HEADER..at + HEADER + len];
-                at += HEADER + len;
+                cursor.offset += record.len() as u64;
                 if seq <= cursor.skip_through {
                     continue;
                 }
-                if let Ok(event) = Event::decode(payload) {
+                if let Ok(event) = Event::decode(&record[HEADER..]) {
                     out.push(event);
                 }
                 cursor.last_seq = seq;
             }
-            cursor.offset += at as u64;
         }
         Ok(out)
     }
