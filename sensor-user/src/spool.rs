@@ -741,6 +741,17 @@ mod tests {
             .path()
     }
 
+    /// Appends 1000 events of ~70 bytes on disk: far more than 16 KiB holds.
+    fn overfill(spool: &mut Spool, stats: &Stats) {
+        for n in 0..1000 {
+            let padded = Event {
+                host_name: "x".repeat(40),
+                ..event(n)
+            };
+            spool.append(padded, stats).unwrap();
+        }
+    }
+
     fn read_all(spool: &Spool) -> Vec<Event> {
         let mut cursor = spool.cursor();
         spool.read(&mut cursor, usize::MAX).unwrap()
@@ -807,17 +818,7 @@ mod tests {
         let stats = Stats::default();
         // 4 KiB segments, 16 KiB in all; each event ~70 bytes on disk.
         let mut spool = open(dir.path(), 16 << 10, FullPolicy::DropOldest, &stats);
-        for n in 0..1000 {
-            spool
-                .append(
-                    Event {
-                        host_name: "x".repeat(40),
-                        ..event(n)
-                    },
-                    &stats,
-                )
-                .unwrap();
-        }
+        overfill(&mut spool, &stats);
         spool.flush().unwrap();
         let events = read_all(&spool);
         let gaps = gaps(&events);
@@ -846,17 +847,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let stats = Stats::default();
         let mut spool = open(dir.path(), 16 << 10, FullPolicy::DropNewest, &stats);
-        for n in 0..1000 {
-            spool
-                .append(
-                    Event {
-                        host_name: "x".repeat(40),
-                        ..event(n)
-                    },
-                    &stats,
-                )
-                .unwrap();
-        }
+        overfill(&mut spool, &stats);
         spool.flush().unwrap();
         let kept = read_all(&spool);
         assert_eq!(kept[0].seq, 1);
