@@ -11,6 +11,8 @@ mod file;
 #[cfg(target_arch = "bpf")]
 mod file_named;
 #[cfg(target_arch = "bpf")]
+mod floor;
+#[cfg(target_arch = "bpf")]
 mod kernel;
 #[cfg(target_arch = "bpf")]
 mod net;

@@ -14,7 +14,7 @@ use sensor_common::{Config as KernelConfig, SyscallSpec, maps, programs};
 
 use crate::{
     btf::{Btf, BtfError, kernel_offsets},
-    syscalls::{self, Hook},
+    syscalls,
 };
 
 static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/sensor-ebpf"));
@@ -47,6 +47,8 @@ pub enum LoadError {
     },
     #[error("map {0} is missing from the eBPF object")]
     MissingMap(&'static str),
+    #[error("no floor program left for {0} (sensor_common::programs::floor)")]
+    NoFloorSlot(&'static str),
 }
 
 /// The loaded programs and the maps userspace reads.
@@ -235,35 +237,11 @@ pub fn load(settings: &KernelSettings, btf_path: &Path) -> Result<Loaded, LoadEr
         }
     }
     let mut hooks = Vec::new();
-    for (name, tracepoint) in programs::ALL {
-        let prog: &mut RawTracePoint = program(&mut ebpf, name)?;
-        prog.attach(tracepoint).map_err(prog_err(name))?;
-        hooks.push(format!("raw_tp/{tracepoint}"));
-    }
-    for (name, tracepoint) in programs::NET_RAW {
-        let prog: &mut RawTracePoint = program(&mut ebpf, name)?;
-        prog.attach(tracepoint).map_err(prog_err(name))?;
-        hooks.push(format!("raw_tp/{tracepoint}"));
-    }
-    let file_hooks = syscalls::file_hooks(settings.report_failed);
-    let net_hooks = programs::NET_SYSCALLS.map(|(program, tracepoint)| Hook {
-        program,
-        tracepoint,
-        spec: None,
-    });
     let mut loaded = HashSet::new();
     let mut specs = Vec::new();
-    for hook in file_hooks.iter().chain(&net_hooks) {
-        let prog: &mut TracePoint = if loaded.insert(hook.program) {
-            program(&mut ebpf, hook.program)?
-        } else {
-            loaded_program(&mut ebpf, hook.program)?
-        };
-        // Some syscalls do not exist on every architecture or kernel (open,
-        // creat, fchmodat2): a missing one costs only its own events.
-        match prog.attach("syscalls", hook.tracepoint) {
-            Ok(_) => hooks.push(format!("tracepoint/syscalls/{}", hook.tracepoint)),
-            Err(e) => tracing::warn!("not attached to syscalls/{}: {e}", hook.tracepoint),
+    for hook in attachments(settings.report_failed) {
+        if attach(&mut ebpf, &mut loaded, hook.program, &hook)? {
+            hooks.push(hook.label());
         }
         if let Some(spec) = hook.spec {
             specs.push(spec);
@@ -290,6 +268,157 @@ pub fn load(settings: &KernelSettings, btf_path: &Path) -> Result<Loaded, LoadEr
         events,
         drops,
         hooks,
+    })
+}
+
+/// Where one program attaches: a raw tracepoint, or a syscall tracepoint
+/// (category `syscalls`) with the argument spec of its syscall.
+#[derive(Clone, Copy, Debug)]
+pub struct Attachment {
+    pub program: &'static str,
+    pub tracepoint: &'static str,
+    pub raw: bool,
+    pub spec: Option<(u32, SyscallSpec)>,
+}
+
+impl Attachment {
+    /// `raw_tp/NAME` or `tracepoint/syscalls/NAME`, as health events list them.
+    #[must_use]
+    pub fn label(&self) -> String {
+        if self.raw {
+            format!("raw_tp/{}", self.tracepoint)
+        } else {
+            format!("tracepoint/syscalls/{}", self.tracepoint)
+        }
+    }
+}
+
+/// Every attachment of the sensor's programs, in load order.
+#[must_use]
+pub fn attachments(report_failed: bool) -> Vec<Attachment> {
+    let raw = programs::ALL
+        .iter()
+        .chain(&programs::NET_RAW)
+        .map(|&(program, tracepoint)| Attachment {
+            program,
+            tracepoint,
+            raw: true,
+            spec: None,
+        });
+    let file = syscalls::file_hooks(report_failed)
+        .into_iter()
+        .map(|h| Attachment {
+            program: h.program,
+            tracepoint: h.tracepoint,
+            raw: false,
+            spec: h.spec,
+        });
+    let net = programs::NET_SYSCALLS
+        .iter()
+        .map(|&(program, tracepoint)| Attachment {
+            program,
+            tracepoint,
+            raw: false,
+            spec: None,
+        });
+    raw.chain(file).chain(net).collect()
+}
+
+/// Loads `program` (once: `loaded` remembers) and attaches it where `hook`
+/// says. A syscall missing on this kernel or architecture (open, creat,
+/// fchmodat2) is skipped with a warning: it costs only its own events.
+/// Returns whether it attached.
+fn attach(
+    ebpf: &mut Ebpf,
+    loaded: &mut HashSet<&'static str>,
+    program_name: &'static str,
+    hook: &Attachment,
+) -> Result<bool, LoadError> {
+    if hook.raw {
+        let prog: &mut RawTracePoint = program(ebpf, program_name)?;
+        prog.attach(hook.tracepoint).map_err(prog_err(program_name))?;
+        return Ok(true);
+    }
+    let prog: &mut TracePoint = if loaded.insert(program_name) {
+        program(ebpf, program_name)?
+    } else {
+        loaded_program(ebpf, program_name)?
+    };
+    match prog.attach("syscalls", hook.tracepoint) {
+        Ok(_) => Ok(true),
+        Err(e) => {
+            tracing::warn!("not attached to syscalls/{}: {e}", hook.tracepoint);
+            Ok(false)
+        }
+    }
+}
+
+/// Which floor program stands in for each sensor program: the next free
+/// one of the same type, in attachment order.
+pub fn floor_pairs(report_failed: bool) -> Result<Vec<(&'static str, &'static str)>, LoadError> {
+    let mut pairs: Vec<(&'static str, &'static str)> = Vec::new();
+    let (mut tp_slots, mut raw_slots) = (
+        programs::floor::TRACEPOINTS.iter(),
+        programs::floor::RAW.iter(),
+    );
+    for hook in attachments(report_failed) {
+        if pairs.iter().any(|(p, _)| *p == hook.program) {
+            continue;
+        }
+        let slot = if hook.raw {
+            raw_slots.next()
+        } else {
+            tp_slots.next()
+        };
+        pairs.push((hook.program, *slot.ok_or(LoadError::NoFloorSlot(hook.program))?));
+    }
+    Ok(pairs)
+}
+
+/// The benchmark's floor programs, attached where the sensor's are.
+pub struct Floor {
+    /// Owns the programs; dropping it detaches them.
+    pub ebpf: Ebpf,
+    pub events: RingBuf<MapData>,
+    /// (sensor program, the floor program standing in for it).
+    pub pairs: Vec<(&'static str, &'static str)>,
+}
+
+/// Loads one floor program (`programs::floor`) per sensor program and
+/// attaches it to every tracepoint that program uses, with a ring of
+/// `ring_bytes`. No configuration: the floor reads nothing.
+pub fn load_floor(ring_bytes: u32, report_failed: bool) -> Result<Floor, LoadError> {
+    if OBJECT.is_empty() {
+        return Err(LoadError::Stub);
+    }
+    if !has_privileges() {
+        return Err(LoadError::NotPrivileged);
+    }
+    let _ = ensure_tracefs();
+    let mut ebpf = EbpfLoader::new()
+        .map_max_entries(maps::EVENTS, ring_bytes)
+        .load(OBJECT)
+        .map_err(|e| LoadError::Object(Box::new(e)))?;
+    let pairs = floor_pairs(report_failed)?;
+    let mut loaded = HashSet::new();
+    for hook in attachments(report_failed) {
+        let floor = pairs
+            .iter()
+            .find(|(p, _)| *p == hook.program)
+            .map(|&(_, floor)| floor)
+            .ok_or(LoadError::NoFloorSlot(hook.program))?;
+        attach(&mut ebpf, &mut loaded, floor, &hook)?;
+    }
+    let events = RingBuf::try_from(take_map(&mut ebpf, maps::EVENTS)?).map_err(|e| {
+        LoadError::Map {
+            name: maps::EVENTS,
+            source: Box::new(e),
+        }
+    })?;
+    Ok(Floor {
+        ebpf,
+        events,
+        pairs,
     })
 }
 

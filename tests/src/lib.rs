@@ -40,7 +40,11 @@ pub type Log = Arc<Mutex<Vec<String>>>;
 
 /// Spawns `cmd` and waits for a stderr line containing `marker`; the rest of
 /// stderr keeps being echoed so failures show the child's logs, and kept.
-fn spawn_until(
+///
+/// # Panics
+/// The child does not start or print `marker` within [`PATIENCE`].
+#[must_use]
+pub fn spawn_until(
     mut cmd: Command,
     stdout: Stdio,
     marker: &'static str,
@@ -265,6 +269,11 @@ impl Collector {
             args: args.to_vec(),
             _dir: dir,
         }
+    }
+
+    #[must_use]
+    pub fn pid(&self) -> u32 {
+        self.child.id()
     }
 
     /// The address it listens on, `127.0.0.1:PORT`.

@@ -1,0 +1,47 @@
+//! The benchmark's floor: the least a program on a tracepoint can cost
+//! while still delivering something, a fixed 64-byte record reserved and
+//! submitted with default flags (the ring decides whether to wake the
+//! consumer). `cargo xtask bench` attaches one per sensor program to the same
+//! tracepoints and reads both programs' bpf_stats. The sensor never loads them.
+
+use aya_ebpf::{
+    helpers::generated::bpf_ktime_get_ns,
+    macros::{raw_tracepoint, tracepoint},
+    programs::{RawTracePointContext, TracePointContext},
+};
+use sensor_common::programs::floor::RECORD_BYTES;
+
+use crate::kernel::EVENTS;
+
+#[inline(always)]
+fn submit_floor() {
+    if let Some(mut entry) = EVENTS.reserve::<[u64; RECORD_BYTES / 8]>(0) {
+        // SAFETY: helper without arguments.
+        let now = unsafe { bpf_ktime_get_ns() };
+        entry.write([now, 0, 0, 0, 0, 0, 0, 0]);
+        entry.submit(0);
+    }
+}
+
+macro_rules! floor_tracepoints {
+    ($($name:ident),*) => {$(
+        #[tracepoint]
+        pub fn $name(_ctx: TracePointContext) -> u32 {
+            submit_floor();
+            0
+        }
+    )*};
+}
+
+macro_rules! floor_raw_tracepoints {
+    ($($name:ident),*) => {$(
+        #[raw_tracepoint]
+        pub fn $name(_ctx: RawTracePointContext) -> u32 {
+            submit_floor();
+            0
+        }
+    )*};
+}
+
+floor_tracepoints!(floor_tp_00, floor_tp_01, floor_tp_02, floor_tp_03, floor_tp_04, floor_tp_05, floor_tp_06, floor_tp_07, floor_tp_08, floor_tp_09, floor_tp_10, floor_tp_11, floor_tp_12, floor_tp_13, floor_tp_14, floor_tp_15, floor_tp_16, floor_tp_17, floor_tp_18, floor_tp_19, floor_tp_20, floor_tp_21, floor_tp_22, floor_tp_23, floor_tp_24, floor_tp_25, floor_tp_26, floor_tp_27, floor_tp_28, floor_tp_29, floor_tp_30, floor_tp_31);
+floor_raw_tracepoints!(floor_raw_0, floor_raw_1, floor_raw_2, floor_raw_3);

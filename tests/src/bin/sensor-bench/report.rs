@@ -1,0 +1,452 @@
+//! The report: one markdown file (tables, targets, machine) and one SVG chart
+//! of the main ratios. Pure formatting of what the run measured.
+
+use std::fmt::Write as _;
+
+use crate::workload::Run;
+
+/// Where a mode's measurement is missing (e.g. auditd not installed).
+pub type Cell = Option<Run>;
+
+/// One workload under the four modes.
+pub struct WorkloadRow {
+    pub name: String,
+    /// `wall`: µs per iteration is the figure; `cpu`: CPU µs per iteration
+    /// (fixed-rate loops, whose wall time is the schedule).
+    pub by_cpu: bool,
+    pub bare: Cell,
+    pub floor: Cell,
+    pub sensor: Cell,
+    pub auditd: Cell,
+}
+
+impl WorkloadRow {
+    fn figure(&self, run: &Cell) -> Option<f64> {
+        run.map(|r| {
+            if self.by_cpu {
+                r.cpu_us_per_iteration()
+            } else {
+                r.us_per_iteration()
+            }
+        })
+    }
+
+    /// A mode's figure over bare.
+    #[must_use]
+    pub fn ratio(&self, run: &Cell) -> Option<f64> {
+        Some(self.figure(run)? / self.figure(&self.bare)?)
+    }
+}
+
+/// One program's in-kernel cost beside its floor on the same tracepoints.
+pub struct KernelRow {
+    pub program: String,
+    pub runs: u64,
+    pub ns: f64,
+    pub floor_runs: u64,
+    pub floor_ns: f64,
+}
+
+impl KernelRow {
+    #[must_use]
+    pub fn ratio(&self) -> f64 {
+        self.ns / self.floor_ns.max(1e-9)
+    }
+}
+
+/// The sensor's and collector's CPU while a workload ran.
+pub struct CpuRow {
+    pub workload: String,
+    pub events: u64,
+    pub seconds: f64,
+    pub sensor_ms: f64,
+    pub collector_ms: f64,
+}
+
+impl CpuRow {
+    #[must_use]
+    pub fn sensor_percent(&self) -> f64 {
+        self.sensor_ms / 10.0 / self.seconds.max(1e-9)
+    }
+    fn per_thousand(ms: f64, events: u64) -> f64 {
+        ms * 1000.0 / (events.max(1) as f64)
+    }
+}
+
+/// One step of the sensor's capacity ramp.
+pub struct CapacityRow {
+    pub target: Option<u64>,
+    pub seconds: f64,
+    pub generated: u64,
+    pub stored: u64,
+    pub dropped: u64,
+    pub sensor_cpu_ms: f64,
+}
+
+impl CapacityRow {
+    #[must_use]
+    pub fn rate(&self) -> f64 {
+        self.generated as f64 / self.seconds.max(1e-9)
+    }
+    #[must_use]
+    pub fn lossless(&self) -> bool {
+        self.dropped == 0 && self.stored == self.generated
+    }
+    /// Generated events neither stored nor counted as dropped (0 when the
+    /// accounting is exact; negative when drops of other events were counted).
+    #[must_use]
+    pub fn unexplained(&self) -> i64 {
+        self.generated as i64 - self.stored as i64 - self.dropped as i64
+    }
+}
+
+pub struct Latency {
+    pub label: String,
+    pub events: usize,
+    pub p50_ms: f64,
+    pub p99_ms: f64,
+}
+
+pub struct Memory {
+    pub rest_kib: u64,
+    pub load_peak_kib: u64,
+    pub processes: usize,
+    pub processes_kib: u64,
+    pub processes_peak_kib: u64,
+}
+
+pub struct Report {
+    pub machine: Vec<(String, String)>,
+    pub kernel: Vec<KernelRow>,
+    pub workloads: Vec<WorkloadRow>,
+    pub cpu: Vec<CpuRow>,
+    pub capacity: Vec<CapacityRow>,
+    pub collector_rate: f64,
+    pub collector_cpu_percent: f64,
+    pub collector_events: u64,
+    pub collector_stored: u64,
+    pub memory: Memory,
+    pub latency: Vec<Latency>,
+    pub profile: String,
+    pub auditd_rules: Vec<String>,
+    pub auditd_lost: u64,
+    pub notes: Vec<String>,
+}
+
+fn opt(v: Option<f64>, digits: usize) -> String {
+    v.map_or_else(|| "–".into(), |v| format!("{v:.digits$}"))
+}
+
+fn ratio(v: Option<f64>) -> String {
+    v.map_or_else(|| "–".into(), |v| format!("{v:.2}x"))
+}
+
+fn verdict(met: bool) -> &'static str {
+    if met { "met" } else { "**missed**" }
+}
+
+impl Report {
+    /// The lossless capacity step with the highest rate.
+    #[must_use]
+    pub fn best_lossless(&self) -> Option<&CapacityRow> {
+        self.capacity
+            .iter()
+            .filter(|c| c.lossless())
+            .max_by(|a, b| a.rate().total_cmp(&b.rate()))
+    }
+
+    fn targets(&self) -> Vec<[String; 4]> {
+        let mut rows = Vec::new();
+        if let Some(worst) = self.kernel.iter().max_by(|a, b| a.ratio().total_cmp(&b.ratio())) {
+            let over: Vec<String> = self
+                .kernel
+                .iter()
+                .filter(|k| k.ratio() > 1.5)
+                .map(|k| format!("{} {:.1}x", k.program, k.ratio()))
+                .collect();
+            rows.push([
+                "In-kernel cost of each program ≤ 1.5x the floor".into(),
+                format!("worst {} at {:.2}x ({} of {} programs over)", worst.program, worst.ratio(), over.len(), self.kernel.len()),
+                verdict(over.is_empty()).into(),
+                if over.is_empty() { String::new() } else { over.join(", ") },
+            ]);
+        }
+        if let Some(c) = self.cpu.iter().find(|c| c.workload.contains("1600/s")) {
+            let pct = c.sensor_percent();
+            rows.push([
+                "Sensor CPU at 1,600 exec/s < 2% of a core".into(),
+                format!("{pct:.2}%"),
+                verdict(pct < 2.0).into(),
+                if pct < 2.0 { String::new() } else { format!("{:.1}x the target", pct / 2.0) },
+            ]);
+        }
+        if let Some(w) = self.workloads.iter().find(|w| w.name.starts_with("open/write/close")) {
+            let s = w.ratio(&w.sensor);
+            let a = w.ratio(&w.auditd);
+            let met = s.is_some_and(|s| s <= 1.3 && a.is_none_or(|a| s < a));
+            rows.push([
+                "open/write/close slowdown ≤ 1.3x bare and below auditd".into(),
+                format!("sensor {}, auditd {}", ratio(s), ratio(a)),
+                verdict(met).into(),
+                s.filter(|&s| s > 1.3).map_or(String::new(), |s| format!("{:.0}% over 1.3x", (s / 1.3 - 1.0) * 100.0)),
+            ]);
+        }
+        if let Some(best) = self.best_lossless() {
+            let r = best.rate();
+            rows.push([
+                "Sensor pipeline ≥ 500,000 events/s with zero loss".into(),
+                format!("{r:.0} events/s lossless (highest step)"),
+                verdict(r >= 500_000.0).into(),
+                if r >= 500_000.0 { String::new() } else { format!("{:.1}x short", 500_000.0 / r.max(1.0)) },
+            ]);
+        }
+        let exact = self.capacity.iter().all(|c| c.unexplained() == 0);
+        rows.push([
+            "Exact loss accounting beyond capacity (generated = stored + dropped)".into(),
+            self.capacity
+                .iter()
+                .map(|c| format!("{:+}", c.unexplained()))
+                .collect::<Vec<_>>()
+                .join(" / "),
+            verdict(exact).into(),
+            String::new(),
+        ]);
+        let c = self.collector_rate;
+        let collector_lossless = self.collector_stored == self.collector_events;
+        rows.push([
+            "Collector ≥ 200,000 events/s stored, zero loss".into(),
+            format!("{c:.0} events/s, {} of {} stored", self.collector_stored, self.collector_events),
+            verdict(c >= 200_000.0 && collector_lossless).into(),
+            if c >= 200_000.0 { String::new() } else { format!("{:.1}x short", 200_000.0 / c.max(1.0)) },
+        ]);
+        let mib = self.memory.processes_peak_kib as f64 / 1024.0;
+        rows.push([
+            format!("Sensor RSS < 64 MiB with {} live processes", self.memory.processes),
+            format!("{mib:.1} MiB peak"),
+            verdict(mib < 64.0).into(),
+            String::new(),
+        ]);
+        if let Some(worst) = self.latency.iter().max_by(|a, b| a.p99_ms.total_cmp(&b.p99_ms)) {
+            rows.push([
+                "p99 latency kernel → collector commit < 250 ms".into(),
+                format!("worst p99 {:.0} ms ({})", worst.p99_ms, worst.label),
+                verdict(worst.p99_ms < 250.0).into(),
+                String::new(),
+            ]);
+        }
+        rows
+    }
+
+    #[must_use]
+    pub fn markdown(&self, chart: &str) -> String {
+        let mut s = String::new();
+        let _ = writeln!(s, "# Benchmarks\n");
+        let _ = writeln!(
+            s,
+            "Written by `cargo xtask bench` (tests/src/bin/sensor-bench). Every figure is from one run \
+             on the machine below; ratios compare modes measured in the same run. Re-run to \
+             reproduce; numbers from a 2-core VM are noisy (±10% between runs is common).\n"
+        );
+        let _ = writeln!(s, "![main ratios]({chart})\n");
+        let _ = writeln!(s, "## Machine\n\n| | |\n|---|---|");
+        for (k, v) in &self.machine {
+            let _ = writeln!(s, "| {k} | {v} |");
+        }
+        let _ = writeln!(s, "\n## Targets\n\n| Target | Measured | | By how much |\n|---|---|---|---|");
+        for [a, b, c, d] in self.targets() {
+            let _ = writeln!(s, "| {a} | {b} | {c} | {d} |");
+        }
+
+        let _ = writeln!(
+            s,
+            "\n## Workload slowdown\n\nbare: nothing attached. floor: a program per sensor program \
+             on the same tracepoints that only reserves and submits a 64-byte record, with a \
+             consumer draining the ring. sensor: the sensor with default config shipping to a \
+             local collector over mTLS. auditd: auditd 3 with the rules below. Loops run as fast \
+             as they can (µs per iteration, wall) except the fixed-rate exec loops (CPU µs per \
+             exec of the loop and its children, which is where hook time is charged).\n"
+        );
+        let _ = writeln!(
+            s,
+            "| Workload | bare | floor | sensor | auditd | floor/bare | sensor/bare | auditd/bare |\n|---|---|---|---|---|---|---|---|"
+        );
+        for w in &self.workloads {
+            let f = |c: &Cell| opt(w.figure(c), 2);
+            let _ = writeln!(
+                s,
+                "| {} | {} | {} | {} | {} | {} | {} | {} |",
+                w.name,
+                f(&w.bare),
+                f(&w.floor),
+                f(&w.sensor),
+                f(&w.auditd),
+                ratio(w.ratio(&w.floor)),
+                ratio(w.ratio(&w.sensor)),
+                ratio(w.ratio(&w.auditd))
+            );
+        }
+        let _ = writeln!(s, "\nIterations per run:\n\n| Workload | bare | floor | sensor | auditd |\n|---|---|---|---|---|");
+        for w in &self.workloads {
+            let n = |c: &Cell| c.map_or_else(|| "–".into(), |r| r.iterations.to_string());
+            let _ = writeln!(s, "| {} | {} | {} | {} | {} |", w.name, n(&w.bare), n(&w.floor), n(&w.sensor), n(&w.auditd));
+        }
+
+        let _ = writeln!(
+            s,
+            "\n## In-kernel cost per event\n\nbpf_stats (`run_time_ns / run_cnt`) over all the \
+             workloads above, each sensor program beside the floor program attached to exactly \
+             the same tracepoints.\n\n| Program | runs | ns/run | floor runs | floor ns/run | ratio |\n|---|---|---|---|---|---|"
+        );
+        for k in &self.kernel {
+            let _ = writeln!(
+                s,
+                "| {} | {} | {:.0} | {} | {:.0} | {:.2}x |",
+                k.program, k.runs, k.ns, k.floor_runs, k.floor_ns, k.ratio()
+            );
+        }
+
+        let _ = writeln!(
+            s,
+            "\n## CPU of the sensor and the collector\n\nUser + system time of each process while \
+             the workload ran and until its events were stored.\n\n| Workload | events | events/s | sensor CPU | sensor % of a core | sensor ms per 1,000 events | collector ms per 1,000 events |\n|---|---|---|---|---|---|---|"
+        );
+        for c in &self.cpu {
+            let _ = writeln!(
+                s,
+                "| {} | {} | {:.0} | {:.0} ms | {:.2}% | {:.2} | {:.2} |",
+                c.workload,
+                c.events,
+                c.events as f64 / c.seconds.max(1e-9),
+                c.sensor_ms,
+                c.sensor_percent(),
+                CpuRow::per_thousand(c.sensor_ms, c.events),
+                CpuRow::per_thousand(c.collector_ms, c.events)
+            );
+        }
+
+        let _ = writeln!(
+            s,
+            "\n## Capacity\n\nThe sensor with `files.writes = \"all\"` while threads pwrite(2) one \
+             byte to their own tmpfs file at a paced rate: each write is one event, plus one open \
+             per thread. generated = what the workload did; stored = events for those files in the \
+             collector; dropped = `dropped_total` of the sensor's final health report (every \
+             stage's drop counters, kernel ring included). unexplained = generated − stored − \
+             dropped.\n\n| Target rate | achieved events/s | seconds | generated | stored | dropped | unexplained | sensor CPU | lossless |\n|---|---|---|---|---|---|---|---|---|"
+        );
+        for c in &self.capacity {
+            let _ = writeln!(
+                s,
+                "| {} | {:.0} | {:.1} | {} | {} | {} | {} | {:.0}% of a core | {} |",
+                c.target.map_or_else(|| "as fast as possible".into(), |t| t.to_string()),
+                c.rate(),
+                c.seconds,
+                c.generated,
+                c.stored,
+                c.dropped,
+                c.unexplained(),
+                c.sensor_cpu_ms / 10.0 / c.seconds.max(1e-9),
+                if c.lossless() { "yes" } else { "no" }
+            );
+        }
+        let _ = writeln!(
+            s,
+            "\nCollector alone: one mTLS client streaming realistic file events in batches of 512 \
+             (8 in flight): **{:.0} events/s** acknowledged (acks mean committed with \
+             synchronous=FULL), {} of {} stored, collector CPU {:.0}% of a core.",
+            self.collector_rate, self.collector_stored, self.collector_events, self.collector_cpu_percent
+        );
+
+        let m = &self.memory;
+        let _ = writeln!(
+            s,
+            "\n## Memory (sensor RSS)\n\n| State | RSS |\n|---|---|\n| at rest | {:.1} MiB |\n| under load (peak of the capacity runs) | {:.1} MiB |\n| {} live processes (now / peak) | {:.1} / {:.1} MiB |",
+            m.rest_kib as f64 / 1024.0,
+            m.load_peak_kib as f64 / 1024.0,
+            m.processes,
+            m.processes_kib as f64 / 1024.0,
+            m.processes_peak_kib as f64 / 1024.0
+        );
+
+        let _ = writeln!(
+            s,
+            "\n## Latency\n\nFrom the event's kernel timestamp to the collector's commit \
+             (`stored_ns − time_ns`).\n\n| Load | events | p50 | p99 |\n|---|---|---|---|"
+        );
+        for l in &self.latency {
+            let _ = writeln!(s, "| {} | {} | {:.1} ms | {:.1} ms |", l.label, l.events, l.p50_ms, l.p99_ms);
+        }
+
+        let _ = writeln!(s, "\n## Where the sensor's time goes\n\n```\n{}\n```", self.profile.trim_end());
+        let _ = writeln!(s, "\n## auditd rules\n\n```");
+        for r in &self.auditd_rules {
+            let _ = writeln!(s, "auditctl {r}");
+        }
+        let _ = writeln!(s, "```\n\nRecords auditd lost during its runs: {}.", self.auditd_lost);
+        if !self.notes.is_empty() {
+            let _ = writeln!(s, "\n## Notes\n");
+            for n in &self.notes {
+                let _ = writeln!(s, "- {n}");
+            }
+        }
+        s
+    }
+
+    /// Two panels: workload slowdown per mode (log scale), and each
+    /// program's in-kernel cost over its floor.
+    #[must_use]
+    pub fn svg(&self) -> String {
+        let (w, h) = (960.0, 420.0);
+        let mut s = format!(
+            "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"{w}\" height=\"{h}\" font-family=\"sans-serif\" font-size=\"11\">\n<rect width=\"100%\" height=\"100%\" fill=\"white\"/>\n"
+        );
+        // Left: slowdown, log10 from 1x to 100x.
+        let (x0, y0, pw, ph) = (60.0, 40.0, 400.0, 300.0);
+        let _ = writeln!(s, "<text x=\"{x0}\" y=\"20\" font-size=\"14\">Workload slowdown vs bare (log scale)</text>");
+        let y_of = |r: f64| y0 + ph - (r.max(1.0).log10() / 2.0).min(1.0) * ph;
+        for tick in [1.0, 1.3, 2.0, 5.0, 10.0, 20.0, 50.0, 100.0] {
+            let y = y_of(tick);
+            let _ = writeln!(s, "<line x1=\"{x0}\" x2=\"{}\" y1=\"{y:.1}\" y2=\"{y:.1}\" stroke=\"#ddd\"/><text x=\"{}\" y=\"{:.1}\" text-anchor=\"end\">{tick}x</text>", x0 + pw, x0 - 4.0, y + 4.0);
+        }
+        let modes = [("floor", "#999999"), ("sensor", "#2a7ab9"), ("auditd", "#d9534f")];
+        let rows: Vec<&WorkloadRow> = self.workloads.iter().collect();
+        let group = pw / rows.len().max(1) as f64;
+        for (i, row) in rows.iter().enumerate() {
+            let gx = x0 + group * i as f64;
+            for (j, (mode, color)) in modes.iter().enumerate() {
+                let cell = match *mode {
+                    "floor" => &row.floor,
+                    "sensor" => &row.sensor,
+                    _ => &row.auditd,
+                };
+                if let Some(r) = row.ratio(cell) {
+                    let bw = group / 4.0;
+                    let x = gx + bw * (j as f64 + 0.5);
+                    let y = y_of(r);
+                    let _ = writeln!(s, "<rect x=\"{x:.1}\" y=\"{y:.1}\" width=\"{:.1}\" height=\"{:.1}\" fill=\"{color}\"><title>{mode} {r:.2}x</title></rect><text x=\"{:.1}\" y=\"{:.1}\" text-anchor=\"middle\" font-size=\"9\">{r:.1}</text>", bw * 0.9, (y0 + ph - y).max(0.5), x + bw * 0.45, y - 2.0);
+                }
+            }
+            let label: String = row.name.chars().take(22).collect();
+            let _ = writeln!(s, "<text transform=\"translate({:.1},{:.1}) rotate(20)\" font-size=\"9\">{label}</text>", gx + 4.0, y0 + ph + 12.0);
+        }
+        for (j, (mode, color)) in modes.iter().enumerate() {
+            let lx = x0 + 10.0 + 80.0 * j as f64;
+            let _ = writeln!(s, "<rect x=\"{lx}\" y=\"28\" width=\"10\" height=\"10\" fill=\"{color}\"/><text x=\"{}\" y=\"37\">{mode}</text>", lx + 14.0);
+        }
+        // Right: in-kernel ratio per program, linear 0..max.
+        let (x1, pw1) = (640.0, 280.0);
+        let _ = writeln!(s, "<text x=\"{}\" y=\"20\" font-size=\"14\">In-kernel ns/event: sensor program / floor</text>", x1 - 150.0);
+        let max = self.kernel.iter().map(KernelRow::ratio).fold(2.0_f64, f64::max);
+        let bh = (ph / self.kernel.len().max(1) as f64).min(18.0);
+        let xr = |r: f64| x1 + r / max * pw1;
+        for (i, k) in self.kernel.iter().enumerate() {
+            let y = y0 + bh * i as f64;
+            let r = k.ratio();
+            let color = if r <= 1.5 { "#5cb85c" } else { "#2a7ab9" };
+            let _ = writeln!(s, "<text x=\"{}\" y=\"{:.1}\" text-anchor=\"end\" font-size=\"9\">{}</text><rect x=\"{x1}\" y=\"{y:.1}\" width=\"{:.1}\" height=\"{:.1}\" fill=\"{color}\"/><text x=\"{:.1}\" y=\"{:.1}\" font-size=\"9\">{r:.1}x</text>", x1 - 4.0, y + bh * 0.7, k.program, xr(r) - x1, bh * 0.8, xr(r) + 3.0, y + bh * 0.7);
+        }
+        let target = xr(1.5);
+        let _ = writeln!(s, "<line x1=\"{target:.1}\" x2=\"{target:.1}\" y1=\"{y0}\" y2=\"{}\" stroke=\"#d9534f\" stroke-dasharray=\"4\"/><text x=\"{target:.1}\" y=\"{}\" font-size=\"9\" fill=\"#d9534f\">1.5x target</text>", y0 + ph, y0 + ph + 12.0);
+        s.push_str("</svg>\n");
+        s
+    }
+}

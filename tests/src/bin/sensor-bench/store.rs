@@ -1,0 +1,138 @@
+//! Reads the collector's database (read-only, beside the running collector):
+//! what was stored, how late, and what the sensor said it dropped.
+
+use std::{
+    path::Path,
+    thread,
+    time::{Duration, Instant},
+};
+
+use anyhow::{Context as _, Result};
+use prost::Message as _;
+use rusqlite::{Connection, OpenFlags};
+use sensor_proto::v1::{Event, SensorHealth, event::Body};
+
+pub struct Store(Connection);
+
+impl Store {
+    pub fn open(db: &Path) -> Result<Self> {
+        let conn = Connection::open_with_flags(db, OpenFlags::SQLITE_OPEN_READ_ONLY)
+            .with_context(|| format!("opening {}", db.display()))?;
+        conn.busy_timeout(Duration::from_secs(10))?;
+        Ok(Self(conn))
+    }
+
+    /// The highest row id so far (rows are stored in id order).
+    pub fn last_id(&self) -> Result<i64> {
+        Ok(self
+            .0
+            .query_row("SELECT coalesce(max(id), 0) FROM events", [], |r| r.get(0))?)
+    }
+
+    /// Events stored after row `after`, health and gap records excluded.
+    pub fn count_after(&self, after: i64) -> Result<u64> {
+        Ok(self.0.query_row(
+            "SELECT count(*) FROM events WHERE id > ?1 AND kind NOT IN ('health', 'gap')",
+            [after],
+            |r| r.get(0),
+        )?)
+    }
+
+    /// File events after row `after` whose path starts with `prefix`.
+    pub fn files_under(&self, after: i64, prefix: &str) -> Result<u64> {
+        Ok(self.0.query_row(
+            "SELECT count(DISTINCT e.id) FROM events e JOIN indicators i ON i.event_id = e.id
+             WHERE e.id > ?1 AND e.kind = 'file' AND i.type = 'path'
+               AND substr(i.value_text, 1, length(?2)) = ?2",
+            rusqlite::params![after, prefix],
+            |r| r.get(0),
+        )?)
+    }
+
+    /// Waits until no row has arrived for `quiet` (at most `limit`), and
+    /// returns the last row id.
+    pub fn settle(&self, quiet: Duration, limit: Duration) -> Result<i64> {
+        let start = Instant::now();
+        let mut last = self.last_id()?;
+        let mut since = Instant::now();
+        while start.elapsed() < limit {
+            thread::sleep(Duration::from_millis(200));
+            let now = self.last_id()?;
+            if now != last {
+                last = now;
+                since = Instant::now();
+            } else if since.elapsed() >= quiet {
+                break;
+            }
+        }
+        Ok(last)
+    }
+
+    /// Milliseconds from each event's kernel time to its commit, for events
+    /// stored in `(after, upto]`, sorted.
+    pub fn latencies_ms(&self, after: i64, upto: i64) -> Result<Vec<f64>> {
+        let mut stmt = self.0.prepare(
+            "SELECT stored_ns - time_ns FROM events
+             WHERE id > ?1 AND id <= ?2 AND kind NOT IN ('health', 'gap') AND stored_ns > 0",
+        )?;
+        let mut all: Vec<f64> = stmt
+            .query_map([after, upto], |r| r.get::<_, i64>(0))?
+            .filter_map(Result::ok)
+            .map(|ns| ns as f64 / 1e6)
+            .collect();
+        all.sort_by(f64::total_cmp);
+        Ok(all)
+    }
+
+    /// The newest health report of `sensor_id`.
+    pub fn last_health(&self, sensor_id: &str) -> Result<Option<SensorHealth>> {
+        let body: Option<Vec<u8>> = self
+            .0
+            .query_row(
+                "SELECT body FROM events WHERE kind = 'health' AND sensor_id = ?1
+                 ORDER BY seq DESC LIMIT 1",
+                [sensor_id],
+                |r| r.get(0),
+            )
+            .ok();
+        let Some(body) = body else { return Ok(None) };
+        let event = Event::decode(body.as_slice()).context("decoding a stored health event")?;
+        Ok(match event.body {
+            Some(Body::Health(h)) => Some(h),
+            _ => None,
+        })
+    }
+}
+
+/// The `q` quantile (0..=1) of sorted values, 0 for none.
+#[must_use]
+pub fn quantile(sorted: &[f64], q: f64) -> f64 {
+    if sorted.is_empty() {
+        return 0.0;
+    }
+    let i = ((sorted.len() - 1) as f64 * q).round() as usize;
+    sorted[i.min(sorted.len() - 1)]
+}
+
+/// A counter of a health report, 0 when absent.
+#[must_use]
+pub fn counter(health: &SensorHealth, stage: &str, name: &str) -> u64 {
+    health
+        .counters
+        .iter()
+        .find(|c| c.stage == stage && c.name == name)
+        .map_or(0, |c| c.value)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::quantile;
+
+    #[test]
+    fn quantiles_of_a_hundred_values() {
+        let v: Vec<f64> = (1..=100).map(f64::from).collect();
+        assert_eq!(quantile(&v, 0.5), 51.0);
+        assert_eq!(quantile(&v, 0.99), 99.0);
+        assert_eq!(quantile(&[], 0.5), 0.0);
+    }
+}
