@@ -77,10 +77,12 @@ pub struct EventFilter {
 }
 
 impl EventFilter {
-    /// The `SELECT sensor_id, seq, body ...` statement and its parameters,
-    /// ordered by time_ns, sensor_id, seq.
+    /// The `SELECT sensor_id, seq, body, stored_ns ...` statement and its
+    /// parameters, ordered by time_ns, sensor_id, seq. Without
+    /// `has_stored_ns` (a database older than schema version 3 lacks the
+    /// column) the fourth column is a constant 0, "unknown".
     #[must_use]
-    pub fn to_sql(&self) -> (String, Vec<Value>) {
+    pub fn to_sql(&self, has_stored_ns: bool) -> (String, Vec<Value>) {
         let mut conditions: Vec<&str> = Vec::new();
         let mut values: Vec<Value> = Vec::new();
         // An indicator is far more selective than a host, a sensor or a time
@@ -146,7 +148,11 @@ impl EventFilter {
             let pattern = domain_key(domain).map_or_else(String::new, |key| glob_escape(&key));
             values.push(Value::Text(format!("{pattern}*")));
         }
-        let mut sql = String::from("SELECT sensor_id, seq, body FROM events");
+        let mut sql = String::from(if has_stored_ns {
+            "SELECT sensor_id, seq, body, stored_ns FROM events"
+        } else {
+            "SELECT sensor_id, seq, body, 0 FROM events"
+        });
         if !conditions.is_empty() {
             sql.push_str(" WHERE ");
             sql.push_str(&conditions.join(" AND "));
@@ -211,12 +217,17 @@ mod tests {
 
     #[test]
     fn an_empty_filter_selects_everything_in_time_order() {
-        let (sql, values) = EventFilter::default().to_sql();
+        let (sql, values) = EventFilter::default().to_sql(true);
         assert_eq!(
             sql,
-            "SELECT sensor_id, seq, body FROM events ORDER BY time_ns, sensor_id, seq"
+            "SELECT sensor_id, seq, body, stored_ns FROM events ORDER BY time_ns, sensor_id, seq"
         );
         assert!(values.is_empty());
+        let (sql, _) = EventFilter::default().to_sql(false);
+        assert_eq!(
+            sql,
+            "SELECT sensor_id, seq, body, 0 FROM events ORDER BY time_ns, sensor_id, seq"
+        );
     }
 
     #[test]
@@ -243,14 +254,14 @@ mod tests {
             ..EventFilter::default()
         };
         assert_eq!(
-            filter("A.Example.com.").to_sql().1,
+            filter("A.Example.com.").to_sql(true).1,
             [Value::Text("com.example.a.*".into())]
         );
         assert_eq!(
-            filter("we*ird[.com").to_sql().1,
+            filter("we*ird[.com").to_sql(true).1,
             [Value::Text("com.we[*]ird[[].*".into())]
         );
-        assert_eq!(filter(".").to_sql().1, [Value::Text("*".into())]);
+        assert_eq!(filter(".").to_sql(true).1, [Value::Text("*".into())]);
     }
 
     #[test]

@@ -15,9 +15,18 @@
 //! | `port`   | `value_int`  | network `remote_port`, `local_port` (1-65535)     |
 //! | `domain` | `value_text` | DNS `query_name`, answer names, `CNAME`/`DNAME`/`NS`/`PTR` answer data (reversed labels) |
 //!
+//! `events.stored_ns` is when the collector stored the event: wall-clock
+//! nanoseconds since the Unix epoch, read once per transaction (one group
+//! commit) just before that transaction's inserts, so it is at most the
+//! inserts' and the commit's duration before the event became durable. A
+//! redelivered event keeps the time it was first stored. 0 means unknown:
+//! the event was stored before the column existed.
+//!
 //! Schema versions (`PRAGMA user_version`): 1 had only `events`; 2 adds
-//! `indicators`. [`Store::open`] upgrades a version-1 database in place,
-//! indexing the file, network and DNS events it already holds.
+//! `indicators`; 3 adds `events.stored_ns`. [`Store::open`] upgrades a
+//! version-1 or version-2 database in place, indexing the file, network and
+//! DNS events it already holds (from 1) and adding `stored_ns`, 0 for the rows
+//! already stored (from 1 or 2).
 
 use std::{
     fs::OpenOptions,
@@ -25,7 +34,7 @@ use std::{
     ops::ControlFlow,
     os::unix::fs::OpenOptionsExt as _,
     path::{Path, PathBuf},
-    time::Duration,
+    time::{Duration, SystemTime},
 };
 
 use prost::Message as _;
@@ -40,10 +49,17 @@ use crate::{
 };
 
 /// Schema version stored in `PRAGMA user_version`.
-const SCHEMA_VERSION: i64 = 2;
+const SCHEMA_VERSION: i64 = 3;
 
 /// The first schema version with the `indicators` table.
 const INDICATORS_VERSION: i64 = 2;
+
+/// The first schema version with `events.stored_ns`.
+const STORED_NS_VERSION: i64 = 3;
+
+/// Adds `stored_ns` to the `events` table of a database older than
+/// [`STORED_NS_VERSION`]; the rows already there get 0 (unknown).
+const ADD_STORED_NS: &str = "ALTER TABLE events ADD COLUMN stored_ns INTEGER NOT NULL DEFAULT 0";
 
 const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS events (
@@ -59,6 +75,7 @@ CREATE TABLE IF NOT EXISTS events (
     pid            INTEGER NOT NULL,
     exe            TEXT    NOT NULL,
     body           BLOB    NOT NULL,
+    stored_ns      INTEGER NOT NULL DEFAULT 0,
     UNIQUE (sensor_id, seq)
 );
 CREATE INDEX IF NOT EXISTS events_host_name      ON events (host_name, time_ns);
@@ -82,8 +99,8 @@ CREATE INDEX IF NOT EXISTS indicators_int  ON indicators (type, value_int);
 
 const INSERT: &str = "
 INSERT INTO events (sensor_id, seq, host_id, host_name, kind, time_ns, exec_id,
-                    parent_exec_id, pid, exe, body)
-VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)
+                    parent_exec_id, pid, exe, body, stored_ns)
+VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)
 ON CONFLICT (sensor_id, seq) DO NOTHING
 ";
 
@@ -177,6 +194,16 @@ pub struct QueryStats {
     pub yielded: u64,
     /// Rows whose body did not decode; skipped with a warning.
     pub corrupt: u64,
+}
+
+/// A stored event and when it was stored.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StoredEvent {
+    pub event: Event,
+    /// The `stored_ns` column: when the collector stored the event (unix ns,
+    /// read just before the inserts of its transaction); 0 if unknown (stored
+    /// before schema version 3, or the database has not been upgraded yet).
+    pub stored_ns: i64,
 }
 
 /// The event that best describes one process image, as [`Store::find_image`]
@@ -368,6 +395,12 @@ impl Store {
     fn insert_valid(&mut self, batches: &[&[Event]]) -> Result<Vec<InsertOutcome>, StoreError> {
         let tx = self.conn.transaction()?;
         let mut outcomes = Vec::with_capacity(batches.len());
+        // One clock reading for the whole group commit. We want the time the
+        // events became durable, i.e. the commit; but the value is written by
+        // the inserts inside the transaction, so it is read here, just before
+        // the group's inserts. It therefore precedes the commit by the time
+        // the inserts and the fsync take.
+        let stored_ns = unix_ns_now();
         {
             let mut stmt = tx.prepare_cached(INSERT)?;
             let mut indicator_stmt = tx.prepare_cached(INSERT_INDICATOR)?;
@@ -387,6 +420,7 @@ impl Store {
                         row.pid,
                         row.exe,
                         event.encode_to_vec(),
+                        stored_ns,
                     ])?;
                     if changed == 0 {
                         outcome.duplicates += 1;
@@ -429,18 +463,20 @@ impl Store {
         Ok(u64::try_from(n).unwrap_or(0))
     }
 
-    /// Calls `each` with every event matching `filter`, ordered by time, then
-    /// sensor_id and seq. `each` can stop the walk by returning `Break`.
-    /// Rows whose body does not decode are skipped with a warning.
+    /// Calls `each` with every event matching `filter` and its `stored_ns`,
+    /// ordered by time, then sensor_id and seq. `each` can stop the walk by
+    /// returning `Break`. Rows whose body does not decode are skipped with a
+    /// warning. A database older than schema version 3 (opened read-only, not
+    /// upgraded) has no `stored_ns`: every event gets 0.
     ///
     /// # Errors
     /// SQLite fails.
     pub fn query_each<F>(&self, filter: &EventFilter, mut each: F) -> Result<QueryStats, StoreError>
     where
-        F: FnMut(Event) -> ControlFlow<()>,
+        F: FnMut(StoredEvent) -> ControlFlow<()>,
     {
         self.check_filter(filter)?;
-        let (sql, values) = filter.to_sql();
+        let (sql, values) = filter.to_sql(self.schema_version >= STORED_NS_VERSION);
         let mut stmt = self.conn.prepare(&sql)?;
         let mut rows = stmt.query(params_from_iter(values))?;
         let mut stats = QueryStats::default();
@@ -448,10 +484,11 @@ impl Store {
             let sensor_id: String = row.get(0)?;
             let seq: i64 = row.get(1)?;
             let body: Vec<u8> = row.get(2)?;
+            let stored_ns: i64 = row.get(3)?;
             match Event::decode(body.as_slice()) {
                 Ok(event) => {
                     stats.yielded += 1;
-                    if each(event).is_break() {
+                    if each(StoredEvent { event, stored_ns }).is_break() {
                         break;
                     }
                 }
@@ -470,8 +507,8 @@ impl Store {
     /// SQLite fails.
     pub fn query(&self, filter: &EventFilter) -> Result<Vec<Event>, StoreError> {
         let mut events = Vec::new();
-        self.query_each(filter, |event| {
-            events.push(event);
+        self.query_each(filter, |stored| {
+            events.push(stored.event);
             ControlFlow::Continue(())
         })?;
         Ok(events)
@@ -515,25 +552,54 @@ impl Store {
     }
 }
 
-/// Creates what is missing of the schema and, coming from a version without
-/// indicators, indexes the file, network and DNS events already stored; all
-/// in one transaction with the version bump.
+/// Creates what is missing of the schema; coming from a version without
+/// indicators, indexes the file, network and DNS events already stored;
+/// coming from a version without `stored_ns`, adds it (0 for the rows already
+/// stored). All in one transaction with the version bump.
 fn upgrade(conn: &mut Connection, from: i64) -> rusqlite::Result<()> {
     let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+    // An existing `events` table is left as it is: it gets its new columns
+    // below.
     tx.execute_batch(SCHEMA)?;
-    if from < INDICATORS_VERSION {
-        let indexed = index_stored_events(&tx)?;
-        if from > 0 {
-            tracing::info!(
-                from,
-                to = SCHEMA_VERSION,
-                indexed,
-                "upgraded the database schema"
-            );
-        }
+    // A fresh database (version 0) has just been created with the column.
+    let added_stored_ns = from < STORED_NS_VERSION && !has_column(&tx, "events", "stored_ns")?;
+    if added_stored_ns {
+        tx.execute_batch(ADD_STORED_NS)?;
+    }
+    let indexed = if from < INDICATORS_VERSION {
+        index_stored_events(&tx)?
+    } else {
+        0
+    };
+    if from > 0 {
+        tracing::info!(
+            from,
+            to = SCHEMA_VERSION,
+            indexed,
+            added_stored_ns,
+            "upgraded the database schema"
+        );
     }
     tx.pragma_update(None, "user_version", SCHEMA_VERSION)?;
     tx.commit()
+}
+
+/// Whether `table` has a column named `column`.
+fn has_column(conn: &Connection, table: &str, column: &str) -> rusqlite::Result<bool> {
+    conn.query_row(
+        "SELECT count(*) FROM pragma_table_info(?1) WHERE name = ?2",
+        params![table, column],
+        |row| row.get::<_, i64>(0),
+    )
+    .map(|n| n > 0)
+}
+
+/// Wall-clock nanoseconds since the Unix epoch; 0 if the clock is before the
+/// epoch (as "unknown"), `i64::MAX` past 2262.
+fn unix_ns_now() -> i64 {
+    SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_nanos()).unwrap_or(i64::MAX))
 }
 
 /// Adds the indicators of every stored file, network and DNS event; returns
@@ -627,7 +693,7 @@ mod tests {
     use crate::{Kind, indicators::IpRange};
 
     fn plan(store: &Store, filter: &EventFilter) -> Vec<String> {
-        let (sql, values) = filter.to_sql();
+        let (sql, values) = filter.to_sql(true);
         let mut stmt = store
             .conn
             .prepare(&format!("EXPLAIN QUERY PLAN {sql}"))

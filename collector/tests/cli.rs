@@ -209,14 +209,28 @@ fn tree_of_an_unknown_exec_id_fails_with_exit_code_1() -> anyhow::Result<()> {
 fn query_prints_every_event_as_json_lines_in_time_order() -> anyhow::Result<()> {
     let db = TempDb::new()?;
     let events = family();
+    let before = common::unix_ns_now()?;
     db.fill(&events)?;
+    let after = common::unix_ns_now()?;
     let out = run_collector(&["query", "--db", path_arg(&db.path)?])?;
     assert_eq!(out.status.code(), Some(0), "{out:?}");
     let expected: Vec<String> = [&events[2], &events[3], &events[0], &events[1]]
         .iter()
         .map(|e| e.to_json())
         .collect::<Result<_, _>>()?;
-    assert_eq!(stdout_lines(&out)?, expected);
+    // Each event's own JSON, then when it was stored (one batch, one time).
+    let (printed, stored_ns): (Vec<String>, Vec<i64>) = stdout_lines(&out)?
+        .iter()
+        .map(|line| common::split_stored_ns(line))
+        .collect::<anyhow::Result<Vec<_>>>()?
+        .into_iter()
+        .unzip();
+    assert_eq!(printed, expected);
+    assert!(
+        stored_ns.iter().all(|&ns| ns == stored_ns[0]),
+        "{stored_ns:?}"
+    );
+    assert!((before..=after).contains(&stored_ns[0]), "{stored_ns:?}");
     // Proto field names, uint64 as strings, RFC 3339 time.
     let first: serde_json::Value = serde_json::from_str(&expected[0])?;
     assert_eq!(first["sensor_id"], "sensor-a");

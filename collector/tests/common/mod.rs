@@ -293,3 +293,38 @@ pub fn sensor_seqs(lines: &[String]) -> anyhow::Result<Vec<(String, u64)>> {
         })
         .collect()
 }
+
+/// The key `collector query` appends to each event's JSON object.
+const STORED_NS_KEY: &str = ",\"stored_ns\":\"";
+
+/// Splits a `collector query` line into the event's own JSON (what
+/// `Event::to_json` gives) and its `stored_ns`, which must be the last key.
+pub fn split_stored_ns(line: &str) -> anyhow::Result<(String, i64)> {
+    let value: serde_json::Value = serde_json::from_str(line)?;
+    let stored_ns = value["stored_ns"]
+        .as_str()
+        .context("stored_ns is not a string")?
+        .parse::<i64>()?;
+    let Some(at) = line.rfind(STORED_NS_KEY) else {
+        bail!("stored_ns is not the last key of {line}");
+    };
+    let suffix = format!("{STORED_NS_KEY}{stored_ns}\"}}");
+    if line[at..] != suffix {
+        bail!("stored_ns is not the last key of {line}");
+    }
+    Ok((format!("{}}}", &line[..at]), stored_ns))
+}
+
+/// `collector query` lines without their `stored_ns`: the events' own JSON.
+pub fn without_stored_ns(lines: &[String]) -> anyhow::Result<Vec<String>> {
+    lines
+        .iter()
+        .map(|line| split_stored_ns(line).map(|(json, _)| json))
+        .collect()
+}
+
+/// Wall-clock nanoseconds since the Unix epoch.
+pub fn unix_ns_now() -> anyhow::Result<i64> {
+    let since = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH)?;
+    Ok(i64::try_from(since.as_nanos())?)
+}
