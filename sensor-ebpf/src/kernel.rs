@@ -126,6 +126,22 @@ pub fn count_drop(record_kind: u32) {
     }
 }
 
+/// Output flags: wake the consumer only once `wakeup_bytes` wait in the
+/// ring (it also polls every 10 ms). A wakeup per record is an irq_work
+/// self-IPI, which dominated the cost of every program in a VM.
+#[inline(always)]
+pub fn wakeup_flags() -> u64 {
+    let ring = (&raw const EVENTS).cast_mut().cast();
+    let wakeup_bytes = config().map_or(0, |c| u64::from(c.wakeup_bytes));
+    // SAFETY: querying our own ring map.
+    let waiting = unsafe { bpf_ringbuf_query(ring, BPF_RB_AVAIL_DATA) };
+    if waiting >= wakeup_bytes {
+        BPF_RB_FORCE_WAKEUP
+    } else {
+        BPF_RB_NO_WAKEUP
+    }
+}
+
 /// Sends the first `size` bytes of a per-CPU scratch record (its header
 /// already filled), counting a drop of `record_kind` when the ring is full.
 /// Variable-length records send only the used part of their last area.
@@ -135,14 +151,7 @@ pub fn output_prefix<T>(record: &mut T, size: usize, record_kind: u32) -> bool {
         return false;
     }
     let ring = (&raw const EVENTS).cast_mut().cast();
-    let wakeup_bytes = config().map_or(0, |c| u64::from(c.wakeup_bytes));
-    // SAFETY: querying our own ring map.
-    let waiting = unsafe { bpf_ringbuf_query(ring, BPF_RB_AVAIL_DATA) };
-    let flags = if waiting >= wakeup_bytes {
-        BPF_RB_FORCE_WAKEUP
-    } else {
-        BPF_RB_NO_WAKEUP
-    };
+    let flags = wakeup_flags();
     // SAFETY: `record` is `size_of::<T>()` readable bytes and size fits in it.
     let rc = unsafe { bpf_ringbuf_output(ring, (record as *mut T).cast(), size as u64, flags) };
     if rc != 0 {

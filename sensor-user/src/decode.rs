@@ -249,9 +249,15 @@ fn variable<T: Copy>(
             got: bytes.len(),
         });
     }
-    let mut full = vec![0u8; size_of::<T>()];
-    full[..claimed].copy_from_slice(&bytes[..claimed]);
-    Ok(read_pod(&full))
+    // Built in place: records are up to ~12 KiB, and a heap copy of each
+    // (then a second copy out of it) was the sensor's top cost under load.
+    let mut full = std::mem::MaybeUninit::<T>::zeroed();
+    // SAFETY: `claimed <= size_of::<T>()` and `<= bytes.len()` (checked
+    // above); T is a Pod ABI record, so the zeroed rest is a valid value.
+    unsafe {
+        std::ptr::copy_nonoverlapping(bytes.as_ptr(), full.as_mut_ptr().cast::<u8>(), claimed);
+        Ok(full.assume_init())
+    }
 }
 
 /// The used length of a variable tail, which must lie within what was sent.

@@ -180,14 +180,8 @@ pub struct KernelSettings {
     pub dns_ports: Vec<u16>,
 }
 
-/// Loads and attaches everything.
-pub fn load(settings: &KernelSettings, btf_path: &Path) -> Result<Loaded, LoadError> {
-    if OBJECT.is_empty() {
-        return Err(LoadError::Stub);
-    }
-    if !has_privileges() {
-        return Err(LoadError::NotPrivileged);
-    }
+/// What the programs are told: the running kernel's offsets and `settings`.
+fn kernel_config(settings: &KernelSettings, btf_path: &Path) -> Result<KernelConfig, LoadError> {
     let btf = Btf::from_file(btf_path)?;
     let offsets = kernel_offsets(&btf)?;
     if let Err(e) = ensure_tracefs() {
@@ -195,7 +189,7 @@ pub fn load(settings: &KernelSettings, btf_path: &Path) -> Result<Loaded, LoadEr
         // needs it, and without it exits fall back to leader exits.
         tracing::warn!("{e}");
     }
-    let config = KernelConfig {
+    Ok(KernelConfig {
         offsets,
         sensor_tgid: std::process::id(),
         exit_has_group_dead: u32::from(exit_has_group_dead()),
@@ -204,8 +198,30 @@ pub fn load(settings: &KernelSettings, btf_path: &Path) -> Result<Loaded, LoadEr
         // An eighth of the ring: bursts wake the consumer long before it fills.
         wakeup_bytes: settings.ring_bytes / 8,
         dns_ports: crate::config::kernel_dns_ports(&settings.dns_ports),
-    };
+    })
+}
 
+fn write_config(ebpf: &mut Ebpf, config: KernelConfig) -> Result<(), LoadError> {
+    let err = |e| LoadError::Map {
+        name: maps::CONFIG,
+        source: Box::new(e),
+    };
+    let map = ebpf
+        .map_mut(maps::CONFIG)
+        .ok_or(LoadError::MissingMap(maps::CONFIG))?;
+    let mut cfg: Array<_, KernelConfig> = Array::try_from(map).map_err(err)?;
+    cfg.set(0, config, 0).map_err(err)
+}
+
+/// Loads and attaches everything.
+pub fn load(settings: &KernelSettings, btf_path: &Path) -> Result<Loaded, LoadError> {
+    if OBJECT.is_empty() {
+        return Err(LoadError::Stub);
+    }
+    if !has_privileges() {
+        return Err(LoadError::NotPrivileged);
+    }
+    let config = kernel_config(settings, btf_path)?;
     let mut ebpf = EbpfLoader::new()
         .map_max_entries(maps::EVENTS, settings.ring_bytes)
         .load(OBJECT)
@@ -216,14 +232,7 @@ pub fn load(settings: &KernelSettings, btf_path: &Path) -> Result<Loaded, LoadEr
             source: Box::new(e),
         }
     };
-    {
-        let map = ebpf
-            .map_mut(maps::CONFIG)
-            .ok_or(LoadError::MissingMap(maps::CONFIG))?;
-        let mut cfg: Array<_, KernelConfig> =
-            Array::try_from(map).map_err(map_err(maps::CONFIG))?;
-        cfg.set(0, config, 0).map_err(map_err(maps::CONFIG))?;
-    }
+    write_config(&mut ebpf, config)?;
     {
         let map = ebpf
             .map_mut(maps::IGNORED_MOUNTS)
@@ -387,18 +396,31 @@ pub struct Floor {
 /// Loads one floor program (`programs::floor`) per sensor program and
 /// attaches it to every tracepoint that program uses, with a ring of
 /// `ring_bytes`. No configuration: the floor reads nothing.
-pub fn load_floor(ring_bytes: u32, report_failed: bool) -> Result<Floor, LoadError> {
+pub fn load_floor(
+    ring_bytes: u32,
+    report_failed: bool,
+    btf_path: &Path,
+) -> Result<Floor, LoadError> {
     if OBJECT.is_empty() {
         return Err(LoadError::Stub);
     }
     if !has_privileges() {
         return Err(LoadError::NotPrivileged);
     }
-    let _ = ensure_tracefs();
+    let settings = KernelSettings {
+        ring_bytes,
+        file_writes: 0,
+        report_failed,
+        ignored_mounts: Vec::new(),
+        dns_ports: Vec::new(),
+    };
+    let config = kernel_config(&settings, btf_path)?;
     let mut ebpf = EbpfLoader::new()
         .map_max_entries(maps::EVENTS, ring_bytes)
         .load(OBJECT)
         .map_err(|e| LoadError::Object(Box::new(e)))?;
+    // The floor reads only `wakeup_bytes`: it wakes its consumer as the sensor does.
+    write_config(&mut ebpf, config)?;
     let pairs = floor_pairs(report_failed)?;
     let mut loaded = HashSet::new();
     for hook in attachments(report_failed) {

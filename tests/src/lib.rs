@@ -187,6 +187,19 @@ impl Certs {
     }
 }
 
+/// `collector serve` flags for `certs`' server identity, clients of its CA only.
+fn tls_args(certs: &Certs) -> Vec<String> {
+    let path = |file: &str| certs.path(file).to_str().expect("UTF-8 path").to_owned();
+    vec![
+        "--tls-cert".into(),
+        path("server.pem"),
+        "--tls-key".into(),
+        path("server.key"),
+        "--client-ca".into(),
+        path("ca.pem"),
+    ]
+}
+
 /// A collector with its database in a temporary directory.
 pub struct Collector {
     child: Child,
@@ -217,23 +230,7 @@ impl Collector {
     /// `certs`' CA only; `extra` arguments for `collector serve`.
     #[must_use]
     pub fn start_tls(listen: &str, certs: Certs, extra: &[&str]) -> Self {
-        let mut args: Vec<String> = ["--tls-cert", "server.pem", "--tls-key", "server.key"]
-            .chunks(2)
-            .flat_map(|pair| {
-                [
-                    pair[0].to_owned(),
-                    certs.path(pair[1]).to_str().expect("UTF-8 path").to_owned(),
-                ]
-            })
-            .collect();
-        args.push("--client-ca".into());
-        args.push(
-            certs
-                .path("ca.pem")
-                .to_str()
-                .expect("UTF-8 path")
-                .to_owned(),
-        );
+        let mut args = tls_args(&certs);
         args.extend(extra.iter().map(|a| (*a).to_owned()));
         Self::spawn(listen, "https", &args, Some(certs))
     }
@@ -246,8 +243,27 @@ impl Collector {
         Self::spawn(listen, "http", &args, None)
     }
 
+    /// A collector with mutual TLS on a free loopback port whose database
+    /// lives in a new directory under `base`.
+    #[must_use]
+    pub fn start_in(base: &Path) -> Self {
+        let certs = Certs::generate();
+        let dir = tempfile::tempdir_in(base).expect("tempdir");
+        Self::spawn_in(dir, "127.0.0.1:0", "https", &tls_args(&certs), Some(certs))
+    }
+
     fn spawn(listen: &str, scheme: &str, args: &[String], certs: Option<Certs>) -> Self {
         let dir = tempfile::tempdir().expect("tempdir");
+        Self::spawn_in(dir, listen, scheme, args, certs)
+    }
+
+    fn spawn_in(
+        dir: tempfile::TempDir,
+        listen: &str,
+        scheme: &str,
+        args: &[String],
+        certs: Option<Certs>,
+    ) -> Self {
         let db = dir.path().join("events.db");
         let mut cmd = Command::new(binary("collector"));
         cmd.args(["serve", "--listen", listen, "--db"])

@@ -23,40 +23,41 @@ use crate::{
     stats::Stats,
 };
 
-fn decode_stage(input: &Receiver<Vec<u8>>, out: &Sender<Record>, stats: &Stats) {
-    for bytes in input {
-        match decode::decode(&bytes) {
-            Ok(record) => {
-                Stats::inc(&stats.decoded);
-                if out.send(record).is_err() {
-                    return;
+fn decode_stage(input: &Receiver<Vec<Vec<u8>>>, out: &Sender<Vec<Record>>, stats: &Stats) {
+    for batch in input {
+        let mut records = Vec::with_capacity(batch.len());
+        for bytes in &batch {
+            match decode::decode(bytes) {
+                Ok(record) => records.push(record),
+                Err(e) => {
+                    // A DNS message is the traffic of whoever sent it, not a
+                    // kernel record gone wrong: it has its own counter.
+                    let counter = match e {
+                        decode::DecodeError::Dns(_) => &stats.dns_malformed,
+                        _ => &stats.malformed,
+                    };
+                    Stats::inc(counter);
+                    tracing::debug!("malformed record: {e}");
                 }
             }
-            Err(e) => {
-                // A DNS message is the traffic of whoever sent it, not a
-                // kernel record gone wrong: it has its own counter.
-                let counter = match e {
-                    decode::DecodeError::Dns(_) => &stats.dns_malformed,
-                    _ => &stats.malformed,
-                };
-                Stats::inc(counter);
-                tracing::debug!("malformed record: {e}");
-            }
+        }
+        Stats::add(&stats.decoded, records.len() as u64);
+        if !records.is_empty() && out.send(records).is_err() {
+            return;
         }
     }
 }
 
-fn enrich_stage(mut enricher: Enricher, input: &Receiver<Record>, out: &Sender<Event>) {
-    for event in enricher.scan_procfs(boottime_ns()) {
-        if out.send(event).is_err() {
+fn enrich_stage(mut enricher: Enricher, input: &Receiver<Vec<Record>>, out: &Sender<Vec<Event>>) {
+    let scanned = enricher.scan_procfs(boottime_ns());
+    for chunk in scanned.chunks(capture::BATCH) {
+        if out.send(chunk.to_vec()).is_err() {
             return;
         }
     }
-    for record in input {
-        let Some(event) = enricher.enrich(record) else {
-            continue;
-        };
-        if out.send(event).is_err() {
+    for batch in input {
+        let events: Vec<Event> = batch.into_iter().filter_map(|r| enricher.enrich(r)).collect();
+        if !events.is_empty() && out.send(events).is_err() {
             return;
         }
     }
@@ -105,10 +106,12 @@ pub(super) fn run(settings: Settings, stop: Arc<AtomicBool>) -> Result<()> {
     )?;
     let host = HostInfo::detect();
     let stats = Arc::new(Stats::default());
-    let cap = cfg.capture.queue_capacity;
-    let (raw_tx, raw_rx) = bounded::<Vec<u8>>(cap);
-    let (rec_tx, rec_rx) = bounded::<Record>(cap);
-    let (ev_tx, ev_rx) = bounded::<Event>(cap);
+    // Queues hold batches of at most capture::BATCH records, so at most
+    // `queue_capacity` records each, as before batching.
+    let batches = cfg.capture.queue_capacity.div_ceil(capture::BATCH).max(2);
+    let (raw_tx, raw_rx) = bounded::<Vec<Vec<u8>>>(batches);
+    let (rec_tx, rec_rx) = bounded::<Vec<Record>>(batches);
+    let (ev_tx, ev_rx) = bounded::<Vec<Event>>(batches);
 
     let mut threads = vec![
         capture::spawn(events, raw_tx, stats.clone(), stop.clone())

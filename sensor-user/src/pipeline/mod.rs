@@ -135,18 +135,47 @@ fn append(spool: &mut Spool, event: Event, stats: &Stats) {
 
 /// Encodes until every upstream stage is done, then adds the last health
 /// report, so its counters cover every event before it.
-fn encode_stage(
+/// What the encode stage receives: one event at a time (ETW callbacks) or
+/// a batch (the Linux stages pass one per ring drain).
+trait Events: Send + 'static {
+    fn one(event: Event) -> Self;
+    fn each(self, f: impl FnMut(Event));
+}
+
+impl Events for Event {
+    fn one(event: Event) -> Self {
+        event
+    }
+    fn each(self, mut f: impl FnMut(Event)) {
+        f(self);
+    }
+}
+
+impl Events for Vec<Event> {
+    fn one(event: Event) -> Self {
+        vec![event]
+    }
+    fn each(self, f: impl FnMut(Event)) {
+        self.into_iter().for_each(f);
+    }
+}
+
+fn encode_stage<E: Events>(
     mut encoder: Encoder,
-    input: &Receiver<Event>,
+    input: &Receiver<E>,
     sink: Sink,
     stats: &Stats,
     last_report: impl FnOnce() -> Event,
 ) {
     match sink {
         Sink::Stdout(out) => {
-            for event in input {
-                Stats::inc(&stats.encoded);
-                if out.blocking_send(encoder.encode(event)).is_err() {
+            for batch in input {
+                let mut open = true;
+                batch.each(|event| {
+                    Stats::inc(&stats.encoded);
+                    open = open && out.blocking_send(encoder.encode(event)).is_ok();
+                });
+                if !open {
                     return;
                 }
             }
@@ -160,11 +189,13 @@ fn encode_stage(
                 feed.wake.notify_one();
             };
             let mut unflushed = 0;
-            for event in input {
-                Stats::inc(&stats.encoded);
+            for batch in input {
                 let mut s = lock(&spool);
-                append(&mut s, encoder.stamp(event), stats);
-                unflushed += 1;
+                batch.each(|event| {
+                    Stats::inc(&stats.encoded);
+                    append(&mut s, encoder.stamp(event), stats);
+                    unflushed += 1;
+                });
                 // Flush when the queue runs dry (latency) or every 256
                 // events (a reader never waits long under load).
                 if input.is_empty() || unflushed >= 256 {
@@ -183,10 +214,10 @@ fn encode_stage(
 }
 
 /// Sends a health report every `interval` until `stop`.
-fn health_stage(
+fn health_stage<E: Events>(
     report: &dyn Fn() -> Event,
     interval: Option<Duration>,
-    out: &Sender<Event>,
+    out: &Sender<E>,
     stop: &AtomicBool,
 ) {
     let mut last = std::time::Instant::now();
@@ -196,7 +227,7 @@ fn health_stage(
             && last.elapsed() >= every
         {
             last = std::time::Instant::now();
-            if out.send(report()).is_err() {
+            if out.send(E::one(report())).is_err() {
                 return;
             }
         }

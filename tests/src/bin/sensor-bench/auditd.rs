@@ -83,11 +83,6 @@ impl Auditd {
         Ok(me)
     }
 
-    #[must_use]
-    pub fn pid(&self) -> u32 {
-        self.0.id()
-    }
-
     /// Records the kernel could not hand to auditd (`lost` of `auditctl -s`).
     #[must_use]
     pub fn lost() -> u64 {

@@ -1,6 +1,6 @@
 //! The floor: one program per sensor program, on the same tracepoints, that
 //! only reserves and submits a 64-byte record, drained by a consumer that
-//! sleeps in poll(2) like any ring-buffer reader. It runs as a child process
+//! polls every 10 ms or when woken, as the sensor's capture does. It runs as a child process
 //! (`sensor-bench floor`) so it loads, costs and detaches like the sensor.
 
 use std::{
@@ -12,7 +12,7 @@ use anyhow::{Context as _, Result};
 
 /// The child's main: load, attach, drain until killed.
 pub fn run(ring_bytes: u32) -> Result<()> {
-    let mut floor = sensor_user::loader::load_floor(ring_bytes, false)
+    let mut floor = sensor_user::loader::load_floor(ring_bytes, false, std::path::Path::new("/sys/kernel/btf/vmlinux"))
         .context("loading the floor programs")?;
     eprintln!("floor: attached {} programs", floor.pairs.len());
     let fd = floor.events.as_raw_fd();
@@ -23,7 +23,7 @@ pub fn run(ring_bytes: u32) -> Result<()> {
             revents: 0,
         };
         // SAFETY: one valid pollfd.
-        unsafe { libc::poll(&raw mut pfd, 1, 100) };
+        unsafe { libc::poll(&raw mut pfd, 1, 10) };
         while let Some(record) = floor.events.next() {
             drop(record);
         }
@@ -39,11 +39,6 @@ impl Floor {
         cmd.args(["floor", "--ring-bytes", &ring_bytes.to_string()]);
         let (child, _, _) = tests::spawn_until(cmd, Stdio::null(), "floor: attached", "floor");
         Ok(Self(child))
-    }
-
-    #[must_use]
-    pub fn pid(&self) -> u32 {
-        self.0.id()
     }
 }
 

@@ -59,14 +59,18 @@ pub struct CpuRow {
     pub workload: String,
     pub events: u64,
     pub seconds: f64,
+    /// Sensor CPU while the workload ran.
+    pub sensor_window_ms: f64,
+    /// Sensor CPU until the workload's events were stored.
     pub sensor_ms: f64,
     pub collector_ms: f64,
 }
 
 impl CpuRow {
+    /// Sensor CPU while the workload ran, % of one core.
     #[must_use]
     pub fn sensor_percent(&self) -> f64 {
-        self.sensor_ms / 10.0 / self.seconds.max(1e-9)
+        self.sensor_window_ms / 10.0 / self.seconds.max(1e-9)
     }
     fn per_thousand(ms: f64, events: u64) -> f64 {
         ms * 1000.0 / (events.max(1) as f64)
@@ -307,8 +311,10 @@ impl Report {
 
         let _ = writeln!(
             s,
-            "\n## CPU of the sensor and the collector\n\nUser + system time of each process while \
-             the workload ran and until its events were stored.\n\n| Workload | events | events/s | sensor CPU | sensor % of a core | sensor ms per 1,000 events | collector ms per 1,000 events |\n|---|---|---|---|---|---|---|"
+            "\n## CPU of the sensor and the collector\n\nUser + system time of each process (all \
+             threads, /proc/PID/stat). % of a core: sensor CPU while the workload ran over its \
+             wall time. Per 1,000 events: CPU from the workload's start until its events were \
+             stored, so the sensor's idle cost (a 50 ms capture poll, a health report every second) is in it.\n\n| Workload | events | events/s | sensor CPU | sensor % of a core | sensor ms per 1,000 events | collector ms per 1,000 events |\n|---|---|---|---|---|---|---|"
         );
         for c in &self.cpu {
             let _ = writeln!(

@@ -22,11 +22,17 @@ impl Store {
         Ok(Self(conn))
     }
 
-    /// The highest row id so far (rows are stored in id order).
+    /// The highest row id of an event other than a health report (rows
+    /// are stored in id order; health reports arrive every second).
     pub fn last_id(&self) -> Result<i64> {
         Ok(self
             .0
-            .query_row("SELECT coalesce(max(id), 0) FROM events", [], |r| r.get(0))?)
+            .query_row(
+                "SELECT id FROM events WHERE kind != 'health' ORDER BY id DESC LIMIT 1",
+                [],
+                |r| r.get(0),
+            )
+            .unwrap_or(0))
     }
 
     /// Events stored after row `after`, health and gap records excluded.
@@ -38,13 +44,13 @@ impl Store {
         )?)
     }
 
-    /// File events after row `after` whose path starts with `prefix`.
-    pub fn files_under(&self, after: i64, prefix: &str) -> Result<u64> {
+    /// File events of sensor `sensor_id` whose path starts with `prefix`.
+    pub fn files_of(&self, sensor_id: &str, prefix: &str) -> Result<u64> {
         Ok(self.0.query_row(
             "SELECT count(DISTINCT e.id) FROM events e JOIN indicators i ON i.event_id = e.id
-             WHERE e.id > ?1 AND e.kind = 'file' AND i.type = 'path'
+             WHERE e.sensor_id = ?1 AND e.kind = 'file' AND i.type = 'path'
                AND substr(i.value_text, 1, length(?2)) = ?2",
-            rusqlite::params![after, prefix],
+            rusqlite::params![sensor_id, prefix],
             |r| r.get(0),
         )?)
     }

@@ -31,11 +31,6 @@ pub struct Run {
 }
 
 impl Run {
-    #[must_use]
-    pub fn per_second(&self) -> f64 {
-        self.iterations as f64 / self.elapsed.as_secs_f64().max(1e-9)
-    }
-
     /// Wall time per iteration, µs.
     #[must_use]
     pub fn us_per_iteration(&self) -> f64 {

@@ -1,0 +1,589 @@
+//! `cargo xtask bench`: what the sensor costs a host, beside a floor program
+//! and beside auditd, measured in one run on this machine. Writes
+//! docs/benchmarks.md and docs/benchmarks.svg.
+//!
+//! Modes: bare (nothing attached), floor (see floor.rs), sensor (the real
+//! sensor shipping to a real collector over mTLS), auditd (auditd.rs). Each
+//! mode runs the same workloads (workload.rs); bpf_stats give each program's
+//! in-kernel cost. Then the capacity ramp, the collector alone, memory with
+//! 10,000 live processes, and latency from the collector's commit times.
+
+mod auditd;
+mod floor;
+mod kstats;
+mod load;
+mod procstat;
+mod report;
+mod store;
+mod workload;
+
+use std::{
+    path::PathBuf,
+    process::Command,
+    time::{Duration, Instant},
+};
+
+use anyhow::{Context as _, Result, bail};
+use clap::{Parser, Subcommand};
+use tests::{Collector, Sensor};
+
+use crate::{
+    report::{CapacityRow, CpuRow, KernelRow, Latency, Memory, Report, WorkloadRow},
+    store::Store,
+    workload::{Run, Scratch},
+};
+
+#[derive(Parser)]
+#[command(about = "Benchmarks the sensor against a floor program and auditd")]
+struct Cli {
+    #[command(subcommand)]
+    command: Option<Cmd>,
+    /// Short runs (seconds, not minutes) to check the benchmark itself.
+    #[arg(long)]
+    quick: bool,
+    /// The markdown report.
+    #[arg(long, default_value = "docs/benchmarks.md")]
+    out: PathBuf,
+    /// The chart (SVG); the report links it by file name.
+    #[arg(long, default_value = "docs/benchmarks.svg")]
+    chart: PathBuf,
+    /// Skip auditd (e.g. where it cannot be installed).
+    #[arg(long)]
+    no_auditd: bool,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// (internal) Load the floor programs and drain their ring until killed.
+    Floor {
+        #[arg(long, default_value_t = 8 << 20)]
+        ring_bytes: u32,
+    },
+}
+
+/// How long each measurement runs.
+struct Durations {
+    loop_time: Duration,
+    exec_time: Duration,
+    step_time: Duration,
+    confirm_time: Duration,
+    collector_time: Duration,
+    processes: usize,
+}
+
+impl Durations {
+    fn new(quick: bool) -> Self {
+        if quick {
+            Self {
+                loop_time: Duration::from_secs(1),
+                exec_time: Duration::from_secs(1),
+                step_time: Duration::from_secs(2),
+                confirm_time: Duration::from_secs(3),
+                collector_time: Duration::from_secs(2),
+                processes: 500,
+            }
+        } else {
+            Self {
+                loop_time: Duration::from_secs(4),
+                exec_time: Duration::from_secs(8),
+                step_time: Duration::from_secs(10),
+                confirm_time: Duration::from_secs(30),
+                collector_time: Duration::from_secs(15),
+                processes: 10_000,
+            }
+        }
+    }
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Mode {
+    Bare,
+    Floor,
+    Sensor,
+    Auditd,
+}
+
+const WORKLOADS: [&str; 5] = [
+    "open/write/close (tmpfs)",
+    "TCP connect+accept (loopback)",
+    "exec /bin/true, 100/s",
+    "exec /bin/true, 1600/s",
+    "exec /bin/true, as fast as possible",
+];
+
+/// Runs workload `i`.
+fn run_workload(i: usize, scratch: &Scratch, d: &Durations) -> Result<Run> {
+    match i {
+        0 => workload::open_write_close(scratch, d.loop_time),
+        1 => workload::tcp_connect(d.loop_time),
+        2 => workload::exec_loop(Some(100), d.exec_time),
+        3 => workload::exec_loop(Some(1600), d.exec_time),
+        _ => workload::exec_loop(None, d.exec_time),
+    }
+}
+
+/// Everything the sensor mode learns beside the workload runs.
+#[derive(Default)]
+struct SensorSide {
+    cpu: Vec<CpuRow>,
+    latency: Vec<Latency>,
+    rest_kib: u64,
+}
+
+/// A sensor config file that outlives the sensor reading it.
+fn config_file(toml: &str) -> Result<tempfile::NamedTempFile> {
+    let file = tempfile::NamedTempFile::new().context("config file")?;
+    std::fs::write(file.path(), toml).context("writing the config")?;
+    Ok(file)
+}
+
+fn cpu_ms(pid: u32) -> f64 {
+    procstat::cpu(pid).unwrap_or_default().as_secs_f64() * 1e3
+}
+
+/// The workloads under one mode; the sensor mode also measures CPU, latency
+/// and memory at rest.
+fn run_mode(
+    mode: Mode,
+    scratch: &Scratch,
+    d: &Durations,
+    side: &mut SensorSide,
+) -> Result<(Vec<Run>, kstats::Snapshot)> {
+    let _floor = match mode {
+        Mode::Floor => Some(floor::Floor::start(8 << 20)?),
+        _ => None,
+    };
+    let _auditd = match mode {
+        Mode::Auditd => Some(auditd::Auditd::start()?),
+        _ => None,
+    };
+    let rig = match mode {
+        Mode::Sensor => {
+            let collector = Collector::start();
+            let sensor = Sensor::start(&collector, &["--sensor-id", "bench-modes"]);
+            std::thread::sleep(Duration::from_secs(3));
+            side.rest_kib = procstat::rss_kib(sensor.pid()).unwrap_or(0);
+            Some((collector, sensor))
+        }
+        _ => None,
+    };
+    let db = match &rig {
+        Some((c, _)) => {
+            let store = Store::open(&c.db)?;
+            store.settle(Duration::from_secs(2), Duration::from_secs(60))?;
+            Some(store)
+        }
+        None => None,
+    };
+    let before = kstats::snapshot();
+    let mut runs = Vec::new();
+    for (i, name) in WORKLOADS.iter().enumerate() {
+        eprintln!("bench: {name} ...");
+        let pids = rig.as_ref().map(|(c, s)| (c.pid(), s.pid()));
+        let cpu0 = pids.map(|(c, s)| (cpu_ms(c), cpu_ms(s)));
+        let first = match &db {
+            Some(db) => db.last_id()?,
+            None => 0,
+        };
+        let run = run_workload(i, scratch, d)?;
+        let during = pids.map(|(_, s)| cpu_ms(s));
+        eprintln!(
+            "bench:   {} iterations, {:.2} µs each, {:.2} CPU µs each",
+            run.iterations,
+            run.us_per_iteration(),
+            run.cpu_us_per_iteration()
+        );
+        if let (Some(db), Some((c, s)), Some((c0, s0)), Some(during)) = (&db, pids, cpu0, during) {
+            let last = db.settle(Duration::from_secs(2), Duration::from_secs(120))?;
+            let events = db.count_after(first)?;
+            side.cpu.push(CpuRow {
+                workload: (*name).to_owned(),
+                events,
+                seconds: run.elapsed.as_secs_f64(),
+                sensor_window_ms: during - s0,
+                sensor_ms: cpu_ms(s) - s0,
+                collector_ms: cpu_ms(c) - c0,
+            });
+            let lat = db.latencies_ms(first, last)?;
+            side.latency.push(Latency {
+                label: (*name).to_owned(),
+                events: lat.len(),
+                p50_ms: store::quantile(&lat, 0.5),
+                p99_ms: store::quantile(&lat, 0.99),
+            });
+        }
+        runs.push(run);
+    }
+    let after = kstats::snapshot();
+    Ok((runs, kstats::delta(&before, &after)))
+}
+
+/// The capacity ramp: a sensor per step (so its final health report covers
+/// exactly that step), one collector for all.
+fn capacity(
+    d: &Durations,
+    quick: bool,
+    report: &mut Report,
+) -> Result<()> {
+    // The collector's database on its own tmpfs, which the sensor ignores
+    // (in the kernel, by mount): the collector's writes would otherwise be
+    // events too (writes = "all"), and under overload their drops would mix
+    // with the workload's in the accounting.
+    let db_mount = TmpfsMount::new("/run/sensor-bench-db")?;
+    let collector = Collector::start_in(&db_mount.0);
+    let config = config_file(&format!(
+        "[files]\nwrites = \"all\"\nignore_prefixes = [\"/proc\", \"/sys\", \"/dev/pts\", \"{}\"]\n[spool]\nmax_bytes = 4294967296\n",
+        db_mount.0.display()
+    ))?;
+    let config_path = config.path().to_str().context("UTF-8 temp path")?.to_owned();
+    let store = Store::open(&collector.db)?;
+    let threads = 2;
+    let ramp: Vec<Option<u64>> = if quick {
+        vec![Some(20_000), None]
+    } else {
+        vec![Some(25_000), Some(50_000), Some(100_000), Some(200_000), Some(400_000), None]
+    };
+    // Ramp up until a step loses events, then hold the best lossless rate
+    // for the full confirmation time.
+    let mut best: Option<Option<u64>> = None;
+    let mut plan: Vec<(Option<u64>, Duration)> = ramp.iter().map(|&t| (t, d.step_time)).collect();
+    let mut i = 0;
+    while i < plan.len() {
+        let (target, time) = plan[i];
+        let confirming = i + 1 == plan.len() && time == d.confirm_time;
+        let id = format!("bench-capacity-{i}");
+        let scratch = Scratch::new(&format!("flood{i}"))?;
+        let prefix = format!("{}/", scratch.0.display());
+        eprintln!("bench: capacity step {target:?} for {time:?}");
+        let sensor = Sensor::start(&collector, &["--sensor-id", &id, "--config", &config_path]);
+        let spid = sensor.pid();
+        let cpu0 = cpu_ms(spid);
+        let profile = (target.is_none() && report.profile.is_empty()).then(|| start_perf(spid));
+        let run = workload::write_flood(&scratch, threads, target, time)?;
+        let sensor_cpu_ms = cpu_ms(spid) - cpu0;
+        if let Some(p) = profile {
+            report.profile = finish_perf(p);
+        }
+        report.memory.load_peak_kib = report
+            .memory
+            .load_peak_kib
+            .max(procstat::peak_rss_kib(spid).unwrap_or(0));
+        // Everything spooled reaches the store, then a graceful stop: the
+        // last health report counts every drop.
+        store.settle(Duration::from_secs(3), Duration::from_secs(600))?;
+        sensor.stop();
+        let health = store
+            .last_health(&id)?
+            .context("no health report from the capacity sensor")?;
+        let row = CapacityRow {
+            target,
+            seconds: run.elapsed.as_secs_f64(),
+            generated: run.iterations + u64::from(threads),
+            stored: store.files_of(&id, &prefix)?,
+            dropped: health.dropped_total,
+            sensor_cpu_ms,
+        };
+        eprintln!(
+            "bench:   {:.0} events/s generated {} stored {} dropped {} (kernel {})",
+            row.rate(),
+            row.generated,
+            row.stored,
+            row.dropped,
+            store::counter(&health, "kernel", "ring_full_dropped")
+        );
+        let lossless = row.lossless();
+        report.capacity.push(row);
+        if confirming {
+            break;
+        }
+        if lossless {
+            best = Some(target);
+        }
+        let last_of_ramp = i + 1 == ramp.len();
+        if (!lossless || last_of_ramp) && let Some(best) = best {
+            plan.truncate(i + 1);
+            plan.push((best, d.confirm_time));
+        }
+        i += 1;
+    }
+    Ok(())
+}
+
+/// A tmpfs mounted for the benchmark; unmounted on drop.
+struct TmpfsMount(PathBuf);
+
+impl TmpfsMount {
+    fn new(path: &str) -> Result<Self> {
+        std::fs::create_dir_all(path).with_context(|| format!("creating {path}"))?;
+        let status = Command::new("mount")
+            .args(["-t", "tmpfs", "-o", "size=8g", "sensor-bench", path])
+            .status()
+            .context("running mount")?;
+        if !status.success() {
+            bail!("mount -t tmpfs {path} failed");
+        }
+        Ok(Self(PathBuf::from(path)))
+    }
+}
+
+impl Drop for TmpfsMount {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg("-l").arg(&self.0).status();
+        let _ = std::fs::remove_dir(&self.0);
+    }
+}
+
+/// `perf record` of the sensor for a few seconds, in the background.
+fn start_perf(pid: u32) -> Option<std::process::Child> {
+    Command::new("perf")
+        .args(["record", "-F", "499", "-g", "-o", "/tmp/sensor-bench.perf", "-p"])
+        .arg(pid.to_string())
+        .args(["--", "sleep", "5"])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .ok()
+}
+
+fn finish_perf(child: Option<std::process::Child>) -> String {
+    let Some(mut child) = child else {
+        return "perf is not available on this machine".into();
+    };
+    let _ = child.wait();
+    match Command::new("perf")
+        .args([
+            "report", "-i", "/tmp/sensor-bench.perf", "--stdio", "--no-children",
+            "--sort", "dso,symbol", "--percent-limit", "1.5", "-g", "none",
+        ])
+        .output()
+    {
+        Ok(out) if out.status.success() => {
+            let text = String::from_utf8_lossy(&out.stdout);
+            let lines: Vec<&str> = text
+                .lines()
+                .filter(|l| !l.trim().is_empty() && (!l.starts_with('#') || l.contains("Samples")))
+                .take(30)
+                .map(|l| l.trim_end().trim_end_matches('-').trim_end())
+                .collect();
+            format!(
+                "perf record -F 499 -g -p <sensor> during the fastest capacity step (top symbols, self time):\n{}",
+                lines.join("\n")
+            )
+        }
+        Ok(out) => format!("perf report failed: {}", String::from_utf8_lossy(&out.stderr).trim()),
+        Err(e) => format!("perf report failed: {e}"),
+    }
+}
+
+/// The collector alone under one client's load.
+fn collector_capacity(d: &Durations, report: &mut Report) -> Result<()> {
+    let collector = Collector::start();
+    let certs = collector.certs.as_ref().context("a TLS collector")?.dir.clone();
+    let pid = collector.pid();
+    let cpu0 = cpu_ms(pid);
+    let rt = tokio::runtime::Runtime::new()?;
+    let run = rt.block_on(load::flood(&collector.url, &certs, "client", d.collector_time, 512))?;
+    let cpu = cpu_ms(pid) - cpu0;
+    let store = Store::open(&collector.db)?;
+    report.collector_events = run.acked;
+    report.collector_stored = store.count_after(0)?;
+    report.collector_rate = run.acked as f64 / run.elapsed.as_secs_f64();
+    report.collector_cpu_percent = cpu / 10.0 / run.elapsed.as_secs_f64();
+    eprintln!(
+        "bench: collector stored {:.0} events/s ({} acked, {} in the database)",
+        report.collector_rate, run.acked, report.collector_stored
+    );
+    Ok(())
+}
+
+/// Sensor RSS with many live processes it tracks.
+fn memory(d: &Durations, report: &mut Report) -> Result<()> {
+    let collector = Collector::start();
+    let sensor = Sensor::start(&collector, &["--sensor-id", "bench-memory"]);
+    let store = Store::open(&collector.db)?;
+    store.settle(Duration::from_secs(2), Duration::from_secs(60))?;
+    eprintln!("bench: spawning {} sleeping processes", d.processes);
+    let sleepers = workload::Sleepers::spawn(d.processes)?;
+    store.settle(Duration::from_secs(3), Duration::from_secs(300))?;
+    report.memory.processes = sleepers.len();
+    report.memory.processes_kib = procstat::rss_kib(sensor.pid()).unwrap_or(0);
+    report.memory.processes_peak_kib = procstat::peak_rss_kib(sensor.pid()).unwrap_or(0);
+    drop(sleepers);
+    eprintln!(
+        "bench: sensor RSS {} KiB with {} processes (peak {} KiB)",
+        report.memory.processes_kib, report.memory.processes, report.memory.processes_peak_kib
+    );
+    Ok(())
+}
+
+fn machine() -> Vec<(String, String)> {
+    let read = |p: &str| std::fs::read_to_string(p).unwrap_or_default();
+    let cpuinfo = read("/proc/cpuinfo");
+    let model = cpuinfo
+        .lines()
+        .find_map(|l| l.strip_prefix("model name").map(|v| v.trim_start_matches([' ', '\t', ':']).to_owned()))
+        .unwrap_or_default();
+    let cores = cpuinfo.lines().filter(|l| l.starts_with("processor")).count();
+    let mem = read("/proc/meminfo")
+        .lines()
+        .next()
+        .unwrap_or_default()
+        .split_whitespace()
+        .nth(1)
+        .and_then(|k| k.parse::<u64>().ok())
+        .map_or_else(String::new, |k| format!("{:.1} GiB", k as f64 / 1048576.0));
+    let cmd = |c: &str, a: &[&str]| {
+        Command::new(c)
+            .args(a)
+            .output()
+            .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_owned())
+            .unwrap_or_default()
+    };
+    vec![
+        ("Date (UTC)".into(), cmd("date", &["-u", "+%Y-%m-%d %H:%M"])),
+        ("Kernel".into(), cmd("uname", &["-rm"])),
+        ("CPU".into(), format!("{model}, {cores} logical cores")),
+        ("Memory".into(), mem),
+        ("Commit".into(), cmd("git", &["rev-parse", "--short", "HEAD"])),
+        ("auditd".into(), cmd("sh", &["-c", "auditctl -v 2>/dev/null"])),
+    ]
+}
+
+fn main() -> Result<()> {
+    let cli = Cli::parse();
+    if let Some(Cmd::Floor { ring_bytes }) = cli.command {
+        return floor::run(ring_bytes);
+    }
+    // SAFETY: `geteuid` has no preconditions.
+    if unsafe { libc::geteuid() } != 0 {
+        bail!("the benchmark loads eBPF programs and runs auditd: run it as root");
+    }
+    point_at_release_binaries();
+    let d = Durations::new(cli.quick);
+    let auditd_ok = !cli.no_auditd && auditd::installed();
+    let _stats = kstats::enable()?;
+    let scratch = Scratch::new("loops")?;
+    let mut report = Report {
+        machine: machine(),
+        kernel: Vec::new(),
+        workloads: WORKLOADS
+            .iter()
+            .enumerate()
+            .map(|(i, n)| WorkloadRow {
+                name: (*n).to_owned(),
+                by_cpu: i == 2 || i == 3,
+                bare: None,
+                floor: None,
+                sensor: None,
+                auditd: None,
+            })
+            .collect(),
+        cpu: Vec::new(),
+        capacity: Vec::new(),
+        collector_rate: 0.0,
+        collector_cpu_percent: 0.0,
+        collector_events: 0,
+        collector_stored: 0,
+        memory: Memory {
+            rest_kib: 0,
+            load_peak_kib: 0,
+            processes: 0,
+            processes_kib: 0,
+            processes_peak_kib: 0,
+        },
+        latency: Vec::new(),
+        profile: String::new(),
+        auditd_rules: auditd::RULES.iter().map(|r| (*r).to_owned()).collect(),
+        auditd_lost: 0,
+        notes: Vec::new(),
+    };
+    let started = Instant::now();
+    let mut side = SensorSide::default();
+    let mut floor_stats = kstats::Snapshot::new();
+    let mut sensor_stats = kstats::Snapshot::new();
+    for mode in [Mode::Bare, Mode::Floor, Mode::Sensor, Mode::Auditd] {
+        if mode == Mode::Auditd && !auditd_ok {
+            report.notes.push("auditd was not run (not installed or --no-auditd).".into());
+            continue;
+        }
+        eprintln!("bench: mode {}", mode_name(mode));
+        let (runs, stats) = run_mode(mode, &scratch, &d, &mut side)?;
+        for (row, run) in report.workloads.iter_mut().zip(runs) {
+            let cell = match mode {
+                Mode::Bare => &mut row.bare,
+                Mode::Floor => &mut row.floor,
+                Mode::Sensor => &mut row.sensor,
+                Mode::Auditd => &mut row.auditd,
+            };
+            *cell = Some(run);
+        }
+        match mode {
+            Mode::Floor => floor_stats = stats,
+            Mode::Sensor => sensor_stats = stats,
+            Mode::Auditd => report.auditd_lost = auditd::Auditd::lost(),
+            Mode::Bare => {}
+        }
+    }
+    for (program, floor) in sensor_user::loader::floor_pairs(false)? {
+        let s = sensor_stats.get(&kstats::kernel_name(program)).copied();
+        let f = floor_stats.get(&kstats::kernel_name(floor)).copied();
+        if let (Some((ns, runs)), Some((fns, fruns))) = (s, f) {
+            report.kernel.push(KernelRow {
+                program: program.to_owned(),
+                runs,
+                ns: ns as f64 / runs as f64,
+                floor_runs: fruns,
+                floor_ns: fns as f64 / fruns as f64,
+            });
+        }
+    }
+    report.cpu = std::mem::take(&mut side.cpu);
+    report.latency = std::mem::take(&mut side.latency);
+    report.memory.rest_kib = side.rest_kib;
+    capacity(&d, cli.quick, &mut report)?;
+    collector_capacity(&d, &mut report)?;
+    memory(&d, &mut report)?;
+    if cli.quick {
+        report.notes.push("`--quick` run: short durations and 500 processes; not for comparison.".into());
+    }
+    report.notes.push(format!("The whole benchmark took {:.0} s.", started.elapsed().as_secs_f64()));
+
+    let chart_name = cli
+        .chart
+        .file_name()
+        .and_then(|n| n.to_str())
+        .unwrap_or("benchmarks.svg")
+        .to_owned();
+    let markdown = report.markdown(&chart_name);
+    if let Some(dir) = cli.out.parent() {
+        std::fs::create_dir_all(dir).ok();
+    }
+    std::fs::write(&cli.out, &markdown).with_context(|| format!("writing {}", cli.out.display()))?;
+    std::fs::write(&cli.chart, report.svg()).with_context(|| format!("writing {}", cli.chart.display()))?;
+    println!("{markdown}");
+    eprintln!("bench: wrote {} and {}", cli.out.display(), cli.chart.display());
+    Ok(())
+}
+
+fn mode_name(mode: Mode) -> &'static str {
+    match mode {
+        Mode::Bare => "bare",
+        Mode::Floor => "floor",
+        Mode::Sensor => "sensor",
+        Mode::Auditd => "auditd",
+    }
+}
+
+/// The harness runs `$SENSOR_BIN` / `$COLLECTOR_BIN`, else debug builds; the
+/// benchmark measures the release builds beside it.
+fn point_at_release_binaries() {
+    let Ok(me) = std::env::current_exe() else { return };
+    let Some(dir) = me.parent() else { return };
+    for name in ["sensor", "collector"] {
+        let var = format!("{}_BIN", name.to_uppercase());
+        if std::env::var_os(&var).is_none() {
+            // SAFETY: single-threaded here, before any thread starts.
+            unsafe { std::env::set_var(&var, dir.join(name)) };
+        }
+    }
+}
