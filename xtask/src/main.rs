@@ -75,8 +75,17 @@ enum Cmd {
         #[arg(long)]
         release: bool,
     },
-    /// Benchmarks (issue 6).
-    Bench,
+    /// Benchmarks: the sensor against a floor program and auditd, in one
+    /// run; writes docs/benchmarks.md and docs/benchmarks.svg (installs
+    /// auditd and perf first; needs root).
+    Bench {
+        /// Seconds instead of minutes: checks the benchmark, not the sensor.
+        #[arg(long)]
+        quick: bool,
+        /// Where the report goes (the chart goes beside it as .svg).
+        #[arg(long, default_value = "docs/benchmarks.md")]
+        out: PathBuf,
+    },
 }
 
 fn workspace_root() -> PathBuf {
@@ -262,6 +271,30 @@ fn windows(release: bool) -> Result<()> {
     Ok(())
 }
 
+/// Builds release binaries and runs tests/src/bin/sensor-bench.
+fn bench(quick: bool, out: &Path) -> Result<()> {
+    setup::setup()?;
+    setup::ensure_bench_tools()?;
+    build(true)?;
+    run_cmd(cargo().args(["build", "--release", "--package", "tests", "--bin", "sensor-bench"]))?;
+    let root = workspace_root();
+    let out = if out.is_absolute() {
+        out.to_path_buf()
+    } else {
+        root.join(out)
+    };
+    let mut cmd = privileged(&root.join("target/release/sensor-bench"));
+    cmd.current_dir(&root)
+        .arg("--out")
+        .arg(&out)
+        .arg("--chart")
+        .arg(out.with_extension("svg"));
+    if quick {
+        cmd.arg("--quick");
+    }
+    run_cmd(&mut cmd)
+}
+
 /// Seconds each fuzz target runs in `cargo xtask test`.
 const TEST_FUZZ_SECONDS: u64 = 10;
 
@@ -316,10 +349,7 @@ fn main() -> ExitCode {
             targets,
         } => setup::setup().and_then(|()| fuzz::fuzz(seconds, &targets, merge)),
         Cmd::Windows { release } => setup::setup().and_then(|()| windows(release)),
-        Cmd::Bench => {
-            eprintln!("xtask: benchmarks arrive with issue 6");
-            Ok(())
-        }
+        Cmd::Bench { quick, out } => bench(quick, &out),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -175,6 +175,21 @@ fn ensure_windows_target() -> Result<()> {
     Ok(())
 }
 
+/// What the benchmark compares against and profiles with: auditd and perf.
+pub fn ensure_bench_tools() -> Result<()> {
+    let mut missing = Vec::new();
+    if !have("auditctl") && !std::path::Path::new("/sbin/auditctl").exists() {
+        missing.push("auditd");
+    }
+    if !have("perf") {
+        missing.push("linux-perf");
+    }
+    if missing.is_empty() {
+        return Ok(());
+    }
+    apt_install(&missing)
+}
+
 pub fn setup() -> Result<()> {
     if !have("rustup") {
         bail!("rustup is required (https://rustup.rs)");
