@@ -49,5 +49,38 @@ macro_rules! floor_raw_tracepoints {
     )*};
 }
 
-floor_tracepoints!(floor_tp_00, floor_tp_01, floor_tp_02, floor_tp_03, floor_tp_04, floor_tp_05, floor_tp_06, floor_tp_07, floor_tp_08, floor_tp_09, floor_tp_10, floor_tp_11, floor_tp_12, floor_tp_13, floor_tp_14, floor_tp_15, floor_tp_16, floor_tp_17, floor_tp_18, floor_tp_19, floor_tp_20, floor_tp_21, floor_tp_22, floor_tp_23, floor_tp_24, floor_tp_25, floor_tp_26, floor_tp_27, floor_tp_28, floor_tp_29, floor_tp_30, floor_tp_31);
+floor_tracepoints!(
+    floor_tp_00,
+    floor_tp_01,
+    floor_tp_02,
+    floor_tp_03,
+    floor_tp_04,
+    floor_tp_05,
+    floor_tp_06,
+    floor_tp_07,
+    floor_tp_08,
+    floor_tp_09,
+    floor_tp_10,
+    floor_tp_11,
+    floor_tp_12,
+    floor_tp_13,
+    floor_tp_14,
+    floor_tp_15,
+    floor_tp_16,
+    floor_tp_17,
+    floor_tp_18,
+    floor_tp_19,
+    floor_tp_20,
+    floor_tp_21,
+    floor_tp_22,
+    floor_tp_23,
+    floor_tp_24,
+    floor_tp_25,
+    floor_tp_26,
+    floor_tp_27,
+    floor_tp_28,
+    floor_tp_29,
+    floor_tp_30,
+    floor_tp_31
+);
 floor_raw_tracepoints!(floor_raw_0, floor_raw_1, floor_raw_2, floor_raw_3);

@@ -173,7 +173,8 @@ pub struct CollectorConfig {
 pub struct CaptureConfig {
     /// Size of the kernel ring buffer in bytes: a power of two, at least one page.
     pub ring_buffer_bytes: u32,
-    /// Capacity of each queue between pipeline stages, in records.
+    /// Capacity of each queue between pipeline stages, in records (held as
+    /// batches of up to `capture::BATCH`).
     pub queue_capacity: usize,
 }
 

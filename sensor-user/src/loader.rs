@@ -345,7 +345,8 @@ fn attach(
 ) -> Result<bool, LoadError> {
     if hook.raw {
         let prog: &mut RawTracePoint = program(ebpf, program_name)?;
-        prog.attach(hook.tracepoint).map_err(prog_err(program_name))?;
+        prog.attach(hook.tracepoint)
+            .map_err(prog_err(program_name))?;
         return Ok(true);
     }
     let prog: &mut TracePoint = if loaded.insert(program_name) {
@@ -379,7 +380,10 @@ pub fn floor_pairs(report_failed: bool) -> Result<Vec<(&'static str, &'static st
         } else {
             tp_slots.next()
         };
-        pairs.push((hook.program, *slot.ok_or(LoadError::NoFloorSlot(hook.program))?));
+        pairs.push((
+            hook.program,
+            *slot.ok_or(LoadError::NoFloorSlot(hook.program))?,
+        ));
     }
     Ok(pairs)
 }
@@ -431,12 +435,11 @@ pub fn load_floor(
             .ok_or(LoadError::NoFloorSlot(hook.program))?;
         attach(&mut ebpf, &mut loaded, floor, &hook)?;
     }
-    let events = RingBuf::try_from(take_map(&mut ebpf, maps::EVENTS)?).map_err(|e| {
-        LoadError::Map {
+    let events =
+        RingBuf::try_from(take_map(&mut ebpf, maps::EVENTS)?).map_err(|e| LoadError::Map {
             name: maps::EVENTS,
             source: Box::new(e),
-        }
-    })?;
+        })?;
     Ok(Floor {
         ebpf,
         events,

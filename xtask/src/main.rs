@@ -276,7 +276,14 @@ fn bench(quick: bool, out: &Path) -> Result<()> {
     setup::setup()?;
     setup::ensure_bench_tools()?;
     build(true)?;
-    run_cmd(cargo().args(["build", "--release", "--package", "tests", "--bin", "sensor-bench"]))?;
+    run_cmd(cargo().args([
+        "build",
+        "--release",
+        "--package",
+        "tests",
+        "--bin",
+        "sensor-bench",
+    ]))?;
     let root = workspace_root();
     let out = if out.is_absolute() {
         out.to_path_buf()

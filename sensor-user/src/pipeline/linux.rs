@@ -56,7 +56,10 @@ fn enrich_stage(mut enricher: Enricher, input: &Receiver<Vec<Record>>, out: &Sen
         }
     }
     for batch in input {
-        let events: Vec<Event> = batch.into_iter().filter_map(|r| enricher.enrich(r)).collect();
+        let events: Vec<Event> = batch
+            .into_iter()
+            .filter_map(|r| enricher.enrich(r))
+            .collect();
         if !events.is_empty() && out.send(events).is_err() {
             return;
         }

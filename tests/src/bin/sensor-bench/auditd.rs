@@ -66,7 +66,10 @@ impl Auditd {
         let start = Instant::now();
         loop {
             let status = auditctl(&["-s"])?;
-            if status.lines().any(|l| l.starts_with("pid ") && l != "pid 0") {
+            if status
+                .lines()
+                .any(|l| l.starts_with("pid ") && l != "pid 0")
+            {
                 break;
             }
             if start.elapsed() > Duration::from_secs(10) {

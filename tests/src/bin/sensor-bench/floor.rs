@@ -12,8 +12,12 @@ use anyhow::{Context as _, Result};
 
 /// The child's main: load, attach, drain until killed.
 pub fn run(ring_bytes: u32) -> Result<()> {
-    let mut floor = sensor_user::loader::load_floor(ring_bytes, false, std::path::Path::new("/sys/kernel/btf/vmlinux"))
-        .context("loading the floor programs")?;
+    let mut floor = sensor_user::loader::load_floor(
+        ring_bytes,
+        false,
+        std::path::Path::new("/sys/kernel/btf/vmlinux"),
+    )
+    .context("loading the floor programs")?;
     eprintln!("floor: attached {} programs", floor.pairs.len());
     let fd = floor.events.as_raw_fd();
     loop {

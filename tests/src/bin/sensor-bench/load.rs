@@ -23,7 +23,9 @@ pub struct LoadRun {
 }
 
 fn event(sensor_id: &str, seq: u64) -> Event {
-    let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default();
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or_default();
     let pid = 4000 + (seq % 50) as u32;
     Event {
         sensor_id: sensor_id.to_owned(),
@@ -60,7 +62,13 @@ fn event(sensor_id: &str, seq: u64) -> Event {
 
 /// Streams events for `time` to the collector at `url` as client `client`
 /// of the CA in `certs`; returns what was acknowledged (stored durably).
-pub async fn flood(url: &str, certs: &Path, client: &str, time: Duration, batch: u64) -> Result<LoadRun> {
+pub async fn flood(
+    url: &str,
+    certs: &Path,
+    client: &str,
+    time: Duration,
+    batch: u64,
+) -> Result<LoadRun> {
     let target = CollectorUrl::from_config(&CollectorConfig {
         url: url.to_owned(),
         ca_file: Some(certs.join("ca.pem")),
@@ -69,7 +77,10 @@ pub async fn flood(url: &str, certs: &Path, client: &str, time: Duration, batch:
         ..CollectorConfig::default()
     })
     .map_err(|e| anyhow!("{e}"))?;
-    let channel = target.connect().await.map_err(|e| anyhow!("connecting: {e}"))?;
+    let channel = target
+        .connect()
+        .await
+        .map_err(|e| anyhow!("connecting: {e}"))?;
     let mut client = CollectorClient::new(channel);
     let (tx, rx) = tokio::sync::mpsc::channel::<EventBatch>(WINDOW as usize);
     let mut acks = client
@@ -87,8 +98,12 @@ pub async fn flood(url: &str, certs: &Path, client: &str, time: Duration, batch:
         }
         let in_flight = (sent - acked) / batch;
         if sending && in_flight < WINDOW {
-            let events = (sent + 1..=sent + batch).map(|s| event(&sensor_id, s)).collect();
-            tx.send(EventBatch { events }).await.context("sending a batch")?;
+            let events = (sent + 1..=sent + batch)
+                .map(|s| event(&sensor_id, s))
+                .collect();
+            tx.send(EventBatch { events })
+                .await
+                .context("sending a batch")?;
             sent += batch;
             continue;
         }

@@ -220,11 +220,7 @@ fn run_mode(
 
 /// The capacity ramp: a sensor per step (so its final health report covers
 /// exactly that step), one collector for all.
-fn capacity(
-    d: &Durations,
-    quick: bool,
-    report: &mut Report,
-) -> Result<()> {
+fn capacity(d: &Durations, quick: bool, report: &mut Report) -> Result<()> {
     // The collector's database on its own tmpfs, which the sensor ignores
     // (in the kernel, by mount): the collector's writes would otherwise be
     // events too (writes = "all"), and under overload their drops would mix
@@ -235,13 +231,24 @@ fn capacity(
         "[files]\nwrites = \"all\"\nignore_prefixes = [\"/proc\", \"/sys\", \"/dev/pts\", \"{}\"]\n[spool]\nmax_bytes = 4294967296\n",
         db_mount.0.display()
     ))?;
-    let config_path = config.path().to_str().context("UTF-8 temp path")?.to_owned();
+    let config_path = config
+        .path()
+        .to_str()
+        .context("UTF-8 temp path")?
+        .to_owned();
     let store = Store::open(&collector.db)?;
     let threads = 2;
     let ramp: Vec<Option<u64>> = if quick {
         vec![Some(20_000), None]
     } else {
-        vec![Some(25_000), Some(50_000), Some(100_000), Some(200_000), Some(400_000), None]
+        vec![
+            Some(25_000),
+            Some(50_000),
+            Some(100_000),
+            Some(200_000),
+            Some(400_000),
+            None,
+        ]
     };
     // Ramp up until a step loses events, then hold the best lossless rate
     // for the full confirmation time.
@@ -258,7 +265,9 @@ fn capacity(
         let sensor = Sensor::start(&collector, &["--sensor-id", &id, "--config", &config_path]);
         let spid = sensor.pid();
         let cpu0 = cpu_ms(spid);
-        let profile = (target.is_none() && report.profile.is_empty()).then(|| start_perf(spid));
+        // Profile the first step at 100,000 events/s or more.
+        let heavy = target.is_none_or(|t| t >= 100_000);
+        let profile = (heavy && report.profile.is_empty()).then(|| start_perf(spid));
         let run = workload::write_flood(&scratch, threads, target, time)?;
         let sensor_cpu_ms = cpu_ms(spid) - cpu0;
         if let Some(p) = profile {
@@ -300,7 +309,9 @@ fn capacity(
             best = Some(target);
         }
         let last_of_ramp = i + 1 == ramp.len();
-        if (!lossless || last_of_ramp) && let Some(best) = best {
+        if (!lossless || last_of_ramp)
+            && let Some(best) = best
+        {
             plan.truncate(i + 1);
             plan.push((best, d.confirm_time));
         }
@@ -336,7 +347,15 @@ impl Drop for TmpfsMount {
 /// `perf record` of the sensor for a few seconds, in the background.
 fn start_perf(pid: u32) -> Option<std::process::Child> {
     Command::new("perf")
-        .args(["record", "-F", "499", "-g", "-o", "/tmp/sensor-bench.perf", "-p"])
+        .args([
+            "record",
+            "-F",
+            "499",
+            "-g",
+            "-o",
+            "/tmp/sensor-bench.perf",
+            "-p",
+        ])
         .arg(pid.to_string())
         .args(["--", "sleep", "5"])
         .stdout(std::process::Stdio::null())
@@ -352,8 +371,17 @@ fn finish_perf(child: Option<std::process::Child>) -> String {
     let _ = child.wait();
     match Command::new("perf")
         .args([
-            "report", "-i", "/tmp/sensor-bench.perf", "--stdio", "--no-children",
-            "--sort", "dso,symbol", "--percent-limit", "1.5", "-g", "none",
+            "report",
+            "-i",
+            "/tmp/sensor-bench.perf",
+            "--stdio",
+            "--no-children",
+            "--sort",
+            "dso,symbol",
+            "--percent-limit",
+            "1.5",
+            "-g",
+            "none",
         ])
         .output()
     {
@@ -366,11 +394,14 @@ fn finish_perf(child: Option<std::process::Child>) -> String {
                 .map(|l| l.trim_end().trim_end_matches('-').trim_end())
                 .collect();
             format!(
-                "perf record -F 499 -g -p <sensor> during the fastest capacity step (top symbols, self time):\n{}",
+                "perf record -F 499 -g -p <sensor> during the first capacity step at 100,000 events/s or more (top symbols, self time):\n{}",
                 lines.join("\n")
             )
         }
-        Ok(out) => format!("perf report failed: {}", String::from_utf8_lossy(&out.stderr).trim()),
+        Ok(out) => format!(
+            "perf report failed: {}",
+            String::from_utf8_lossy(&out.stderr).trim()
+        ),
         Err(e) => format!("perf report failed: {e}"),
     }
 }
@@ -378,11 +409,22 @@ fn finish_perf(child: Option<std::process::Child>) -> String {
 /// The collector alone under one client's load.
 fn collector_capacity(d: &Durations, report: &mut Report) -> Result<()> {
     let collector = Collector::start();
-    let certs = collector.certs.as_ref().context("a TLS collector")?.dir.clone();
+    let certs = collector
+        .certs
+        .as_ref()
+        .context("a TLS collector")?
+        .dir
+        .clone();
     let pid = collector.pid();
     let cpu0 = cpu_ms(pid);
     let rt = tokio::runtime::Runtime::new()?;
-    let run = rt.block_on(load::flood(&collector.url, &certs, "client", d.collector_time, 512))?;
+    let run = rt.block_on(load::flood(
+        &collector.url,
+        &certs,
+        "client",
+        d.collector_time,
+        512,
+    ))?;
     let cpu = cpu_ms(pid) - cpu0;
     let store = Store::open(&collector.db)?;
     report.collector_events = run.acked;
@@ -421,9 +463,15 @@ fn machine() -> Vec<(String, String)> {
     let cpuinfo = read("/proc/cpuinfo");
     let model = cpuinfo
         .lines()
-        .find_map(|l| l.strip_prefix("model name").map(|v| v.trim_start_matches([' ', '\t', ':']).to_owned()))
+        .find_map(|l| {
+            l.strip_prefix("model name")
+                .map(|v| v.trim_start_matches([' ', '\t', ':']).to_owned())
+        })
         .unwrap_or_default();
-    let cores = cpuinfo.lines().filter(|l| l.starts_with("processor")).count();
+    let cores = cpuinfo
+        .lines()
+        .filter(|l| l.starts_with("processor"))
+        .count();
     let mem = read("/proc/meminfo")
         .lines()
         .next()
@@ -444,8 +492,14 @@ fn machine() -> Vec<(String, String)> {
         ("Kernel".into(), cmd("uname", &["-rm"])),
         ("CPU".into(), format!("{model}, {cores} logical cores")),
         ("Memory".into(), mem),
-        ("Commit".into(), cmd("git", &["rev-parse", "--short", "HEAD"])),
-        ("auditd".into(), cmd("sh", &["-c", "auditctl -v 2>/dev/null"])),
+        (
+            "Commit".into(),
+            cmd("git", &["rev-parse", "--short", "HEAD"]),
+        ),
+        (
+            "auditd".into(),
+            cmd("sh", &["-c", "auditctl -v 2>/dev/null"]),
+        ),
     ]
 }
 
@@ -503,7 +557,9 @@ fn main() -> Result<()> {
     let mut sensor_stats = kstats::Snapshot::new();
     for mode in [Mode::Bare, Mode::Floor, Mode::Sensor, Mode::Auditd] {
         if mode == Mode::Auditd && !auditd_ok {
-            report.notes.push("auditd was not run (not installed or --no-auditd).".into());
+            report
+                .notes
+                .push("auditd was not run (not installed or --no-auditd).".into());
             continue;
         }
         eprintln!("bench: mode {}", mode_name(mode));
@@ -544,9 +600,14 @@ fn main() -> Result<()> {
     collector_capacity(&d, &mut report)?;
     memory(&d, &mut report)?;
     if cli.quick {
-        report.notes.push("`--quick` run: short durations and 500 processes; not for comparison.".into());
+        report
+            .notes
+            .push("`--quick` run: short durations and 500 processes; not for comparison.".into());
     }
-    report.notes.push(format!("The whole benchmark took {:.0} s.", started.elapsed().as_secs_f64()));
+    report.notes.push(format!(
+        "The whole benchmark took {:.0} s.",
+        started.elapsed().as_secs_f64()
+    ));
 
     let chart_name = cli
         .chart
@@ -558,10 +619,16 @@ fn main() -> Result<()> {
     if let Some(dir) = cli.out.parent() {
         std::fs::create_dir_all(dir).ok();
     }
-    std::fs::write(&cli.out, &markdown).with_context(|| format!("writing {}", cli.out.display()))?;
-    std::fs::write(&cli.chart, report.svg()).with_context(|| format!("writing {}", cli.chart.display()))?;
+    std::fs::write(&cli.out, &markdown)
+        .with_context(|| format!("writing {}", cli.out.display()))?;
+    std::fs::write(&cli.chart, report.svg())
+        .with_context(|| format!("writing {}", cli.chart.display()))?;
     println!("{markdown}");
-    eprintln!("bench: wrote {} and {}", cli.out.display(), cli.chart.display());
+    eprintln!(
+        "bench: wrote {} and {}",
+        cli.out.display(),
+        cli.chart.display()
+    );
     Ok(())
 }
 
@@ -577,7 +644,9 @@ fn mode_name(mode: Mode) -> &'static str {
 /// The harness runs `$SENSOR_BIN` / `$COLLECTOR_BIN`, else debug builds; the
 /// benchmark measures the release builds beside it.
 fn point_at_release_binaries() {
-    let Ok(me) = std::env::current_exe() else { return };
+    let Ok(me) = std::env::current_exe() else {
+        return;
+    };
     let Some(dir) = me.parent() else { return };
     for name in ["sensor", "collector"] {
         let var = format!("{}_BIN", name.to_uppercase());

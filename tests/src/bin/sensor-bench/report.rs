@@ -161,7 +161,11 @@ impl Report {
 
     fn targets(&self) -> Vec<[String; 4]> {
         let mut rows = Vec::new();
-        if let Some(worst) = self.kernel.iter().max_by(|a, b| a.ratio().total_cmp(&b.ratio())) {
+        if let Some(worst) = self
+            .kernel
+            .iter()
+            .max_by(|a, b| a.ratio().total_cmp(&b.ratio()))
+        {
             let over: Vec<String> = self
                 .kernel
                 .iter()
@@ -170,9 +174,19 @@ impl Report {
                 .collect();
             rows.push([
                 "In-kernel cost of each program ≤ 1.5x the floor".into(),
-                format!("worst {} at {:.2}x ({} of {} programs over)", worst.program, worst.ratio(), over.len(), self.kernel.len()),
+                format!(
+                    "worst {} at {:.2}x ({} of {} programs over)",
+                    worst.program,
+                    worst.ratio(),
+                    over.len(),
+                    self.kernel.len()
+                ),
                 verdict(over.is_empty()).into(),
-                if over.is_empty() { String::new() } else { over.join(", ") },
+                if over.is_empty() {
+                    String::new()
+                } else {
+                    over.join(", ")
+                },
             ]);
         }
         if let Some(c) = self.cpu.iter().find(|c| c.workload.contains("1600/s")) {
@@ -181,10 +195,18 @@ impl Report {
                 "Sensor CPU at 1,600 exec/s < 2% of a core".into(),
                 format!("{pct:.2}%"),
                 verdict(pct < 2.0).into(),
-                if pct < 2.0 { String::new() } else { format!("{:.1}x the target", pct / 2.0) },
+                if pct < 2.0 {
+                    String::new()
+                } else {
+                    format!("{:.1}x the target", pct / 2.0)
+                },
             ]);
         }
-        if let Some(w) = self.workloads.iter().find(|w| w.name.starts_with("open/write/close")) {
+        if let Some(w) = self
+            .workloads
+            .iter()
+            .find(|w| w.name.starts_with("open/write/close"))
+        {
             let s = w.ratio(&w.sensor);
             let a = w.ratio(&w.auditd);
             let met = s.is_some_and(|s| s <= 1.3 && a.is_none_or(|a| s < a));
@@ -192,16 +214,41 @@ impl Report {
                 "open/write/close slowdown ≤ 1.3x bare and below auditd".into(),
                 format!("sensor {}, auditd {}", ratio(s), ratio(a)),
                 verdict(met).into(),
-                s.filter(|&s| s > 1.3).map_or(String::new(), |s| format!("{:.0}% over 1.3x", (s / 1.3 - 1.0) * 100.0)),
+                s.filter(|&s| s > 1.3).map_or(String::new(), |s| {
+                    format!("{:.0}% over 1.3x", (s / 1.3 - 1.0) * 100.0)
+                }),
             ]);
         }
-        if let Some(best) = self.best_lossless() {
-            let r = best.rate();
+        // The target is a rate held for 30 s: the confirmation step (the
+        // last) decides; the ramp's 10-s steps only find the candidate.
+        if let (Some(best), Some(hold)) = (self.best_lossless(), self.capacity.last()) {
+            let held = hold.lossless();
+            let r = if held { hold.rate() } else { 0.0 };
+            let measured = if held {
+                format!(
+                    "{:.0} events/s held lossless for {:.0} s",
+                    hold.rate(),
+                    hold.seconds
+                )
+            } else {
+                format!(
+                    "{:.0} events/s lossless for {:.0} s; held for {:.0} s it lost {} of {}",
+                    best.rate(),
+                    best.seconds,
+                    hold.seconds,
+                    hold.generated - hold.stored,
+                    hold.generated
+                )
+            };
             rows.push([
-                "Sensor pipeline ≥ 500,000 events/s with zero loss".into(),
-                format!("{r:.0} events/s lossless (highest step)"),
+                "Sensor pipeline ≥ 500,000 events/s with zero loss for 30 s".into(),
+                measured,
                 verdict(r >= 500_000.0).into(),
-                if r >= 500_000.0 { String::new() } else { format!("{:.1}x short", 500_000.0 / r.max(1.0)) },
+                if r >= 500_000.0 {
+                    String::new()
+                } else {
+                    format!("{:.1}x short", 500_000.0 / best.rate().max(1.0))
+                },
             ]);
         }
         let exact = self.capacity.iter().all(|c| c.unexplained() == 0);
@@ -219,18 +266,32 @@ impl Report {
         let collector_lossless = self.collector_stored == self.collector_events;
         rows.push([
             "Collector ≥ 200,000 events/s stored, zero loss".into(),
-            format!("{c:.0} events/s, {} of {} stored", self.collector_stored, self.collector_events),
+            format!(
+                "{c:.0} events/s, {} of {} stored",
+                self.collector_stored, self.collector_events
+            ),
             verdict(c >= 200_000.0 && collector_lossless).into(),
-            if c >= 200_000.0 { String::new() } else { format!("{:.1}x short", 200_000.0 / c.max(1.0)) },
+            if c >= 200_000.0 {
+                String::new()
+            } else {
+                format!("{:.1}x short", 200_000.0 / c.max(1.0))
+            },
         ]);
         let mib = self.memory.processes_peak_kib as f64 / 1024.0;
         rows.push([
-            format!("Sensor RSS < 64 MiB with {} live processes", self.memory.processes),
+            format!(
+                "Sensor RSS < 64 MiB with {} live processes",
+                self.memory.processes
+            ),
             format!("{mib:.1} MiB peak"),
             verdict(mib < 64.0).into(),
             String::new(),
         ]);
-        if let Some(worst) = self.latency.iter().max_by(|a, b| a.p99_ms.total_cmp(&b.p99_ms)) {
+        if let Some(worst) = self
+            .latency
+            .iter()
+            .max_by(|a, b| a.p99_ms.total_cmp(&b.p99_ms))
+        {
             rows.push([
                 "p99 latency kernel → collector commit < 250 ms".into(),
                 format!("worst p99 {:.0} ms ({})", worst.p99_ms, worst.label),
@@ -256,7 +317,10 @@ impl Report {
         for (k, v) in &self.machine {
             let _ = writeln!(s, "| {k} | {v} |");
         }
-        let _ = writeln!(s, "\n## Targets\n\n| Target | Measured | | By how much |\n|---|---|---|---|");
+        let _ = writeln!(
+            s,
+            "\n## Targets\n\n| Target | Measured | | By how much |\n|---|---|---|---|"
+        );
         for [a, b, c, d] in self.targets() {
             let _ = writeln!(s, "| {a} | {b} | {c} | {d} |");
         }
@@ -289,10 +353,21 @@ impl Report {
                 ratio(w.ratio(&w.auditd))
             );
         }
-        let _ = writeln!(s, "\nIterations per run:\n\n| Workload | bare | floor | sensor | auditd |\n|---|---|---|---|---|");
+        let _ = writeln!(
+            s,
+            "\nIterations per run:\n\n| Workload | bare | floor | sensor | auditd |\n|---|---|---|---|---|"
+        );
         for w in &self.workloads {
             let n = |c: &Cell| c.map_or_else(|| "–".into(), |r| r.iterations.to_string());
-            let _ = writeln!(s, "| {} | {} | {} | {} | {} |", w.name, n(&w.bare), n(&w.floor), n(&w.sensor), n(&w.auditd));
+            let _ = writeln!(
+                s,
+                "| {} | {} | {} | {} | {} |",
+                w.name,
+                n(&w.bare),
+                n(&w.floor),
+                n(&w.sensor),
+                n(&w.auditd)
+            );
         }
 
         let _ = writeln!(
@@ -305,7 +380,12 @@ impl Report {
             let _ = writeln!(
                 s,
                 "| {} | {} | {:.0} | {} | {:.0} | {:.2}x |",
-                k.program, k.runs, k.ns, k.floor_runs, k.floor_ns, k.ratio()
+                k.program,
+                k.runs,
+                k.ns,
+                k.floor_runs,
+                k.floor_ns,
+                k.ratio()
             );
         }
 
@@ -343,7 +423,8 @@ impl Report {
             let _ = writeln!(
                 s,
                 "| {} | {:.0} | {:.1} | {} | {} | {} | {} | {:.0}% of a core | {} |",
-                c.target.map_or_else(|| "as fast as possible".into(), |t| t.to_string()),
+                c.target
+                    .map_or_else(|| "as fast as possible".into(), |t| t.to_string()),
                 c.rate(),
                 c.seconds,
                 c.generated,
@@ -359,7 +440,10 @@ impl Report {
             "\nCollector alone: one mTLS client streaming realistic file events in batches of 512 \
              (8 in flight): **{:.0} events/s** acknowledged (acks mean committed with \
              synchronous=FULL), {} of {} stored, collector CPU {:.0}% of a core.",
-            self.collector_rate, self.collector_stored, self.collector_events, self.collector_cpu_percent
+            self.collector_rate,
+            self.collector_stored,
+            self.collector_events,
+            self.collector_cpu_percent
         );
 
         let m = &self.memory;
@@ -379,15 +463,27 @@ impl Report {
              (`stored_ns − time_ns`).\n\n| Load | events | p50 | p99 |\n|---|---|---|---|"
         );
         for l in &self.latency {
-            let _ = writeln!(s, "| {} | {} | {:.1} ms | {:.1} ms |", l.label, l.events, l.p50_ms, l.p99_ms);
+            let _ = writeln!(
+                s,
+                "| {} | {} | {:.1} ms | {:.1} ms |",
+                l.label, l.events, l.p50_ms, l.p99_ms
+            );
         }
 
-        let _ = writeln!(s, "\n## Where the sensor's time goes\n\n```\n{}\n```", self.profile.trim_end());
+        let _ = writeln!(
+            s,
+            "\n## Where the sensor's time goes\n\n```\n{}\n```",
+            self.profile.trim_end()
+        );
         let _ = writeln!(s, "\n## auditd rules\n\n```");
         for r in &self.auditd_rules {
             let _ = writeln!(s, "auditctl {r}");
         }
-        let _ = writeln!(s, "```\n\nRecords auditd lost during its runs: {}.", self.auditd_lost);
+        let _ = writeln!(
+            s,
+            "```\n\nRecords auditd lost during its runs: {}.",
+            self.auditd_lost
+        );
         if !self.notes.is_empty() {
             let _ = writeln!(s, "\n## Notes\n");
             for n in &self.notes {
@@ -407,13 +503,26 @@ impl Report {
         );
         // Left: slowdown, log10 from 1x to 100x.
         let (x0, y0, pw, ph) = (60.0, 40.0, 400.0, 300.0);
-        let _ = writeln!(s, "<text x=\"{x0}\" y=\"20\" font-size=\"14\">Workload slowdown vs bare (log scale)</text>");
+        let _ = writeln!(
+            s,
+            "<text x=\"{x0}\" y=\"20\" font-size=\"14\">Workload slowdown vs bare (log scale)</text>"
+        );
         let y_of = |r: f64| y0 + ph - (r.max(1.0).log10() / 2.0).min(1.0) * ph;
         for tick in [1.0, 1.3, 2.0, 5.0, 10.0, 20.0, 50.0, 100.0] {
             let y = y_of(tick);
-            let _ = writeln!(s, "<line x1=\"{x0}\" x2=\"{}\" y1=\"{y:.1}\" y2=\"{y:.1}\" stroke=\"#ddd\"/><text x=\"{}\" y=\"{:.1}\" text-anchor=\"end\">{tick}x</text>", x0 + pw, x0 - 4.0, y + 4.0);
+            let _ = writeln!(
+                s,
+                "<line x1=\"{x0}\" x2=\"{}\" y1=\"{y:.1}\" y2=\"{y:.1}\" stroke=\"#ddd\"/><text x=\"{}\" y=\"{:.1}\" text-anchor=\"end\">{tick}x</text>",
+                x0 + pw,
+                x0 - 4.0,
+                y + 4.0
+            );
         }
-        let modes = [("floor", "#999999"), ("sensor", "#2a7ab9"), ("auditd", "#d9534f")];
+        let modes = [
+            ("floor", "#999999"),
+            ("sensor", "#2a7ab9"),
+            ("auditd", "#d9534f"),
+        ];
         let rows: Vec<&WorkloadRow> = self.workloads.iter().collect();
         let group = pw / rows.len().max(1) as f64;
         for (i, row) in rows.iter().enumerate() {
@@ -428,31 +537,176 @@ impl Report {
                     let bw = group / 4.0;
                     let x = gx + bw * (j as f64 + 0.5);
                     let y = y_of(r);
-                    let _ = writeln!(s, "<rect x=\"{x:.1}\" y=\"{y:.1}\" width=\"{:.1}\" height=\"{:.1}\" fill=\"{color}\"><title>{mode} {r:.2}x</title></rect><text x=\"{:.1}\" y=\"{:.1}\" text-anchor=\"middle\" font-size=\"9\">{r:.1}</text>", bw * 0.9, (y0 + ph - y).max(0.5), x + bw * 0.45, y - 2.0);
+                    let _ = writeln!(
+                        s,
+                        "<rect x=\"{x:.1}\" y=\"{y:.1}\" width=\"{:.1}\" height=\"{:.1}\" fill=\"{color}\"><title>{mode} {r:.2}x</title></rect><text x=\"{:.1}\" y=\"{:.1}\" text-anchor=\"middle\" font-size=\"9\">{r:.1}</text>",
+                        bw * 0.9,
+                        (y0 + ph - y).max(0.5),
+                        x + bw * 0.45,
+                        y - 2.0
+                    );
                 }
             }
             let label: String = row.name.chars().take(22).collect();
-            let _ = writeln!(s, "<text transform=\"translate({:.1},{:.1}) rotate(20)\" font-size=\"9\">{label}</text>", gx + 4.0, y0 + ph + 12.0);
+            let _ = writeln!(
+                s,
+                "<text transform=\"translate({:.1},{:.1}) rotate(20)\" font-size=\"9\">{label}</text>",
+                gx + 4.0,
+                y0 + ph + 12.0
+            );
         }
         for (j, (mode, color)) in modes.iter().enumerate() {
             let lx = x0 + 10.0 + 80.0 * j as f64;
-            let _ = writeln!(s, "<rect x=\"{lx}\" y=\"28\" width=\"10\" height=\"10\" fill=\"{color}\"/><text x=\"{}\" y=\"37\">{mode}</text>", lx + 14.0);
+            let _ = writeln!(
+                s,
+                "<rect x=\"{lx}\" y=\"28\" width=\"10\" height=\"10\" fill=\"{color}\"/><text x=\"{}\" y=\"37\">{mode}</text>",
+                lx + 14.0
+            );
         }
         // Right: in-kernel ratio per program, linear 0..max.
         let (x1, pw1) = (640.0, 280.0);
-        let _ = writeln!(s, "<text x=\"{}\" y=\"20\" font-size=\"14\">In-kernel ns/event: sensor program / floor</text>", x1 - 150.0);
-        let max = self.kernel.iter().map(KernelRow::ratio).fold(2.0_f64, f64::max);
+        let _ = writeln!(
+            s,
+            "<text x=\"{}\" y=\"20\" font-size=\"14\">In-kernel ns/event: sensor program / floor</text>",
+            x1 - 150.0
+        );
+        let max = self
+            .kernel
+            .iter()
+            .map(KernelRow::ratio)
+            .fold(2.0_f64, f64::max);
         let bh = (ph / self.kernel.len().max(1) as f64).min(18.0);
         let xr = |r: f64| x1 + r / max * pw1;
         for (i, k) in self.kernel.iter().enumerate() {
             let y = y0 + bh * i as f64;
             let r = k.ratio();
             let color = if r <= 1.5 { "#5cb85c" } else { "#2a7ab9" };
-            let _ = writeln!(s, "<text x=\"{}\" y=\"{:.1}\" text-anchor=\"end\" font-size=\"9\">{}</text><rect x=\"{x1}\" y=\"{y:.1}\" width=\"{:.1}\" height=\"{:.1}\" fill=\"{color}\"/><text x=\"{:.1}\" y=\"{:.1}\" font-size=\"9\">{r:.1}x</text>", x1 - 4.0, y + bh * 0.7, k.program, xr(r) - x1, bh * 0.8, xr(r) + 3.0, y + bh * 0.7);
+            let _ = writeln!(
+                s,
+                "<text x=\"{}\" y=\"{:.1}\" text-anchor=\"end\" font-size=\"9\">{}</text><rect x=\"{x1}\" y=\"{y:.1}\" width=\"{:.1}\" height=\"{:.1}\" fill=\"{color}\"/><text x=\"{:.1}\" y=\"{:.1}\" font-size=\"9\">{r:.1}x</text>",
+                x1 - 4.0,
+                y + bh * 0.7,
+                k.program,
+                xr(r) - x1,
+                bh * 0.8,
+                xr(r) + 3.0,
+                y + bh * 0.7
+            );
         }
         let target = xr(1.5);
-        let _ = writeln!(s, "<line x1=\"{target:.1}\" x2=\"{target:.1}\" y1=\"{y0}\" y2=\"{}\" stroke=\"#d9534f\" stroke-dasharray=\"4\"/><text x=\"{target:.1}\" y=\"{}\" font-size=\"9\" fill=\"#d9534f\">1.5x target</text>", y0 + ph, y0 + ph + 12.0);
+        let _ = writeln!(
+            s,
+            "<line x1=\"{target:.1}\" x2=\"{target:.1}\" y1=\"{y0}\" y2=\"{}\" stroke=\"#d9534f\" stroke-dasharray=\"4\"/><text x=\"{target:.1}\" y=\"{}\" font-size=\"9\" fill=\"#d9534f\">1.5x target</text>",
+            y0 + ph,
+            y0 + ph + 12.0
+        );
         s.push_str("</svg>\n");
         s
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+
+    fn run(iterations: u64, ms: u64) -> Cell {
+        Some(Run {
+            iterations,
+            elapsed: Duration::from_millis(ms),
+            cpu: Duration::from_millis(ms),
+        })
+    }
+
+    fn report() -> Report {
+        Report {
+            machine: vec![("Kernel".into(), "6.18".into())],
+            kernel: vec![KernelRow {
+                program: "sys_exit_open".into(),
+                runs: 100,
+                ns: 300.0,
+                floor_runs: 100,
+                floor_ns: 150.0,
+            }],
+            workloads: vec![WorkloadRow {
+                name: "open/write/close (tmpfs)".into(),
+                by_cpu: false,
+                bare: run(1000, 1000),
+                floor: run(1000, 1100),
+                sensor: run(1000, 1250),
+                auditd: run(1000, 5000),
+            }],
+            cpu: Vec::new(),
+            capacity: vec![
+                CapacityRow {
+                    target: Some(1000),
+                    seconds: 1.0,
+                    generated: 1000,
+                    stored: 1000,
+                    dropped: 0,
+                    sensor_cpu_ms: 10.0,
+                },
+                CapacityRow {
+                    target: None,
+                    seconds: 1.0,
+                    generated: 9000,
+                    stored: 5000,
+                    dropped: 3999,
+                    sensor_cpu_ms: 900.0,
+                },
+            ],
+            collector_rate: 250_000.0,
+            collector_cpu_percent: 90.0,
+            collector_events: 10,
+            collector_stored: 10,
+            memory: Memory {
+                rest_kib: 20_000,
+                load_peak_kib: 30_000,
+                processes: 10_000,
+                processes_kib: 40_000,
+                processes_peak_kib: 70_000,
+            },
+            latency: Vec::new(),
+            profile: String::new(),
+            auditd_rules: Vec::new(),
+            auditd_lost: 0,
+            notes: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn the_targets_table_says_which_are_met_and_by_how_much_others_miss() {
+        let md = report().markdown("benchmarks.svg");
+        let line = |start: &str| {
+            md.lines()
+                .find(|l| l.starts_with(&format!("| {start}")))
+                .unwrap_or_else(|| panic!("no row {start:?} in\n{md}"))
+                .to_owned()
+        };
+        // 300 ns against a 150 ns floor is 2x: missed, named with its ratio.
+        assert!(line("In-kernel").contains("**missed**"));
+        assert!(line("In-kernel").contains("sys_exit_open 2.0x"));
+        // 1.25x bare and below auditd's 5x: met.
+        assert!(line("open/write/close").contains("| met |"));
+        // One event neither stored nor counted: the accounting is not exact.
+        assert!(line("Exact loss").contains("+1"));
+        assert!(line("Exact loss").contains("**missed**"));
+        // 1,000 events/s lossless is 500x short of 500,000.
+        assert!(line("Sensor pipeline").contains("500.0x short"));
+        assert!(line("Collector").contains("| met |"));
+        // 68.4 MiB is over 64 MiB.
+        assert!(line("Sensor RSS").contains("**missed**"));
+    }
+
+    #[test]
+    fn the_chart_draws_a_bar_per_mode_and_program() {
+        let svg = report().svg();
+        assert!(svg.starts_with("<svg"));
+        assert!(svg.trim_end().ends_with("</svg>"));
+        for title in ["floor 1.10x", "sensor 1.25x", "auditd 5.00x"] {
+            assert!(svg.contains(title), "{title} missing");
+        }
+        assert!(svg.contains(">sys_exit_open<"));
     }
 }

@@ -171,7 +171,10 @@ impl Spawner {
             )
         };
         if rc != 0 {
-            bail!("posix_spawn /bin/true: {}", std::io::Error::from_raw_os_error(rc));
+            bail!(
+                "posix_spawn /bin/true: {}",
+                std::io::Error::from_raw_os_error(rc)
+            );
         }
         Ok(pid)
     }
@@ -223,7 +226,12 @@ pub fn exec_loop(rate: Option<u32>, time: Duration) -> Result<Run> {
 /// `scratch`, together `rate` writes per second (paced per millisecond), or
 /// as fast as they can. Returns the writes that succeeded: with the sensor's
 /// `files.writes = "all"`, each is one event (plus one open per thread).
-pub fn write_flood(scratch: &Scratch, threads: u32, rate: Option<u64>, time: Duration) -> Result<Run> {
+pub fn write_flood(
+    scratch: &Scratch,
+    threads: u32,
+    rate: Option<u64>,
+    time: Duration,
+) -> Result<Run> {
     let paths: Vec<CString> = (0..threads)
         .map(|i| c_path(&scratch.0.join(format!("flood-{i}"))))
         .collect::<Result<_>>()?;
@@ -273,7 +281,9 @@ pub fn write_flood(scratch: &Scratch, threads: u32, rate: Option<u64>, time: Dur
             .collect();
         let mut total = 0;
         for w in workers {
-            total += w.join().map_err(|_| anyhow::anyhow!("a writer panicked"))??;
+            total += w
+                .join()
+                .map_err(|_| anyhow::anyhow!("a writer panicked"))??;
         }
         Ok(total)
     })
