@@ -213,8 +213,9 @@ fn write_config(ebpf: &mut Ebpf, config: KernelConfig) -> Result<(), LoadError> 
     cfg.set(0, config, 0).map_err(err)
 }
 
-/// Loads and attaches everything.
-pub fn load(settings: &KernelSettings, btf_path: &Path) -> Result<Loaded, LoadError> {
+/// The eBPF object, its maps created with the ring sized by `settings` and
+/// its CONFIG written; no program loaded yet.
+fn open_object(settings: &KernelSettings, btf_path: &Path) -> Result<Ebpf, LoadError> {
     if OBJECT.is_empty() {
         return Err(LoadError::Stub);
     }
@@ -226,13 +227,19 @@ pub fn load(settings: &KernelSettings, btf_path: &Path) -> Result<Loaded, LoadEr
         .map_max_entries(maps::EVENTS, settings.ring_bytes)
         .load(OBJECT)
         .map_err(|e| LoadError::Object(Box::new(e)))?;
+    write_config(&mut ebpf, config)?;
+    Ok(ebpf)
+}
+
+/// Loads and attaches everything.
+pub fn load(settings: &KernelSettings, btf_path: &Path) -> Result<Loaded, LoadError> {
+    let mut ebpf = open_object(settings, btf_path)?;
     let map_err = |name| {
         move |e| LoadError::Map {
             name,
             source: Box::new(e),
         }
     };
-    write_config(&mut ebpf, config)?;
     {
         let map = ebpf
             .map_mut(maps::IGNORED_MOUNTS)
@@ -405,12 +412,7 @@ pub fn load_floor(
     report_failed: bool,
     btf_path: &Path,
 ) -> Result<Floor, LoadError> {
-    if OBJECT.is_empty() {
-        return Err(LoadError::Stub);
-    }
-    if !has_privileges() {
-        return Err(LoadError::NotPrivileged);
-    }
+    // The floor reads only `wakeup_bytes`: it wakes its consumer as the sensor does.
     let settings = KernelSettings {
         ring_bytes,
         file_writes: 0,
@@ -418,13 +420,7 @@ pub fn load_floor(
         ignored_mounts: Vec::new(),
         dns_ports: Vec::new(),
     };
-    let config = kernel_config(&settings, btf_path)?;
-    let mut ebpf = EbpfLoader::new()
-        .map_max_entries(maps::EVENTS, ring_bytes)
-        .load(OBJECT)
-        .map_err(|e| LoadError::Object(Box::new(e)))?;
-    // The floor reads only `wakeup_bytes`: it wakes its consumer as the sensor does.
-    write_config(&mut ebpf, config)?;
+    let mut ebpf = open_object(&settings, btf_path)?;
     let pairs = floor_pairs(report_failed)?;
     let mut loaded = HashSet::new();
     for hook in attachments(report_failed) {

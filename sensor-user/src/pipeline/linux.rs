@@ -49,9 +49,13 @@ fn decode_stage(input: &Receiver<Vec<Vec<u8>>>, out: &Sender<Vec<Record>>, stats
 }
 
 fn enrich_stage(mut enricher: Enricher, input: &Receiver<Vec<Record>>, out: &Sender<Vec<Event>>) {
-    let scanned = enricher.scan_procfs(boottime_ns());
-    for chunk in scanned.chunks(capture::BATCH) {
-        if out.send(chunk.to_vec()).is_err() {
+    let mut scanned = enricher.scan_procfs(boottime_ns()).into_iter();
+    loop {
+        let chunk: Vec<Event> = scanned.by_ref().take(capture::BATCH).collect();
+        if chunk.is_empty() {
+            break;
+        }
+        if out.send(chunk).is_err() {
             return;
         }
     }
