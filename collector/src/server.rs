@@ -1,6 +1,6 @@
 //! The gRPC `Collector` service: receive batches, store them, acknowledge.
 
-use std::{future::Future, io, net::SocketAddr, pin::Pin, time::Duration};
+use std::{collections::VecDeque, future::Future, io, net::SocketAddr, pin::Pin, time::Duration};
 
 use sensor_proto::v1::{
     Ack, EventBatch,
@@ -16,7 +16,7 @@ use tonic::{Code, Request, Response, Status, Streaming, transport::Server};
 use crate::{
     store::{Store, validate_event},
     tls::{self, ServerTls},
-    writer::{WriteError, Writer, WriterHandle, WriterTotals},
+    writer::{Commit, WriteError, Writer, WriterHandle, WriterTotals},
 };
 
 /// Most events one batch may carry.
@@ -177,7 +177,7 @@ where
 }
 
 /// The `Collector` gRPC service. Each stream is served by its own task that
-/// stores a batch, then acks it, in order.
+/// queues its batches for the writer and acks them in order as they commit.
 #[derive(Debug, Clone)]
 pub struct CollectorService {
     writer: WriterHandle,
@@ -218,6 +218,30 @@ struct StreamTask {
     peer: Option<SocketAddr>,
 }
 
+/// A batch of this stream queued for the writer, not yet acknowledged.
+struct InFlight {
+    /// Its highest seq; None for an empty batch.
+    highest: Option<u64>,
+    /// None for an empty batch, which has nothing to commit.
+    commit: Option<Commit>,
+}
+
+/// What one turn of a stream's loop saw.
+enum Step {
+    Committed(Result<Option<u64>, Status>),
+    Received(Result<Option<EventBatch>, Status>),
+}
+
+/// How one stream ended.
+enum End {
+    /// The client closed its side; everything it sent gets its ack.
+    Finished,
+    /// Nobody reads the acks any more.
+    Gone,
+    /// The stream ends with this status, after the acks of batches before it.
+    Failed(Status),
+}
+
 impl StreamTask {
     async fn run(mut self) {
         let peer = self
@@ -225,47 +249,71 @@ impl StreamTask {
             .map_or_else(|| "unknown peer".to_owned(), |p| p.to_string());
         tracing::info!(%peer, "stream opened");
         let mut last_acked = 0_u64;
-        let end = loop {
-            let received = tokio::select! {
+        // Batches are queued for the writer as they arrive and acknowledged
+        // in order as they commit: one stream's batches then share commits
+        // (and their fsync) instead of each waiting for the one before.
+        let mut pending: VecDeque<InFlight> = VecDeque::new();
+        let mut end = loop {
+            let step = tokio::select! {
                 biased;
                 _ = self.stop.wait_for(|stopping| *stopping) => {
-                    break Err(Status::unavailable("collector is shutting down; reconnect and resend unacknowledged events"));
+                    break End::Failed(Status::unavailable("collector is shutting down; reconnect and resend unacknowledged events"));
                 }
-                () = self.acks.closed() => break Ok(()),
-                received = self.inbound.message() => received,
+                () = self.acks.closed() => break End::Gone,
+                done = next_commit(&mut pending) => Step::Committed(done),
+                received = self.inbound.message(), if pending.len() < PIPELINE_BATCHES => Step::Received(received),
             };
-            let batch = match received {
-                Ok(Some(batch)) => batch,
-                Ok(None) => break Ok(()),
-                Err(status) => break Err(inbound_error(&status)),
-            };
-            match self.store(batch).await {
-                Ok(Some(acked_seq)) => last_acked = acked_seq,
-                Ok(None) => {}
-                Err(status) => break Err(status),
-            }
-            if self
-                .acks
-                .send(Ok(Ack {
-                    acked_seq: last_acked,
-                }))
-                .await
-                .is_err()
-            {
-                break Ok(());
+            match step {
+                Step::Committed(Ok(highest)) => {
+                    last_acked = highest.unwrap_or(last_acked);
+                    if !self.ack(last_acked).await {
+                        break End::Gone;
+                    }
+                }
+                Step::Committed(Err(status)) => break End::Failed(status),
+                Step::Received(Ok(Some(batch))) => match self.submit(batch).await {
+                    Ok(queued) => pending.push_back(queued),
+                    Err(status) => break End::Failed(status),
+                },
+                Step::Received(Ok(None)) => break End::Finished,
+                Step::Received(Err(status)) => break End::Failed(inbound_error(&status)),
             }
         };
+        // Acknowledge what was queued before the end, in order, so a client
+        // resends only what was not stored.
+        if !matches!(end, End::Gone) {
+            while !pending.is_empty() {
+                match next_commit(&mut pending).await {
+                    Ok(highest) => {
+                        last_acked = highest.unwrap_or(last_acked);
+                        if !self.ack(last_acked).await {
+                            end = End::Gone;
+                            break;
+                        }
+                    }
+                    Err(status) => {
+                        end = End::Failed(status);
+                        break;
+                    }
+                }
+            }
+        }
         match end {
-            Ok(()) => tracing::info!(%peer, last_acked, "stream closed"),
-            Err(status) => {
+            End::Finished | End::Gone => tracing::info!(%peer, last_acked, "stream closed"),
+            End::Failed(status) => {
                 tracing::warn!(%peer, last_acked, code = ?status.code(), message = status.message(), "stream ended with an error");
                 let _ = self.acks.send(Err(status)).await;
             }
         }
     }
 
-    /// Checks and stores one batch; returns its highest seq (None when empty).
-    async fn store(&self, batch: EventBatch) -> Result<Option<u64>, Status> {
+    /// Sends an ack; false when nobody reads them any more.
+    async fn ack(&self, acked_seq: u64) -> bool {
+        self.acks.send(Ok(Ack { acked_seq })).await.is_ok()
+    }
+
+    /// Checks one batch and queues it for the writer.
+    async fn submit(&self, batch: EventBatch) -> Result<InFlight, Status> {
         let events = batch.events;
         if events.len() > self.config.max_batch_events {
             return Err(Status::resource_exhausted(format!(
@@ -280,28 +328,55 @@ impl StreamTask {
         }
         let highest = events.iter().map(|e| e.seq).max();
         if events.is_empty() {
-            return Ok(None);
+            return Ok(InFlight {
+                highest,
+                commit: None,
+            });
         }
-        let n = events.len();
-        match self.writer.insert(events).await {
-            Ok(outcome) => {
-                tracing::debug!(
-                    events = n,
-                    inserted = outcome.inserted,
-                    duplicates = outcome.duplicates,
-                    acked_seq = highest,
-                    "batch stored"
-                );
-                Ok(highest)
-            }
-            Err(WriteError::Stopped) => Err(Status::unavailable(
-                "collector is shutting down; reconnect and resend unacknowledged events",
-            )),
-            Err(WriteError::Store(e)) => Err(Status::internal(format!(
-                "storing the batch failed: {}",
-                crate::error_chain(&e)
-            ))),
-        }
+        let commit = self.writer.submit(events).await.map_err(write_error)?;
+        Ok(InFlight {
+            highest,
+            commit: Some(commit),
+        })
+    }
+}
+
+/// Batches of one stream queued for the writer at once. The sensor keeps 8
+/// in flight; more lets a client with a wider window fill bigger commits.
+const PIPELINE_BATCHES: usize = 16;
+
+/// Waits for the oldest queued batch to commit and removes it; returns its
+/// highest seq. Never resolves while nothing is queued.
+async fn next_commit(pending: &mut VecDeque<InFlight>) -> Result<Option<u64>, Status> {
+    let Some(front) = pending.front_mut() else {
+        return std::future::pending().await;
+    };
+    let outcome = match front.commit.as_mut() {
+        Some(commit) => Some(commit.await.map_err(write_error)?),
+        None => None,
+    };
+    let highest = front.highest;
+    pending.pop_front();
+    if let Some(outcome) = outcome {
+        tracing::debug!(
+            inserted = outcome.inserted,
+            duplicates = outcome.duplicates,
+            acked_seq = highest,
+            "batch stored"
+        );
+    }
+    Ok(highest)
+}
+
+fn write_error(error: WriteError) -> Status {
+    match error {
+        WriteError::Stopped => Status::unavailable(
+            "collector is shutting down; reconnect and resend unacknowledged events",
+        ),
+        WriteError::Store(e) => Status::internal(format!(
+            "storing the batch failed: {}",
+            crate::error_chain(&e)
+        )),
     }
 }
 

@@ -1,7 +1,12 @@
 //! The one thread that writes to the database, fed through a channel so
 //! SQLite never blocks the async runtime.
 
-use std::thread::JoinHandle;
+use std::{
+    future::Future,
+    pin::Pin,
+    task::{Context, Poll},
+    thread::JoinHandle,
+};
 
 use sensor_proto::v1::Event;
 use tokio::sync::{mpsc, oneshot};
@@ -58,15 +63,37 @@ impl WriterHandle {
     /// # Errors
     /// The store refused the batch or the writer has stopped.
     pub async fn insert(&self, events: Vec<Event>) -> Result<InsertOutcome, WriteError> {
+        self.submit(events).await?.await
+    }
+
+    /// Queues `events` for the writer (waiting only while its queue is
+    /// full) and returns the commit to wait for, so a stream can queue its
+    /// next batch meanwhile and the writer commits both together.
+    ///
+    /// # Errors
+    /// The writer has stopped.
+    pub async fn submit(&self, events: Vec<Event>) -> Result<Commit, WriteError> {
         let (reply, answer) = oneshot::channel();
         self.tx
             .send(Request::Insert { events, reply })
             .await
             .map_err(|_| WriteError::Stopped)?;
-        answer
-            .await
-            .map_err(|_| WriteError::Stopped)?
-            .map_err(WriteError::from)
+        Ok(Commit(answer))
+    }
+}
+
+/// A queued batch's commit; resolves once it is committed (or refused).
+#[derive(Debug)]
+pub struct Commit(oneshot::Receiver<Result<InsertOutcome, StoreError>>);
+
+impl Future for Commit {
+    type Output = Result<InsertOutcome, WriteError>;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        Pin::new(&mut self.0).poll(cx).map(|answer| match answer {
+            Ok(result) => result.map_err(WriteError::from),
+            Err(_) => Err(WriteError::Stopped),
+        })
     }
 }
 

@@ -302,6 +302,48 @@ async fn an_event_without_a_sensor_id_refuses_its_whole_batch() -> anyhow::Resul
 }
 
 #[tokio::test]
+async fn batches_in_flight_are_acked_in_order_until_a_refused_one_ends_the_stream()
+-> anyhow::Result<()> {
+    let server = TestServer::start(ServeConfig::default()).await?;
+    let mut client = server.client().await?;
+    let mut stream = SensorStream::open(&mut client).await?;
+    // A sensor keeps several batches in flight; the fourth is malformed.
+    let mut bad = execs(SENSOR, 31..=40);
+    bad[3].sensor_id.clear();
+    for batch in [
+        execs(SENSOR, 1..=10),
+        execs(SENSOR, 11..=20),
+        execs(SENSOR, 21..=30),
+        bad,
+        execs(SENSOR, 41..=50),
+    ] {
+        stream.queue(batch).await?;
+    }
+    stream.close();
+
+    // The batches before it are committed and acked, in order; then the
+    // stream ends with the refusal, and nothing after it is stored.
+    for acked_seq in [10, 20, 30] {
+        assert_eq!(stream.next_ack().await?, Ack { acked_seq });
+    }
+    let refused = stream
+        .end()
+        .await
+        .err()
+        .ok_or_else(|| anyhow::anyhow!("the malformed batch was accepted"))?;
+    assert_eq!(refused.code(), Code::InvalidArgument, "{refused:?}");
+    let (summary, db) = server.stop().await?;
+    assert_eq!(summary.writer.inserted, 30);
+    let seqs: Vec<u64> = Store::open_read_only(&db.path)?
+        .query(&EventFilter::default())?
+        .iter()
+        .map(|e| e.seq)
+        .collect();
+    assert_eq!(seqs, (1..=30).collect::<Vec<_>>());
+    Ok(())
+}
+
+#[tokio::test]
 async fn an_empty_batch_is_acked_with_the_streams_last_acked_seq() -> anyhow::Result<()> {
     let server = TestServer::start(ServeConfig::default()).await?;
     let mut client = server.client().await?;

@@ -136,11 +136,26 @@ fn a_version_2_database_gets_stored_ns_when_serve_upgrades_it() -> anyhow::Resul
 
     // Opening it for writing adds the column; the rows it held keep 0.
     let mut store = Store::open(&db.path)?;
-    assert_eq!(store.schema_version(), 3);
+    assert_eq!(store.schema_version(), 4);
     {
         let conn = rusqlite::Connection::open(&db.path)?;
         let version: i64 = conn.query_row("PRAGMA user_version", [], |r| r.get(0))?;
-        assert_eq!(version, 3);
+        assert_eq!(version, 4);
+        // Version 4: the full indicator indexes gave way to partial ones.
+        let mut indexes = conn.prepare(
+            "SELECT name, partial FROM pragma_index_list('indicators') ORDER BY name",
+        )?;
+        let indexes: Vec<(String, bool)> = indexes
+            .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?
+            .collect::<Result<_, _>>()?;
+        assert_eq!(
+            indexes,
+            [
+                ("indicators_by_int".to_owned(), true),
+                ("indicators_by_ip".to_owned(), true),
+                ("indicators_by_text".to_owned(), true)
+            ]
+        );
         let column: (String, bool, Option<String>) = conn.query_row(
             "SELECT type, \"notnull\", dflt_value FROM pragma_table_info('events')
              WHERE name = 'stored_ns'",

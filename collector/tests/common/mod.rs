@@ -226,6 +226,18 @@ impl SensorStream {
         self.next_ack().await
     }
 
+    /// Sends a batch without waiting for its answer, as a sensor with
+    /// batches in flight does.
+    pub async fn queue(&mut self, events: Vec<Event>) -> anyhow::Result<()> {
+        let tx = self
+            .batches
+            .as_ref()
+            .ok_or_else(|| anyhow::anyhow!("stream closed by the test"))?;
+        tx.send(EventBatch { events })
+            .await
+            .map_err(|_| anyhow::anyhow!("the call ended"))
+    }
+
     pub async fn next_ack(&mut self) -> Result<Ack, Status> {
         match self.acks.message().await {
             Ok(Some(ack)) => Ok(ack),

@@ -50,6 +50,23 @@ struct Cli {
     /// Skip auditd (e.g. where it cannot be installed).
     #[arg(long)]
     no_auditd: bool,
+    /// Run only these parts (repeatable), print the report and write no
+    /// files: for profiling one part without the whole run.
+    #[arg(long, value_enum)]
+    only: Vec<Part>,
+}
+
+/// The benchmark's parts, in the order a full run takes them.
+#[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum Part {
+    /// bare / floor / sensor / auditd over the workloads (and kernel cost, CPU, latency).
+    Modes,
+    /// The sensor pipeline's lossless rate and its loss accounting.
+    Capacity,
+    /// The collector alone.
+    Collector,
+    /// Sensor RSS with many live processes.
+    Memory,
 }
 
 #[derive(Subcommand)]
@@ -552,10 +569,16 @@ fn main() -> Result<()> {
         notes: Vec::new(),
     };
     let started = Instant::now();
+    let runs = |part| cli.only.is_empty() || cli.only.contains(&part);
     let mut side = SensorSide::default();
     let mut floor_stats = kstats::Snapshot::new();
     let mut sensor_stats = kstats::Snapshot::new();
-    for mode in [Mode::Bare, Mode::Floor, Mode::Sensor, Mode::Auditd] {
+    let modes: &[Mode] = if runs(Part::Modes) {
+        &[Mode::Bare, Mode::Floor, Mode::Sensor, Mode::Auditd]
+    } else {
+        &[]
+    };
+    for &mode in modes {
         if mode == Mode::Auditd && !auditd_ok {
             report
                 .notes
@@ -596,9 +619,15 @@ fn main() -> Result<()> {
     report.cpu = std::mem::take(&mut side.cpu);
     report.latency = std::mem::take(&mut side.latency);
     report.memory.rest_kib = side.rest_kib;
-    capacity(&d, cli.quick, &mut report)?;
-    collector_capacity(&d, &mut report)?;
-    memory(&d, &mut report)?;
+    if runs(Part::Capacity) {
+        capacity(&d, cli.quick, &mut report)?;
+    }
+    if runs(Part::Collector) {
+        collector_capacity(&d, &mut report)?;
+    }
+    if runs(Part::Memory) {
+        memory(&d, &mut report)?;
+    }
     if cli.quick {
         report
             .notes
@@ -616,6 +645,10 @@ fn main() -> Result<()> {
         .unwrap_or("benchmarks.svg")
         .to_owned();
     let markdown = report.markdown(&chart_name);
+    if !cli.only.is_empty() {
+        println!("{markdown}");
+        return Ok(());
+    }
     if let Some(dir) = cli.out.parent() {
         std::fs::create_dir_all(dir).ok();
     }
