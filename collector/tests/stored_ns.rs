@@ -142,9 +142,8 @@ fn a_version_2_database_gets_stored_ns_when_serve_upgrades_it() -> anyhow::Resul
         let version: i64 = conn.query_row("PRAGMA user_version", [], |r| r.get(0))?;
         assert_eq!(version, 4);
         // Version 4: the full indicator indexes gave way to partial ones.
-        let mut indexes = conn.prepare(
-            "SELECT name, partial FROM pragma_index_list('indicators') ORDER BY name",
-        )?;
+        let mut indexes = conn
+            .prepare("SELECT name, partial FROM pragma_index_list('indicators') ORDER BY name")?;
         let indexes: Vec<(String, bool)> = indexes
             .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?
             .collect::<Result<_, _>>()?;

@@ -6,6 +6,8 @@ pub mod v1 {
     include!(concat!(env!("OUT_DIR"), "/sensor.v1.serde.rs"));
 }
 
+pub mod encoded;
+
 pub use pbjson_types::Timestamp;
 
 /// Builds a protobuf timestamp from nanoseconds since the Unix epoch.

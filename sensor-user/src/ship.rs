@@ -18,7 +18,10 @@ use std::{
     time::Duration,
 };
 
-use sensor_proto::v1::{Ack, Event, EventBatch, collector_client::CollectorClient};
+use sensor_proto::{
+    encoded::{self, EncodedBatch},
+    v1::{Ack, Event},
+};
 use tokio::{
     sync::{Notify, mpsc},
     time::{Instant, MissedTickBehavior},
@@ -113,9 +116,10 @@ impl Shipper {
             Ok(c) => c,
             Err(e) => return StreamEnd::Broken(format!("connect failed: {e}")),
         };
-        let mut client = CollectorClient::new(channel);
-        let (batches, batch_rx) = mpsc::channel::<EventBatch>(4);
-        let mut acks = match client.stream(ReceiverStream::new(batch_rx)).await {
+        let (batches, batch_rx) = mpsc::channel::<EncodedBatch>(4);
+        // Batches go out as the spool holds them (encoded events), not
+        // decoded and encoded again.
+        let mut acks = match encoded::stream(channel, ReceiverStream::new(batch_rx)).await {
             Ok(r) => r.into_inner(),
             Err(status) => return StreamEnd::Broken(format!("stream refused: {status}")),
         };
@@ -162,14 +166,14 @@ impl Shipper {
                     let Ok(permit) = permit else {
                         return StreamEnd::Broken("request stream closed".into());
                     };
-                    let events = match lock(&self.spool).read(&mut cursor, self.cfg.batch_size) {
-                        Ok(events) => events,
+                    let batch = match lock(&self.spool).read_encoded(&mut cursor, self.cfg.batch_size) {
+                        Ok(batch) => batch,
                         Err(e) => return StreamEnd::Broken(e.to_string()),
                     };
                     sent_seq = cursor.last_seq;
-                    inflight.push_back((sent_seq, events.len() as u64));
-                    Stats::add(&self.stats.shipped, events.len() as u64);
-                    permit.send(EventBatch { events });
+                    inflight.push_back((sent_seq, batch.len()));
+                    Stats::add(&self.stats.shipped, batch.len());
+                    permit.send(batch);
                     last_send = Instant::now();
                 },
                 () = self.feed.wake.notified() => {},

@@ -23,7 +23,10 @@ use std::{
 };
 
 use prost::Message as _;
-use sensor_proto::v1::{DeliveryGap, Event, event::Body};
+use sensor_proto::{
+    encoded::EncodedBatch,
+    v1::{DeliveryGap, Event, event::Body},
+};
 
 use crate::stats::Stats;
 
@@ -625,8 +628,40 @@ impl Spool {
     /// A segment cannot be read.
     pub fn read(&self, cursor: &mut Cursor, max: usize) -> Result<Vec<Event>, SpoolError> {
         let mut out = Vec::new();
+        self.read_each(cursor, max, |payload| {
+            if let Ok(event) = Event::decode(payload) {
+                out.push(event);
+            }
+        })?;
+        Ok(out)
+    }
+
+    /// Reads up to `max` events past `cursor` as they are stored (encoded,
+    /// each checked by its CRC), advancing it: what the shipper sends.
+    ///
+    /// # Errors
+    /// A segment cannot be read.
+    pub fn read_encoded(
+        &self,
+        cursor: &mut Cursor,
+        max: usize,
+    ) -> Result<EncodedBatch, SpoolError> {
+        let mut batch = EncodedBatch::default();
+        self.read_each(cursor, max, |payload| batch.push(payload))?;
+        Ok(batch)
+    }
+
+    /// Hands the payload of each of up to `max` records past `cursor` to
+    /// `each`, advancing the cursor.
+    fn read_each(
+        &self,
+        cursor: &mut Cursor,
+        max: usize,
+        mut each: impl FnMut(&[u8]),
+    ) -> Result<(), SpoolError> {
+        let mut read = 0;
         for (i, seg) in self.segments.iter().enumerate() {
-            if out.len() >= max {
+            if read >= max {
                 break;
             }
             if seg.id < cursor.segment {
@@ -652,7 +687,7 @@ impl Spool {
             // for every batch would read a segment once per batch in it.
             let mut file = io::BufReader::with_capacity(256 << 10, file);
             let mut record = Vec::new();
-            while out.len() < max && cursor.offset + HEADER as u64 <= readable {
+            while read < max && cursor.offset + HEADER as u64 <= readable {
                 record.resize(HEADER, 0);
                 file.read_exact(&mut record).map_err(io_err(&seg.path))?;
                 let len = u32::from_le_bytes([record[4], record[5], record[6], record[7]]) as usize;
@@ -669,13 +704,12 @@ impl Spool {
                 if seq <= cursor.skip_through {
                     continue;
                 }
-                if let Ok(event) = Event::decode(&record[HEADER..]) {
-                    out.push(event);
-                }
+                each(&record[HEADER..]);
+                read += 1;
                 cursor.last_seq = seq;
             }
         }
-        Ok(out)
+        Ok(())
     }
 
     /// Records the collector's acknowledgement: fully acknowledged segments

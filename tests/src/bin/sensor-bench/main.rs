@@ -76,6 +76,13 @@ enum Cmd {
         #[arg(long, default_value_t = 8 << 20)]
         ring_bytes: u32,
     },
+    /// Run one workload alone (0-4, in the report's order) for some seconds,
+    /// e.g. to profile a sensor started by hand.
+    Workload {
+        index: usize,
+        #[arg(long, default_value_t = 10)]
+        seconds: u64,
+    },
 }
 
 /// How long each measurement runs.
@@ -522,8 +529,26 @@ fn machine() -> Vec<(String, String)> {
 
 fn main() -> Result<()> {
     let cli = Cli::parse();
-    if let Some(Cmd::Floor { ring_bytes }) = cli.command {
-        return floor::run(ring_bytes);
+    match cli.command {
+        Some(Cmd::Floor { ring_bytes }) => return floor::run(ring_bytes),
+        Some(Cmd::Workload { index, seconds }) => {
+            let name = WORKLOADS.get(index).context("no such workload")?;
+            let time = Duration::from_secs(seconds);
+            let d = Durations {
+                loop_time: time,
+                exec_time: time,
+                ..Durations::new(true)
+            };
+            let run = run_workload(index, &Scratch::new("workload")?, &d)?;
+            println!(
+                "{name}: {} iterations, {:.2} µs each, {:.2} CPU µs each",
+                run.iterations,
+                run.us_per_iteration(),
+                run.cpu_us_per_iteration()
+            );
+            return Ok(());
+        }
+        None => {}
     }
     // SAFETY: `geteuid` has no preconditions.
     if unsafe { libc::geteuid() } != 0 {
