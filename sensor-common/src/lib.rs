@@ -31,11 +31,14 @@ pub mod maps {
 }
 
 /// Program names (their Rust function names in `sensor-ebpf`) and the
-/// raw tracepoints they attach to.
+/// raw tracepoints they attach to. The kernel keeps the first 15 bytes of a
+/// program's name (`BPF_OBJ_NAME_LEN`), which is all bpftool and bpf_stats
+/// show, so names differ within them: hence `proc_exec`, not
+/// `sched_process_exec` beside `sched_process_exit`.
 pub mod programs {
-    pub const EXEC: (&str, &str) = ("sched_process_exec", "sched_process_exec");
-    pub const FORK: (&str, &str) = ("sched_process_fork", "sched_process_fork");
-    pub const EXIT: (&str, &str) = ("sched_process_exit", "sched_process_exit");
+    pub const EXEC: (&str, &str) = ("proc_exec", "sched_process_exec");
+    pub const FORK: (&str, &str) = ("proc_fork", "sched_process_fork");
+    pub const EXIT: (&str, &str) = ("proc_exit", "sched_process_exit");
     pub const ALL: [(&str, &str); 3] = [EXEC, FORK, EXIT];
 
     /// File programs on syscall tracepoints (category `syscalls`). One
@@ -45,7 +48,7 @@ pub mod programs {
         pub const OPEN_ENTERS: [&str; 4] = [
             "sys_enter_open",
             "sys_enter_openat",
-            "sys_enter_openat2",
+            "enter_openat2",
             "sys_enter_creat",
         ];
         /// Any open flavour's exit.
@@ -66,7 +69,7 @@ pub mod programs {
         ("sys_enter_connect", "sys_enter_connect"),
         ("sys_exit_connect", "sys_exit_connect"),
         ("sys_exit_accept", "sys_exit_accept"),
-        ("sys_exit_accept4", "sys_exit_accept4"),
+        ("exit_accept4", "sys_exit_accept4"),
         ("sys_enter_bind", "sys_enter_bind"),
         ("sys_exit_bind", "sys_exit_bind"),
         ("sys_enter_listen", "sys_enter_listen"),
@@ -75,7 +78,7 @@ pub mod programs {
         ("sys_exit_sendto", "sys_exit_sendto"),
         ("sys_enter_sendmsg", "sys_enter_sendmsg"),
         ("sys_exit_sendmsg", "sys_exit_sendmsg"),
-        ("sys_enter_sendmmsg", "sys_enter_sendmmsg"),
+        ("enter_sendmmsg", "sys_enter_sendmmsg"),
         ("sys_exit_sendmmsg", "sys_exit_sendmmsg"),
         ("sys_enter_recvfrom", "sys_enter_recvfrom"),
         ("sys_exit_recvfrom", "sys_exit_recvfrom"),

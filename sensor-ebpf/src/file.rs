@@ -96,7 +96,7 @@ pub fn sys_enter_openat(ctx: TracePointContext) -> u32 {
 /// `openat2(int dfd, const char *filename, struct open_how *how, size_t size)`;
 /// `struct open_how { u64 flags; u64 mode; u64 resolve; }` is in user memory.
 #[tracepoint(category = "syscalls", name = "sys_enter_openat2")]
-pub fn sys_enter_openat2(ctx: TracePointContext) -> u32 {
+pub fn enter_openat2(ctx: TracePointContext) -> u32 {
     // SAFETY: reading this tracepoint's own record, then the caller's struct.
     let how = unsafe { ctx.read_at::<u64>(arg(2)) }.unwrap_or(0);
     let how = unsafe { bpf_probe_read_user(how as *const [u64; 2]) }.unwrap_or([0, 0]);

@@ -545,7 +545,7 @@ pub fn sys_exit_accept(ctx: TracePointContext) -> u32 {
 }
 
 #[tracepoint(category = "syscalls", name = "sys_exit_accept4")]
-pub fn sys_exit_accept4(ctx: TracePointContext) -> u32 {
+pub fn exit_accept4(ctx: TracePointContext) -> u32 {
     let _ = exit_accept(&ctx);
     0
 }
@@ -728,7 +728,7 @@ fn try_enter_sendmsg(ctx: &TracePointContext) -> Option<()> {
 
 /// `sendmmsg(int fd, struct mmsghdr *mmsg, unsigned int vlen, unsigned int flags)`
 #[tracepoint(category = "syscalls", name = "sys_enter_sendmmsg")]
-pub fn sys_enter_sendmmsg(ctx: TracePointContext) -> u32 {
+pub fn enter_sendmmsg(ctx: TracePointContext) -> u32 {
     let _ = try_enter_sendmmsg(&ctx);
     0
 }

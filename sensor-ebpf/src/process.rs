@@ -24,7 +24,7 @@ static EXEC_SCRATCH: PerCpuArray<ExecEvent> = PerCpuArray::with_max_entries(1, 0
 /// (include/trace/events/sched.h). Runs in the new image, after
 /// `begin_new_exec`, so `current->mm` already describes the new program.
 #[raw_tracepoint(tracepoint = "sched_process_exec")]
-pub fn sched_process_exec(_ctx: RawTracePointContext) -> u32 {
+pub fn proc_exec(_ctx: RawTracePointContext) -> u32 {
     let Some(cfg) = config() else { return 0 };
     let off = &cfg.offsets;
     let Some(ev) = EXEC_SCRATCH.get_ptr_mut(0) else {
@@ -99,7 +99,7 @@ pub fn sched_process_exec(_ctx: RawTracePointContext) -> u32 {
 /// `TP_PROTO(struct task_struct *parent, struct task_struct *child)`.
 /// Fires for threads too; only new processes (child tid == child tgid) pass.
 #[raw_tracepoint(tracepoint = "sched_process_fork")]
-pub fn sched_process_fork(ctx: RawTracePointContext) -> u32 {
+pub fn proc_fork(ctx: RawTracePointContext) -> u32 {
     let Some(cfg) = config() else { return 0 };
     let off = &cfg.offsets;
     let child: u64 = ctx.arg(1);
@@ -128,7 +128,7 @@ pub fn sched_process_fork(ctx: RawTracePointContext) -> u32 {
 /// Linux 6.16). Runs in do_exit() after `exit_code` is set and before the mm
 /// and files are released. Only the exit of the whole process is reported.
 #[raw_tracepoint(tracepoint = "sched_process_exit")]
-pub fn sched_process_exit(ctx: RawTracePointContext) -> u32 {
+pub fn proc_exit(ctx: RawTracePointContext) -> u32 {
     let Some(cfg) = config() else { return 0 };
     let off = &cfg.offsets;
     let task = current_task_info(off);

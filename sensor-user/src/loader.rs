@@ -451,3 +451,27 @@ pub fn kernel_drops(drops: &PerCpuArray<MapData, u64>) -> u64 {
         .map(|per_cpu| per_cpu.iter().sum::<u64>())
         .sum()
 }
+
+#[cfg(test)]
+mod tests {
+    use std::collections::HashMap;
+
+    use super::*;
+
+    #[test]
+    fn every_program_name_is_unique_in_the_15_bytes_the_kernel_keeps() {
+        let mut seen: HashMap<&str, &str> = HashMap::new();
+        let names = attachments(true)
+            .into_iter()
+            .map(|a| a.program)
+            .chain(programs::floor::TRACEPOINTS)
+            .chain(programs::floor::RAW);
+        for name in names {
+            let kept = &name[..name.len().min(15)];
+            if let Some(other) = seen.insert(kept, name) {
+                assert_eq!(other, name, "{other} and {name} both show as {kept}");
+            }
+        }
+        assert!(seen.contains_key("proc_exec") && seen.contains_key("proc_exit"));
+    }
+}
