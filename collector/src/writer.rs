@@ -5,7 +5,9 @@ use std::{
     future::Future,
     pin::Pin,
     task::{Context, Poll},
+    sync::mpsc::RecvTimeoutError,
     thread::JoinHandle,
+    time::Duration,
 };
 
 use sensor_proto::v1::Event;
@@ -102,6 +104,54 @@ impl Future for Commit {
 pub struct Writer {
     handle: WriterHandle,
     thread: JoinHandle<WriterTotals>,
+    checkpoints: Option<Checkpoints>,
+}
+
+/// The checkpointer thread and the channel whose closing ends it.
+#[derive(Debug)]
+struct Checkpoints {
+    stop: std::sync::mpsc::Sender<()>,
+    thread: JoinHandle<()>,
+}
+
+/// How often the checkpointer copies the WAL into the database file.
+const CHECKPOINT_EVERY: Duration = Duration::from_millis(250);
+
+impl Checkpoints {
+    /// Starts the checkpointer; without one (it could not start) the writer
+    /// checkpoints itself, as SQLite does by default.
+    fn start(store: &Store) -> Option<Self> {
+        let checkpointer = match store.checkpointer() {
+            Ok(c) => c,
+            Err(error) => {
+                tracing::warn!(
+                    error = crate::error_chain(&error),
+                    "no checkpointer thread; the writer checkpoints"
+                );
+                return None;
+            }
+        };
+        let (stop, stopped) = std::sync::mpsc::channel::<()>();
+        let thread = std::thread::Builder::new()
+            .name("collector-ckpt".into())
+            .spawn(move || {
+                while let Err(RecvTimeoutError::Timeout) = stopped.recv_timeout(CHECKPOINT_EVERY) {
+                    if let Err(error) = checkpointer.checkpoint() {
+                        tracing::warn!(%error, "checkpoint failed; the writer checkpoints later");
+                    }
+                }
+            })
+            .map_err(|error| tracing::warn!(%error, "no checkpointer thread; the writer checkpoints"))
+            .ok()?;
+        Some(Self { stop, thread })
+    }
+
+    fn stop(self) {
+        drop(self.stop);
+        if self.thread.join().is_err() {
+            tracing::error!("the checkpointer thread panicked");
+        }
+    }
 }
 
 impl Writer {
@@ -110,6 +160,7 @@ impl Writer {
     /// # Errors
     /// The thread cannot be spawned.
     pub fn start(store: Store) -> std::io::Result<Self> {
+        let checkpoints = Checkpoints::start(&store);
         let (tx, rx) = mpsc::channel(QUEUE_DEPTH);
         let thread = std::thread::Builder::new()
             .name("collector-writer".into())
@@ -117,6 +168,7 @@ impl Writer {
         Ok(Self {
             handle: WriterHandle { tx },
             thread,
+            checkpoints,
         })
     }
 
@@ -132,8 +184,16 @@ impl Writer {
         // If the thread is gone the send fails; joining still reports it.
         let _ = self.handle.tx.send(Request::Stop).await;
         drop(self.handle);
-        let thread = self.thread;
-        match tokio::task::spawn_blocking(move || thread.join()).await {
+        let (thread, checkpoints) = (self.thread, self.checkpoints);
+        let joined = tokio::task::spawn_blocking(move || {
+            let totals = thread.join();
+            // Last: the last connection to close copies the WAL and removes it.
+            if let Some(c) = checkpoints {
+                c.stop();
+            }
+            totals
+        });
+        match joined.await {
             Ok(Ok(totals)) => totals,
             Ok(Err(_)) | Err(_) => {
                 tracing::error!("the database writer thread panicked");

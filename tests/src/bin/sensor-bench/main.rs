@@ -295,7 +295,10 @@ fn capacity(d: &Durations, quick: bool, report: &mut Report) -> Result<()> {
         let run = workload::write_flood(&scratch, threads, target, time)?;
         let sensor_cpu_ms = cpu_ms(spid) - cpu0;
         if let Some(p) = profile {
-            report.profile = finish_perf(p);
+            report.profile = finish_perf(
+                p,
+                "of the sensor during the first capacity step at 100,000 events/s or more",
+            );
         }
         report.memory.load_peak_kib = report
             .memory
@@ -368,7 +371,7 @@ impl Drop for TmpfsMount {
     }
 }
 
-/// `perf record` of the sensor for a few seconds, in the background.
+/// `perf record` of a process for a few seconds, in the background.
 fn start_perf(pid: u32) -> Option<std::process::Child> {
     Command::new("perf")
         .args([
@@ -388,7 +391,9 @@ fn start_perf(pid: u32) -> Option<std::process::Child> {
         .ok()
 }
 
-fn finish_perf(child: Option<std::process::Child>) -> String {
+/// The top symbols of the recording `start_perf` made, by thread; `during`
+/// says what ran.
+fn finish_perf(child: Option<std::process::Child>, during: &str) -> String {
     let Some(mut child) = child else {
         return "perf is not available on this machine".into();
     };
@@ -401,7 +406,7 @@ fn finish_perf(child: Option<std::process::Child>) -> String {
             "--stdio",
             "--no-children",
             "--sort",
-            "dso,symbol",
+            "comm,dso,symbol",
             "--percent-limit",
             "1.5",
             "-g",
@@ -418,7 +423,7 @@ fn finish_perf(child: Option<std::process::Child>) -> String {
                 .map(|l| l.trim_end().trim_end_matches('-').trim_end())
                 .collect();
             format!(
-                "perf record -F 499 -g -p <sensor> during the first capacity step at 100,000 events/s or more (top symbols, self time):\n{}",
+                "perf record -F 499 -g -p <pid> {during} (top symbols by thread, self time):\n{}",
                 lines.join("\n")
             )
         }
@@ -442,6 +447,7 @@ fn collector_capacity(d: &Durations, report: &mut Report) -> Result<()> {
     let pid = collector.pid();
     let cpu0 = cpu_ms(pid);
     let rt = tokio::runtime::Runtime::new()?;
+    let perf = start_perf(pid);
     let run = rt.block_on(load::flood(
         &collector.url,
         &certs,
@@ -450,6 +456,7 @@ fn collector_capacity(d: &Durations, report: &mut Report) -> Result<()> {
         512,
     ))?;
     let cpu = cpu_ms(pid) - cpu0;
+    report.collector_profile = finish_perf(perf, "of the collector under the client's load");
     let store = Store::open(&collector.db)?;
     report.collector_events = run.acked;
     report.collector_stored = store.count_after(0)?;
@@ -589,6 +596,7 @@ fn main() -> Result<()> {
         },
         latency: Vec::new(),
         profile: String::new(),
+        collector_profile: String::new(),
         auditd_rules: auditd::RULES.iter().map(|r| (*r).to_owned()).collect(),
         auditd_lost: 0,
         notes: Vec::new(),

@@ -132,6 +132,8 @@ pub struct Report {
     pub memory: Memory,
     pub latency: Vec<Latency>,
     pub profile: String,
+    /// The same for the collector under the collector-alone load.
+    pub collector_profile: String,
     pub auditd_rules: Vec<String>,
     pub auditd_lost: u64,
     pub notes: Vec<String>,
@@ -475,6 +477,11 @@ impl Report {
             "\n## Where the sensor's time goes\n\n```\n{}\n```",
             self.profile.trim_end()
         );
+        let _ = writeln!(
+            s,
+            "\n## Where the collector's time goes\n\n```\n{}\n```",
+            self.collector_profile.trim_end()
+        );
         let _ = writeln!(s, "\n## auditd rules\n\n```");
         for r in &self.auditd_rules {
             let _ = writeln!(s, "auditctl {r}");
@@ -669,6 +676,7 @@ mod tests {
             },
             latency: Vec::new(),
             profile: String::new(),
+            collector_profile: String::new(),
             auditd_rules: Vec::new(),
             auditd_lost: 0,
             notes: Vec::new(),
