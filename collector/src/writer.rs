@@ -4,8 +4,8 @@
 use std::{
     future::Future,
     pin::Pin,
-    task::{Context, Poll},
     sync::mpsc::RecvTimeoutError,
+    task::{Context, Poll},
     thread::JoinHandle,
     time::Duration,
 };
@@ -141,7 +141,9 @@ impl Checkpoints {
                     }
                 }
             })
-            .map_err(|error| tracing::warn!(%error, "no checkpointer thread; the writer checkpoints"))
+            .map_err(
+                |error| tracing::warn!(%error, "no checkpointer thread; the writer checkpoints"),
+            )
             .ok()?;
         Some(Self { stop, thread })
     }

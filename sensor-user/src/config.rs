@@ -267,7 +267,7 @@ impl Default for CollectorConfig {
             server_name: String::new(),
             plaintext: false,
             batch_size: 512,
-            batch_timeout_ms: 100,
+            batch_timeout_ms: 50,
             max_backoff_ms: 5_000,
         }
     }

@@ -420,7 +420,7 @@ fn finish_perf(child: Option<std::process::Child>, during: &str) -> String {
                 .lines()
                 .filter(|l| !l.trim().is_empty() && (!l.starts_with('#') || l.contains("Samples")))
                 .take(30)
-                .map(|l| l.trim_end().trim_end_matches('-').trim_end())
+                .map(|l| l.trim_end_matches([' ', '-']))
                 .collect();
             format!(
                 "perf record -F 499 -g -p <pid> {during} (top symbols by thread, self time):\n{}",
