@@ -4,10 +4,9 @@
 use std::{
     future::Future,
     pin::Pin,
-    sync::mpsc::RecvTimeoutError,
     task::{Context, Poll},
     thread::JoinHandle,
-    time::Duration,
+    time::{Duration, Instant},
 };
 
 use sensor_proto::v1::Event;
@@ -104,56 +103,55 @@ impl Future for Commit {
 pub struct Writer {
     handle: WriterHandle,
     thread: JoinHandle<WriterTotals>,
-    checkpoints: Option<Checkpoints>,
+    checkpointer: Option<JoinHandle<()>>,
 }
 
-/// The checkpointer thread and the channel whose closing ends it.
-#[derive(Debug)]
-struct Checkpoints {
-    stop: std::sync::mpsc::Sender<()>,
-    thread: JoinHandle<()>,
-}
+/// Rows committed since the last checkpoint before the checkpointer runs
+/// one. Counting rows, not time: a checkpoint that finds anything to copy
+/// also truncates the database file, which a sensor on the collector's own
+/// host records as an event, which the collector stores, which the next
+/// checkpoint copies: on a timer, that loop never ends.
+const CHECKPOINT_ROWS: u64 = 4096;
 
-/// How often the checkpointer copies the WAL into the database file.
-const CHECKPOINT_EVERY: Duration = Duration::from_millis(250);
+/// Least time between two checkpoints under load.
+const CHECKPOINT_GAP: Duration = Duration::from_millis(250);
 
-impl Checkpoints {
-    /// Starts the checkpointer; without one (it could not start) the writer
-    /// checkpoints itself, as SQLite does by default.
-    fn start(store: &Store) -> Option<Self> {
-        let checkpointer = match store.checkpointer() {
-            Ok(c) => c,
-            Err(error) => {
-                tracing::warn!(
-                    error = crate::error_chain(&error),
-                    "no checkpointer thread; the writer checkpoints"
-                );
-                return None;
-            }
-        };
-        let (stop, stopped) = std::sync::mpsc::channel::<()>();
-        let thread = std::thread::Builder::new()
-            .name("collector-ckpt".into())
-            .spawn(move || {
-                while let Err(RecvTimeoutError::Timeout) = stopped.recv_timeout(CHECKPOINT_EVERY) {
-                    if let Err(error) = checkpointer.checkpoint() {
-                        tracing::warn!(%error, "checkpoint failed; the writer checkpoints later");
-                    }
-                }
-            })
-            .map_err(
-                |error| tracing::warn!(%error, "no checkpointer thread; the writer checkpoints"),
-            )
-            .ok()?;
-        Some(Self { stop, thread })
-    }
-
-    fn stop(self) {
-        drop(self.stop);
-        if self.thread.join().is_err() {
-            tracing::error!("the checkpointer thread panicked");
+/// Starts the checkpointer thread; returns the channel the writer reports
+/// committed rows on (closing it ends the thread) and the thread. Without
+/// one (it could not start) the writer checkpoints itself, as SQLite does
+/// by default.
+fn start_checkpointer(store: &Store) -> Option<(std::sync::mpsc::Sender<u64>, JoinHandle<()>)> {
+    let checkpointer = match store.checkpointer() {
+        Ok(c) => c,
+        Err(error) => {
+            tracing::warn!(
+                error = crate::error_chain(&error),
+                "no checkpointer thread; the writer checkpoints"
+            );
+            return None;
         }
-    }
+    };
+    let (committed, rows) = std::sync::mpsc::channel::<u64>();
+    let thread = std::thread::Builder::new()
+        .name("collector-ckpt".into())
+        .spawn(move || {
+            let mut since = 0;
+            let mut last = Instant::now();
+            while let Ok(n) = rows.recv() {
+                since += n;
+                if since < CHECKPOINT_ROWS || last.elapsed() < CHECKPOINT_GAP {
+                    continue;
+                }
+                if let Err(error) = checkpointer.checkpoint() {
+                    tracing::warn!(%error, "checkpoint failed; the writer checkpoints later");
+                }
+                since = 0;
+                last = Instant::now();
+            }
+        })
+        .map_err(|error| tracing::warn!(%error, "no checkpointer thread; the writer checkpoints"))
+        .ok()?;
+    Some((committed, thread))
 }
 
 impl Writer {
@@ -162,15 +160,15 @@ impl Writer {
     /// # Errors
     /// The thread cannot be spawned.
     pub fn start(store: Store) -> std::io::Result<Self> {
-        let checkpoints = Checkpoints::start(&store);
+        let (committed, checkpointer) = start_checkpointer(&store).unzip();
         let (tx, rx) = mpsc::channel(QUEUE_DEPTH);
         let thread = std::thread::Builder::new()
             .name("collector-writer".into())
-            .spawn(move || run(store, rx))?;
+            .spawn(move || run(store, rx, committed))?;
         Ok(Self {
             handle: WriterHandle { tx },
             thread,
-            checkpoints,
+            checkpointer,
         })
     }
 
@@ -186,12 +184,13 @@ impl Writer {
         // If the thread is gone the send fails; joining still reports it.
         let _ = self.handle.tx.send(Request::Stop).await;
         drop(self.handle);
-        let (thread, checkpoints) = (self.thread, self.checkpoints);
+        let (thread, checkpointer) = (self.thread, self.checkpointer);
         let joined = tokio::task::spawn_blocking(move || {
             let totals = thread.join();
-            // Last: the last connection to close copies the WAL and removes it.
-            if let Some(c) = checkpoints {
-                c.stop();
+            // The writer's end closed the checkpointer's channel; whichever
+            // connection closes last copies the WAL and removes it.
+            if checkpointer.is_some_and(|c| c.join().is_err()) {
+                tracing::error!("the checkpointer thread panicked");
             }
             totals
         });
@@ -245,7 +244,11 @@ fn store_group(store: &mut Store, group: Vec<(Vec<Event>, Reply)>, totals: &mut 
 
 type Reply = oneshot::Sender<Result<InsertOutcome, StoreError>>;
 
-fn run(mut store: Store, mut rx: mpsc::Receiver<Request>) -> WriterTotals {
+fn run(
+    mut store: Store,
+    mut rx: mpsc::Receiver<Request>,
+    committed: Option<std::sync::mpsc::Sender<u64>>,
+) -> WriterTotals {
     let mut totals = WriterTotals::default();
     let mut stopping = false;
     while let Some(first) = rx.blocking_recv() {
@@ -262,7 +265,12 @@ fn run(mut store: Store, mut rx: mpsc::Receiver<Request>) -> WriterTotals {
             }
         }
         if !group.is_empty() {
+            let before = totals.inserted;
             store_group(&mut store, group, &mut totals);
+            if let Some(committed) = &committed {
+                // A checkpointer that has gone leaves it to the writer.
+                let _ = committed.send(totals.inserted - before);
+            }
         }
         if stopping {
             break;

@@ -24,7 +24,7 @@ use sensor_proto::{
 };
 use tokio::{
     sync::{Notify, mpsc},
-    time::{Instant, MissedTickBehavior},
+    time::Instant,
 };
 use tokio_stream::wrappers::ReceiverStream;
 
@@ -131,8 +131,6 @@ impl Shipper {
         let mut inflight: VecDeque<(u64, u64)> = VecDeque::new();
         let window = WINDOW_BATCHES * self.cfg.batch_size as u64;
         let mut last_send = Instant::now();
-        let mut tick = tokio::time::interval(self.cfg.batch_timeout.max(Duration::from_millis(1)));
-        tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
         loop {
             let closed = self.feed.closed.load(Ordering::Acquire);
             let (unsent, acked, all_acked) = {
@@ -142,11 +140,13 @@ impl Shipper {
             if closed && all_acked {
                 return StreamEnd::Done;
             }
-            let ready = unsent > 0
-                && sent_seq.saturating_sub(acked) < window
-                && (unsent >= self.cfg.batch_size as u64
-                    || closed
-                    || last_send.elapsed() >= self.cfg.batch_timeout);
+            let room = unsent > 0 && sent_seq.saturating_sub(acked) < window;
+            let due = last_send + self.cfg.batch_timeout;
+            let ready =
+                room && (unsent >= self.cfg.batch_size as u64 || closed || Instant::now() >= due);
+            // A partial batch waits for its timeout; with nothing to send the
+            // shipper sleeps until the encode stage or the collector wakes it.
+            let partial = room && !ready;
             tokio::select! {
                 ack = acks.message() => match ack {
                     Ok(Some(Ack { acked_seq })) => {
@@ -177,7 +177,7 @@ impl Shipper {
                     last_send = Instant::now();
                 },
                 () = self.feed.wake.notified() => {},
-                _ = tick.tick() => {},
+                () = tokio::time::sleep_until(due), if partial => {},
             }
         }
     }

@@ -213,6 +213,11 @@ fn encode_stage<E: Events>(
     }
 }
 
+/// How often idle loops look at the stop flag: often enough that a stop is
+/// prompt, rarely enough that an idle sensor is not woken for nothing (each
+/// timer wakeup is a VM exit on a virtual machine).
+const STOP_CHECK: Duration = Duration::from_millis(250);
+
 /// Sends a health report every `interval` until `stop`.
 fn health_stage<E: Events>(
     report: &dyn Fn() -> Event,
@@ -222,7 +227,7 @@ fn health_stage<E: Events>(
 ) {
     let mut last = std::time::Instant::now();
     while !stop.load(Ordering::Relaxed) {
-        std::thread::sleep(Duration::from_millis(50));
+        std::thread::sleep(STOP_CHECK);
         if let Some(every) = interval
             && last.elapsed() >= every
         {
@@ -296,7 +301,7 @@ fn deliver(
                 let shipper = Shipper::new(ship_cfg, spool, feed, stats.clone());
                 let ship = tokio::spawn(shipper.run());
                 while !stop.load(Ordering::Relaxed) {
-                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    tokio::time::sleep(STOP_CHECK).await;
                 }
                 if tokio::time::timeout(Duration::from_secs(10), ship)
                     .await

@@ -269,7 +269,9 @@ fn capacity(d: &Durations, quick: bool, report: &mut Report) -> Result<()> {
             Some(25_000),
             Some(50_000),
             Some(100_000),
+            Some(150_000),
             Some(200_000),
+            Some(300_000),
             Some(400_000),
             None,
         ]
