@@ -351,13 +351,15 @@ async fn next_commit(pending: &mut VecDeque<InFlight>) -> Result<Option<u64>, St
     let Some(front) = pending.front_mut() else {
         return std::future::pending().await;
     };
-    let outcome = match front.commit.as_mut() {
-        Some(commit) => Some(commit.await.map_err(write_error)?),
+    let answer = match front.commit.as_mut() {
+        Some(commit) => Some(commit.await),
         None => None,
     };
+    // Removed before its answer is looked at: a failed commit must not stay
+    // at the front to be waited for again.
     let highest = front.highest;
     pending.pop_front();
-    if let Some(outcome) = outcome {
+    if let Some(outcome) = answer.transpose().map_err(write_error)? {
         tracing::debug!(
             inserted = outcome.inserted,
             duplicates = outcome.duplicates,
@@ -397,5 +399,32 @@ fn inbound_error(status: &Status) -> Status {
             code,
             format!("reading the batch stream failed: {}", status.message()),
         ),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn queued(highest: u64, commit: Commit) -> InFlight {
+        InFlight {
+            highest: Some(highest),
+            commit: Some(commit),
+        }
+    }
+
+    #[tokio::test]
+    async fn a_failed_commit_is_answered_once_and_the_next_one_still_counts() {
+        let mut pending = VecDeque::from([
+            queued(5, Commit::answered(Err(WriteError::Stopped))),
+            queued(
+                9,
+                Commit::answered(Ok(crate::store::InsertOutcome::default())),
+            ),
+        ]);
+        let failed = next_commit(&mut pending).await.unwrap_err();
+        assert_eq!(failed.code(), Code::Unavailable);
+        assert_eq!(next_commit(&mut pending).await.unwrap(), Some(9));
+        assert!(pending.is_empty());
     }
 }

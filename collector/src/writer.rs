@@ -79,19 +79,45 @@ impl WriterHandle {
             .send(Request::Insert { events, reply })
             .await
             .map_err(|_| WriteError::Stopped)?;
-        Ok(Commit(answer))
+        Ok(Commit(Some(answer)))
     }
 }
 
 /// A queued batch's commit; resolves once it is committed (or refused).
 #[derive(Debug)]
-pub struct Commit(oneshot::Receiver<Result<InsertOutcome, StoreError>>);
+pub struct Commit(Option<oneshot::Receiver<Result<InsertOutcome, StoreError>>>);
+
+impl Commit {
+    /// A commit whose answer is already known.
+    #[cfg(test)]
+    pub(crate) fn answered(answer: Result<InsertOutcome, WriteError>) -> Self {
+        let (reply, receiver) = oneshot::channel();
+        match answer {
+            Ok(outcome) => {
+                let _ = reply.send(Ok(outcome));
+            }
+            Err(WriteError::Store(error)) => {
+                let _ = reply.send(Err(error));
+            }
+            // The writer is gone: nobody answers.
+            Err(WriteError::Stopped) => drop(reply),
+        }
+        Self(Some(receiver))
+    }
+}
 
 impl Future for Commit {
     type Output = Result<InsertOutcome, WriteError>;
 
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        Pin::new(&mut self.0).poll(cx).map(|answer| match answer {
+        // Answered once; polled again (a caller's mistake) it says the
+        // writer has nothing more to say rather than panic in tokio.
+        let Some(receiver) = self.0.as_mut() else {
+            return Poll::Ready(Err(WriteError::Stopped));
+        };
+        let answer = std::task::ready!(Pin::new(receiver).poll(cx));
+        self.0 = None;
+        Poll::Ready(match answer {
             Ok(result) => result.map_err(WriteError::from),
             Err(_) => Err(WriteError::Stopped),
         })

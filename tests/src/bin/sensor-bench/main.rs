@@ -18,7 +18,7 @@ mod store;
 mod workload;
 
 use std::{
-    path::PathBuf,
+    path::{Path, PathBuf},
     process::Command,
     time::{Duration, Instant},
 };
@@ -242,15 +242,14 @@ fn run_mode(
     Ok((runs, kstats::delta(&before, &after)))
 }
 
-/// The capacity ramp: a sensor per step (so its final health report covers
-/// exactly that step), one collector for all.
+/// The capacity ramp: a sensor and a collector per step (so the sensor's
+/// final health report covers exactly that step).
 fn capacity(d: &Durations, quick: bool, report: &mut Report) -> Result<()> {
     // The collector's database on its own tmpfs, which the sensor ignores
     // (in the kernel, by mount): the collector's writes would otherwise be
     // events too (writes = "all"), and under overload their drops would mix
     // with the workload's in the accounting.
     let db_mount = TmpfsMount::new("/run/sensor-bench-db")?;
-    let collector = Collector::start_in(&db_mount.0);
     let config = config_file(&format!(
         "[files]\nwrites = \"all\"\nignore_prefixes = [\"/proc\", \"/sys\", \"/dev/pts\", \"{}\"]\n[spool]\nmax_bytes = 4294967296\n",
         db_mount.0.display()
@@ -260,7 +259,6 @@ fn capacity(d: &Durations, quick: bool, report: &mut Report) -> Result<()> {
         .to_str()
         .context("UTF-8 temp path")?
         .to_owned();
-    let store = Store::open(&collector.db)?;
     let threads = 2;
     let ramp: Vec<Option<u64>> = if quick {
         vec![Some(20_000), None]
@@ -288,19 +286,29 @@ fn capacity(d: &Durations, quick: bool, report: &mut Report) -> Result<()> {
         let scratch = Scratch::new(&format!("flood{i}"))?;
         let prefix = format!("{}/", scratch.0.display());
         eprintln!("bench: capacity step {target:?} for {time:?}");
+        // A collector per step: every step's events in one database would
+        // outgrow the tmpfs.
+        let collector = Collector::start_in(&db_mount.0);
+        let store = Store::open(&collector.db)?;
         let sensor = Sensor::start(&collector, &["--sensor-id", &id, "--config", &config_path]);
         let spid = sensor.pid();
         let cpu0 = cpu_ms(spid);
         // Profile the first step at 100,000 events/s or more.
         let heavy = target.is_none_or(|t| t >= 100_000);
-        let profile = (heavy && report.profile.is_empty()).then(|| start_perf(spid));
+        // perf's own events (its exec, its file writes) are not the
+        // workload's: its file goes on the ignored tmpfs, and it starts a
+        // second before the flood and stops after it, so that no drop of
+        // theirs mixes into the step's accounting.
+        let profile = (heavy && report.profile.is_empty()).then(|| {
+            let perf = Perf::start(spid, &db_mount.0.join("sensor.perf"));
+            std::thread::sleep(Duration::from_secs(1));
+            perf
+        });
         let run = workload::write_flood(&scratch, threads, target, time)?;
         let sensor_cpu_ms = cpu_ms(spid) - cpu0;
         if let Some(p) = profile {
-            report.profile = finish_perf(
-                p,
-                "of the sensor during the first capacity step at 100,000 events/s or more",
-            );
+            report.profile = p
+                .finish("of the sensor during the first capacity step at 100,000 events/s or more");
         }
         report.memory.load_peak_kib = report
             .memory
@@ -373,38 +381,50 @@ impl Drop for TmpfsMount {
     }
 }
 
-/// `perf record` of a process for a few seconds, in the background.
-fn start_perf(pid: u32) -> Option<std::process::Child> {
-    Command::new("perf")
-        .args([
-            "record",
-            "-F",
-            "499",
-            "-g",
-            "-o",
-            "/tmp/sensor-bench.perf",
-            "-p",
-        ])
-        .arg(pid.to_string())
-        .args(["--", "sleep", "5"])
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .ok()
+/// `perf record` of a process, in the background, until [`Perf::finish`].
+struct Perf {
+    child: Option<std::process::Child>,
+    out: PathBuf,
 }
 
-/// The top symbols of the recording `start_perf` made, by thread; `during`
-/// says what ran.
-fn finish_perf(child: Option<std::process::Child>, during: &str) -> String {
-    let Some(mut child) = child else {
-        return "perf is not available on this machine".into();
-    };
-    let _ = child.wait();
+impl Perf {
+    fn start(pid: u32, out: &Path) -> Self {
+        let child = Command::new("perf")
+            .args(["record", "-F", "499", "-g", "-o"])
+            .arg(out)
+            .arg("-p")
+            .arg(pid.to_string())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .ok();
+        Self {
+            child,
+            out: out.to_owned(),
+        }
+    }
+
+    /// Stops the recording and returns its top symbols, by thread; `during`
+    /// says what ran.
+    fn finish(self, during: &str) -> String {
+        let Some(mut child) = self.child else {
+            return "perf is not available on this machine".into();
+        };
+        // SIGINT: perf writes its file and exits.
+        if let Ok(pid) = i32::try_from(child.id()) {
+            // SAFETY: signalling our own child.
+            unsafe { libc::kill(pid, libc::SIGINT) };
+        }
+        let _ = child.wait();
+        perf_report(&self.out, during)
+    }
+}
+
+fn perf_report(data: &Path, during: &str) -> String {
     match Command::new("perf")
+        .args(["report", "-i"])
+        .arg(data)
         .args([
-            "report",
-            "-i",
-            "/tmp/sensor-bench.perf",
             "--stdio",
             "--no-children",
             "--sort",
@@ -449,7 +469,7 @@ fn collector_capacity(d: &Durations, report: &mut Report) -> Result<()> {
     let pid = collector.pid();
     let cpu0 = cpu_ms(pid);
     let rt = tokio::runtime::Runtime::new()?;
-    let perf = start_perf(pid);
+    let perf = Perf::start(pid, Path::new("/tmp/sensor-bench-collector.perf"));
     let run = rt.block_on(load::flood(
         &collector.url,
         &certs,
@@ -458,7 +478,7 @@ fn collector_capacity(d: &Durations, report: &mut Report) -> Result<()> {
         512,
     ))?;
     let cpu = cpu_ms(pid) - cpu0;
-    report.collector_profile = finish_perf(perf, "of the collector under the client's load");
+    report.collector_profile = perf.finish("of the collector under the client's load");
     let store = Store::open(&collector.db)?;
     report.collector_events = run.acked;
     report.collector_stored = store.count_after(0)?;
