@@ -257,7 +257,7 @@ impl StreamTask {
             let step = tokio::select! {
                 biased;
                 _ = self.stop.wait_for(|stopping| *stopping) => {
-                    break End::Failed(Status::unavailable("collector is shutting down; reconnect and resend unacknowledged events"));
+                    break End::Failed(shutting_down());
                 }
                 () = self.acks.closed() => break End::Gone,
                 done = next_commit(&mut pending) => Step::Committed(done),
@@ -370,11 +370,14 @@ async fn next_commit(pending: &mut VecDeque<InFlight>) -> Result<Option<u64>, St
     Ok(highest)
 }
 
+/// What a stream ends with when the collector stops.
+fn shutting_down() -> Status {
+    Status::unavailable("collector is shutting down; reconnect and resend unacknowledged events")
+}
+
 fn write_error(error: WriteError) -> Status {
     match error {
-        WriteError::Stopped => Status::unavailable(
-            "collector is shutting down; reconnect and resend unacknowledged events",
-        ),
+        WriteError::Stopped => shutting_down(),
         WriteError::Store(e) => Status::internal(format!(
             "storing the batch failed: {}",
             crate::error_chain(&e)

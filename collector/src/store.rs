@@ -273,13 +273,7 @@ impl Store {
             path: path.to_owned(),
             source,
         };
-        let mut conn = Connection::open_with_flags(
-            path,
-            OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX,
-        )
-        .map_err(open_err)?;
-        conn.busy_timeout(Duration::from_secs(5))
-            .map_err(open_err)?;
+        let mut conn = connect(path, OpenFlags::SQLITE_OPEN_READ_WRITE).map_err(open_err)?;
         let mode: String = conn
             .query_row("PRAGMA journal_mode = WAL", [], |row| row.get(0))
             .map_err(open_err)?;
@@ -340,13 +334,7 @@ impl Store {
             path: path.to_owned(),
             source,
         };
-        let conn = Connection::open_with_flags(
-            path,
-            OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
-        )
-        .map_err(open_err)?;
-        conn.busy_timeout(Duration::from_secs(5))
-            .map_err(open_err)?;
+        let conn = connect(path, OpenFlags::SQLITE_OPEN_READ_ONLY).map_err(open_err)?;
         let has_events: Option<i64> = conn
             .query_row(
                 "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'events'",
@@ -388,19 +376,15 @@ impl Store {
     /// # Errors
     /// The database cannot be opened again.
     pub fn checkpointer(&self) -> Result<Checkpointer, StoreError> {
-        let conn = Connection::open_with_flags(
-            &self.path,
-            OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX,
-        )
-        .and_then(|conn| {
-            conn.busy_timeout(Duration::from_secs(5))?;
-            conn.pragma_update(None, "synchronous", "FULL")?;
-            Ok(conn)
-        })
-        .map_err(|source| StoreError::Open {
-            path: self.path.clone(),
-            source,
-        })?;
+        let conn = connect(&self.path, OpenFlags::SQLITE_OPEN_READ_WRITE)
+            .and_then(|conn| {
+                conn.pragma_update(None, "synchronous", "FULL")?;
+                Ok(conn)
+            })
+            .map_err(|source| StoreError::Open {
+                path: self.path.clone(),
+                source,
+            })?;
         Ok(Checkpointer { conn })
     }
 
@@ -661,6 +645,15 @@ fn upgrade(conn: &mut Connection, from: i64) -> rusqlite::Result<()> {
     }
     tx.pragma_update(None, "user_version", SCHEMA_VERSION)?;
     tx.commit()
+}
+
+/// A connection to the database at `path` with `flags` (one connection per
+/// thread, so no SQLite mutex), waiting up to 5 s for another connection's
+/// lock.
+fn connect(path: &Path, flags: OpenFlags) -> rusqlite::Result<Connection> {
+    let conn = Connection::open_with_flags(path, flags | OpenFlags::SQLITE_OPEN_NO_MUTEX)?;
+    conn.busy_timeout(Duration::from_secs(5))?;
+    Ok(conn)
 }
 
 /// Whether `table` has a column named `column`.
