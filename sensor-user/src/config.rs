@@ -162,7 +162,8 @@ pub struct CollectorConfig {
     pub plaintext: bool,
     /// Events per batch sent to the collector.
     pub batch_size: usize,
-    /// A partial batch is sent after this many milliseconds.
+    /// A partial batch waits until this many milliseconds after the previous
+    /// send (0: sent as soon as it is spooled).
     pub batch_timeout_ms: u64,
     /// Longest wait between reconnection attempts (the backoff doubles up to it).
     pub max_backoff_ms: u64,
@@ -267,7 +268,7 @@ impl Default for CollectorConfig {
             server_name: String::new(),
             plaintext: false,
             batch_size: 512,
-            batch_timeout_ms: 50,
+            batch_timeout_ms: 0,
             max_backoff_ms: 5_000,
         }
     }

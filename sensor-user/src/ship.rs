@@ -93,12 +93,13 @@ impl Shipper {
         let mut backoff = Duration::from_millis(100);
         loop {
             if self.finished() {
-                return;
+                break;
             }
             match self.stream_once().await {
-                StreamEnd::Done => return,
+                StreamEnd::Done => break,
                 StreamEnd::Broken(why) => {
                     Stats::inc(&self.stats.reconnects);
+                    self.persist_ack();
                     let acked = lock(&self.spool).acked();
                     tracing::warn!(
                         "collector {}: {why}; events after seq {acked} wait in the spool, retrying in {backoff:?}",
@@ -108,6 +109,14 @@ impl Shipper {
                     backoff = (backoff * 2).min(self.cfg.max_backoff);
                 }
             }
+        }
+        self.persist_ack();
+    }
+
+    /// Puts the latest ack on disk (acks are written at most once a second).
+    fn persist_ack(&self) {
+        if let Err(e) = lock(&self.spool).persist_ack() {
+            tracing::warn!("{e}");
         }
     }
 

@@ -188,7 +188,12 @@ impl Enricher {
         p.login_uid = t.login_uid;
         p.session_id = t.session_id;
         p.comm.clone_from(&t.comm);
-        p.user = self.users.name(t.uid);
+        // Most events copy a table entry whose user is already right: no
+        // new string then.
+        let user = self.users.name(t.uid);
+        if p.user != user {
+            user.clone_into(&mut p.user);
+        }
         if p.cgroup_id != t.cgroup_id || p.cgroup_path.is_empty() {
             p.cgroup_id = t.cgroup_id;
             p.cgroup_path = self.cgroups.path(t.cgroup_id);
@@ -285,13 +290,25 @@ impl Enricher {
     }
 
     fn fork(&mut self, f: Fork) -> Event {
-        let parent = self.known_process(&f.task);
+        // The child inherits the parent's image: only those fields are copied.
+        let (parent_exec_id, exe, argv, cwd) = match self.table.get(&f.task.tgid) {
+            Some(p) => (
+                p.exec_id.clone(),
+                p.exe.clone(),
+                p.argv.clone(),
+                p.cwd.clone(),
+            ),
+            None => {
+                let p = self.known_process(&f.task);
+                (p.exec_id, p.exe, p.argv, p.cwd)
+            }
+        };
         let mut child = Process {
             exec_id: self.start_id(f.child_tgid, f.child_start_boottime_ns),
-            parent_exec_id: parent.exec_id.clone(),
-            exe: parent.exe.clone(),
-            argv: parent.argv.clone(),
-            cwd: parent.cwd.clone(),
+            parent_exec_id,
+            exe,
+            argv,
+            cwd,
             start_time: Some(timestamp_from_unix_ns(
                 self.host.unix_ns(f.child_start_boottime_ns),
             )),

@@ -37,11 +37,11 @@ impl Users {
     }
 
     /// The user name of `uid`, or an empty string when the host cannot tell.
-    pub fn name(&mut self, uid: u32) -> String {
+    pub fn name(&mut self, uid: u32) -> &str {
         if !self.names.contains_key(&uid) && self.reload.ready() {
             self.load();
         }
-        self.names.get(&uid).cloned().unwrap_or_default()
+        self.names.get(&uid).map_or("", String::as_str)
     }
 }
 
