@@ -1,6 +1,40 @@
 //! Stage 4: stamps each event with the sensor's envelope and its `seq`.
 
-use sensor_proto::v1::Event;
+use std::sync::Arc;
+
+use sensor_proto::v1::{Event, Process};
+
+/// An event on its way to the spool. The Linux enrich stage leaves the
+/// process context shared with its process table (`process`) instead of
+/// copying it into every event, and the spool encodes it from there:
+/// `event.process` is then empty. An event that holds its own context (ETW,
+/// health) has `process: None`.
+#[derive(Debug)]
+pub struct Enriched {
+    pub event: Event,
+    pub process: Option<Arc<Process>>,
+}
+
+impl Enriched {
+    /// An event that holds its own process context, if any.
+    #[must_use]
+    pub fn whole(event: Event) -> Self {
+        Self {
+            event,
+            process: None,
+        }
+    }
+
+    /// The event with its process context in it (JSON output, tests).
+    #[must_use]
+    pub fn into_event(self) -> Event {
+        let mut event = self.event;
+        if let Some(p) = self.process {
+            event.process = Some(Arc::unwrap_or_clone(p));
+        }
+        event
+    }
+}
 
 pub struct Encoder {
     sensor_id: String,

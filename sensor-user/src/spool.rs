@@ -26,7 +26,7 @@ use std::{
 use prost::Message as _;
 use sensor_proto::{
     encoded::EncodedBatch,
-    v1::{DeliveryGap, Event, event::Body},
+    v1::{DeliveryGap, Event, Process, event::Body},
 };
 
 use crate::stats::Stats;
@@ -168,13 +168,33 @@ fn record_at(bytes: &[u8], at: usize) -> Option<(usize, u64, bool)> {
     (hasher.finalize() == crc).then_some((len, seq, magic == MAGIC_GAP))
 }
 
-/// Encodes `event` as one record into `rec`, which is reused from record to
-/// record (no allocation per event once it has grown).
-fn encode_record(rec: &mut Vec<u8>, magic: u32, seq: u64, event: &Event) {
+/// `Event.process`'s field number (events.proto).
+const EVENT_PROCESS_FIELD: u32 = 7;
+
+/// Bytes `process` adds to an event as its `process` field.
+fn process_len(process: &Process) -> usize {
+    prost::encoding::message::encoded_len(EVENT_PROCESS_FIELD, process)
+}
+
+/// Encodes `event`, with `process` as its process context, as one record
+/// into `rec`, which is reused from record to record (no allocation per
+/// event once it has grown).
+fn encode_record(
+    rec: &mut Vec<u8>,
+    magic: u32,
+    seq: u64,
+    event: &Event,
+    process: Option<&Process>,
+) {
     rec.clear();
     rec.resize(HEADER, 0);
     // Encoding into a Vec only fails for want of capacity, which a Vec grows.
     let _ = event.encode(rec);
+    if let Some(p) = process {
+        // Protobuf fields may come in any order: `Event.process` after the
+        // body decodes as if it were in its place.
+        prost::encoding::message::encode(EVENT_PROCESS_FIELD, p, rec);
+    }
     let len = u32::try_from(rec.len() - HEADER).unwrap_or(u32::MAX);
     let mut hasher = crc32fast::Hasher::new();
     hasher.update(&seq.to_le_bytes());
@@ -425,7 +445,7 @@ impl Spool {
         let count = gap.count;
         let mut event = self.envelope.clone();
         event.body = Some(Body::Gap(gap));
-        self.write(event)?;
+        self.write(event, None)?;
         if let Some(seg) = self.segments.back_mut() {
             seg.gap_events = seg.gap_events.saturating_add(count);
             seg.gap_records += 1;
@@ -439,6 +459,20 @@ impl Spool {
     /// # Errors
     /// A segment cannot be written.
     pub fn append(&mut self, event: Event, stats: &Stats) -> Result<u64, SpoolError> {
+        self.append_with(event, None, stats)
+    }
+
+    /// [`Spool::append`] for an event whose process context is held apart
+    /// (`event.process` empty): the record holds both, as one `Event`.
+    ///
+    /// # Errors
+    /// A segment cannot be written.
+    pub fn append_with(
+        &mut self,
+        event: Event,
+        process: Option<&Process>,
+        stats: &Stats,
+    ) -> Result<u64, SpoolError> {
         if let Some(gap) = self.pending_gap.take() {
             // Drop-newest: the gap record goes first, once there is room.
             if self.room_for(256) {
@@ -453,7 +487,7 @@ impl Spool {
             self.next_seq += 1;
             return Ok(seq);
         }
-        let size = HEADER as u64 + event.encoded_len() as u64;
+        let size = (HEADER + event.encoded_len() + process.map_or(0, process_len)) as u64;
         while !self.room_for(size) {
             match self.cfg.policy {
                 FullPolicy::DropOldest if self.segments.len() > 1 => {
@@ -466,7 +500,7 @@ impl Spool {
                 }
             }
         }
-        self.write(event)
+        self.write(event, process)
     }
 
     fn room_for(&self, size: u64) -> bool {
@@ -538,7 +572,7 @@ impl Spool {
             .min()
     }
 
-    fn write(&mut self, mut event: Event) -> Result<u64, SpoolError> {
+    fn write(&mut self, mut event: Event, process: Option<&Process>) -> Result<u64, SpoolError> {
         let seq = self.next_seq;
         event.seq = seq;
         if seq >= self.seq_floor {
@@ -553,7 +587,7 @@ impl Spool {
             MAGIC
         };
         let mut rec = std::mem::take(&mut self.record);
-        encode_record(&mut rec, magic, seq, &event);
+        encode_record(&mut rec, magic, seq, &event, process);
         let written = self.write_record(&rec, seq);
         self.record = rec;
         written
@@ -889,6 +923,33 @@ mod tests {
         let spool = open(dir.path(), 1 << 20, FullPolicy::DropOldest, &stats);
         let seqs: Vec<u64> = read_all(&spool).iter().map(|e| e.seq).collect();
         assert_eq!(seqs, [7, 8, 9, 10]);
+    }
+
+    #[test]
+    fn a_process_context_held_apart_is_read_back_inside_its_event() {
+        let dir = tempfile::tempdir().unwrap();
+        let stats = Stats::default();
+        let mut spool = open(dir.path(), 1 << 20, FullPolicy::DropOldest, &stats);
+        let process = Process {
+            exec_id: "e1".into(),
+            pid: 7,
+            argv: vec!["sh".into(), "-c".into()],
+            ..Process::default()
+        };
+        let mut file = event(1);
+        file.body = Some(Body::File(sensor_proto::v1::FileEvent {
+            path: "/etc/passwd".into(),
+            ..Default::default()
+        }));
+        spool
+            .append_with(file.clone(), Some(&process), &stats)
+            .unwrap();
+        spool.append(event(2), &stats).unwrap();
+        spool.flush().unwrap();
+        let read = read_all(&spool);
+        file.process = Some(process);
+        file.seq = 1;
+        assert_eq!(read, vec![file, Event { seq: 2, ..event(2) }]);
     }
 
     #[test]

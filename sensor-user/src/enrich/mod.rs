@@ -35,6 +35,7 @@ use self::{
 };
 use crate::{
     decode::{Exec, Exit, File, Fork, Record, Task},
+    encode::Enriched,
     host::HostInfo,
     stats::Stats,
 };
@@ -73,7 +74,9 @@ pub struct Enricher {
     cfg: EnrichConfig,
     host: HostInfo,
     stats: Arc<Stats>,
-    table: HashMap<u32, Process>,
+    /// Shared with the events in flight: an event refers to its process's
+    /// entry rather than copying it.
+    table: HashMap<u32, Arc<Process>>,
     users: Users,
     cgroups: Cgroups,
     files: FileFilter,
@@ -141,13 +144,15 @@ impl Enricher {
         self.table.len()
     }
 
-    fn event(&self, ktime_ns: u64, process: Process, body: Body) -> Event {
-        Event {
-            time: Some(timestamp_from_unix_ns(self.host.unix_ns(ktime_ns))),
-            monotonic_ns: ktime_ns,
+    fn event(&self, ktime_ns: u64, process: Arc<Process>, body: Body) -> Enriched {
+        Enriched {
+            event: Event {
+                time: Some(timestamp_from_unix_ns(self.host.unix_ns(ktime_ns))),
+                monotonic_ns: ktime_ns,
+                body: Some(body),
+                ..Event::default()
+            },
             process: Some(process),
-            body: Some(body),
-            ..Event::default()
         }
     }
 
@@ -206,12 +211,44 @@ impl Enricher {
         }
     }
 
-    /// The table entry of the task's process, or one built from the record
-    /// for a process the sensor never saw begin.
-    fn known_process(&mut self, t: &Task) -> Process {
-        if let Some(p) = self.table.get(&t.tgid) {
-            return p.clone();
+    /// Whether `p` already holds what `apply_task` would write from `t`.
+    fn task_applied(p: &Process, t: &Task) -> bool {
+        p.pid == t.tgid
+            && p.tid == t.tid
+            && p.ppid == t.ppid
+            && p.uid == t.uid
+            && p.gid == t.gid
+            && p.euid == t.euid
+            && p.egid == t.egid
+            && p.login_uid == t.login_uid
+            && p.session_id == t.session_id
+            && p.comm == t.comm
+            && p.cgroup_id == t.cgroup_id
+            && !p.cgroup_path.is_empty()
+            && (p.start_time.is_some() || t.start_boottime_ns == 0)
+    }
+
+    /// The process context of an event by task `t`: its table entry, shared,
+    /// when it already holds `t`'s ids and credentials; else a copy with
+    /// them, which replaces the entry so the thread's next event shares it.
+    /// A process the sensor never saw begin gets a context of its own.
+    fn context(&mut self, t: &Task) -> Arc<Process> {
+        let Some(entry) = self.table.get(&t.tgid) else {
+            let mut p = self.unseen_process(t);
+            self.apply_task(&mut p, t);
+            return Arc::new(p);
+        };
+        let mut shared = entry.clone();
+        if !Self::task_applied(&shared, t) {
+            self.apply_task(Arc::make_mut(&mut shared), t);
+            self.table.insert(t.tgid, shared.clone());
         }
+        shared
+    }
+
+    /// A context built from the record and /proc, for a process the sensor
+    /// never saw begin.
+    fn unseen_process(&mut self, t: &Task) -> Process {
         let mut p = Process {
             exec_id: self.start_id(t.tgid, t.start_boottime_ns),
             parent_exec_id: self.current_id(t.ppid),
@@ -225,7 +262,7 @@ impl Enricher {
         p
     }
 
-    fn insert(&mut self, p: Process) {
+    fn insert(&mut self, p: Arc<Process>) {
         if self.table.len() >= self.cfg.table_capacity && !self.table.contains_key(&p.pid) {
             let root = self.cfg.proc_root.clone();
             let before = self.table.len();
@@ -239,7 +276,7 @@ impl Enricher {
         self.table.insert(p.pid, p);
     }
 
-    fn exec(&mut self, e: Exec) -> Event {
+    fn exec(&mut self, e: Exec) -> Enriched {
         let previous_exec_id = self
             .table
             .get(&e.task.tgid)
@@ -276,6 +313,7 @@ impl Enricher {
             ..Process::default()
         };
         self.apply_task(&mut p, &e.task);
+        let p = Arc::new(p);
         self.insert(p.clone());
         let body = Body::Exec(ProcessExec {
             argv_raw,
@@ -289,7 +327,7 @@ impl Enricher {
         self.event(e.ktime_ns, p, body)
     }
 
-    fn fork(&mut self, f: Fork) -> Event {
+    fn fork(&mut self, f: Fork) -> Enriched {
         // The child inherits the parent's image: only those fields are copied.
         let (parent_exec_id, exe, argv, cwd) = match self.table.get(&f.task.tgid) {
             Some(p) => (
@@ -299,7 +337,7 @@ impl Enricher {
                 p.cwd.clone(),
             ),
             None => {
-                let p = self.known_process(&f.task);
+                let p = self.unseen_process(&f.task);
                 (p.exec_id, p.exe, p.argv, p.cwd)
             }
         };
@@ -318,6 +356,7 @@ impl Enricher {
         child.pid = f.child_tgid;
         child.tid = f.child_tgid;
         child.ppid = f.task.tgid;
+        let child = Arc::new(child);
         self.insert(child.clone());
         self.event(
             f.ktime_ns,
@@ -328,12 +367,17 @@ impl Enricher {
         )
     }
 
-    fn exit(&mut self, x: Exit) -> Event {
-        let mut p = self
-            .table
-            .remove(&x.task.tgid)
-            .unwrap_or_else(|| self.known_process(&x.task));
-        self.apply_task(&mut p, &x.task);
+    fn exit(&mut self, x: Exit) -> Enriched {
+        let p = match self.table.remove(&x.task.tgid) {
+            // Usually the last holder of the entry: no copy.
+            Some(mut p) => {
+                if !Self::task_applied(&p, &x.task) {
+                    self.apply_task(Arc::make_mut(&mut p), &x.task);
+                }
+                p
+            }
+            None => self.context(&x.task),
+        };
         let (exit_code, signal, core_dumped) = split_status(x.status);
         self.event(
             x.ktime_ns,
@@ -347,9 +391,8 @@ impl Enricher {
         )
     }
 
-    fn file(&mut self, f: File) -> Event {
-        let mut p = self.known_process(&f.task);
-        self.apply_task(&mut p, &f.task);
+    fn file(&mut self, f: File) -> Enriched {
+        let p = self.context(&f.task);
         let op = if f.op == file_op::OPEN_WRITE && f.f_mode & FMODE_CREATED != 0 {
             FileOp::Create
         } else {
@@ -375,7 +418,7 @@ impl Enricher {
 
     /// One decoded record in, at most one event out: file records taken at
     /// syscall entry wait for their result, and filters may drop them.
-    pub fn enrich(&mut self, record: Record) -> Option<Event> {
+    pub fn enrich(&mut self, record: Record) -> Option<Enriched> {
         Stats::inc(&self.stats.enriched);
         match record {
             Record::Exec(e) => Some(self.exec(e)),
@@ -397,7 +440,7 @@ impl Enricher {
     /// Fills the table from /proc and returns one `procfs` exec event per
     /// process already running, parents first, so every later event and the
     /// collector's ancestry walk can reach back to init.
-    pub fn scan_procfs(&mut self, now_boot_ns: u64) -> Vec<Event> {
+    pub fn scan_procfs(&mut self, now_boot_ns: u64) -> Vec<Enriched> {
         let all = procfs::scan(&self.cfg.proc_root);
         Stats::add(&self.stats.procfs_seen, all.len() as u64);
         let mut events = Vec::with_capacity(all.len());
@@ -409,7 +452,7 @@ impl Enricher {
         events
     }
 
-    fn procfs_event(&mut self, proc: &ProcProcess, now_boot_ns: u64) -> Event {
+    fn procfs_event(&mut self, proc: &ProcProcess, now_boot_ns: u64) -> Enriched {
         let start_ns = proc.start_ticks * self.host.tick_ns;
         let parent_exec_id = self
             .table
@@ -445,6 +488,7 @@ impl Enricher {
             ..Process::default()
         };
         self.apply_task(&mut p, &task);
+        let p = Arc::new(p);
         self.insert(p.clone());
         let argc = u32::try_from(proc.argv.len()).unwrap_or(u32::MAX);
         self.event(

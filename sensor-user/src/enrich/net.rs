@@ -3,13 +3,14 @@
 use std::net::{Ipv4Addr, Ipv6Addr};
 
 use sensor_common::SockAddrs;
-use sensor_proto::v1::{DnsAnswer, DnsEvent, Event, NetworkEvent, NetworkOp, event::Body};
+use sensor_proto::v1::{DnsAnswer, DnsEvent, NetworkEvent, NetworkOp, event::Body};
 
 use super::Enricher;
 use crate::decode::{
     dns::type_name,
     net::{Dns, Net},
 };
+use crate::encode::Enriched;
 
 const AF_INET: u32 = 2;
 
@@ -47,9 +48,8 @@ pub fn protocol_name(protocol: u32) -> String {
 }
 
 impl Enricher {
-    pub(super) fn net(&mut self, n: Net) -> Event {
-        let mut p = self.known_process(&n.task);
-        self.apply_task(&mut p, &n.task);
+    pub(super) fn net(&mut self, n: Net) -> Enriched {
+        let p = self.context(&n.task);
         let op =
             NetworkOp::try_from(i32::try_from(n.op).unwrap_or(0)).unwrap_or(NetworkOp::Unspecified);
         let body = Body::Network(NetworkEvent {
@@ -68,9 +68,8 @@ impl Enricher {
         self.event(n.ktime_ns, p, body)
     }
 
-    pub(super) fn dns(&mut self, d: Dns) -> Event {
-        let mut p = self.known_process(&d.task);
-        self.apply_task(&mut p, &d.task);
+    pub(super) fn dns(&mut self, d: Dns) -> Enriched {
+        let p = self.context(&d.task);
         let m = d.message;
         let (query_name, query_type) = m
             .question

@@ -15,6 +15,7 @@ use crate::{
     capture,
     config::WriteEvents,
     decode::{self, Record},
+    encode::Enriched,
     enrich::{EnrichConfig, Enricher},
     health::health_event,
     host::{HostInfo, boottime_ns},
@@ -48,10 +49,14 @@ fn decode_stage(input: &Receiver<Vec<Vec<u8>>>, out: &Sender<Vec<Record>>, stats
     }
 }
 
-fn enrich_stage(mut enricher: Enricher, input: &Receiver<Vec<Record>>, out: &Sender<Vec<Event>>) {
+fn enrich_stage(
+    mut enricher: Enricher,
+    input: &Receiver<Vec<Record>>,
+    out: &Sender<Vec<Enriched>>,
+) {
     let mut scanned = enricher.scan_procfs(boottime_ns()).into_iter();
     loop {
-        let chunk: Vec<Event> = scanned.by_ref().take(capture::BATCH).collect();
+        let chunk: Vec<Enriched> = scanned.by_ref().take(capture::BATCH).collect();
         if chunk.is_empty() {
             break;
         }
@@ -60,7 +65,7 @@ fn enrich_stage(mut enricher: Enricher, input: &Receiver<Vec<Record>>, out: &Sen
         }
     }
     for batch in input {
-        let events: Vec<Event> = batch
+        let events: Vec<Enriched> = batch
             .into_iter()
             .filter_map(|r| enricher.enrich(r))
             .collect();
@@ -118,7 +123,7 @@ pub(super) fn run(settings: Settings, stop: Arc<AtomicBool>) -> Result<()> {
     let batches = cfg.capture.queue_capacity.div_ceil(capture::BATCH).max(2);
     let (raw_tx, raw_rx) = bounded::<Vec<Vec<u8>>>(batches);
     let (rec_tx, rec_rx) = bounded::<Vec<Record>>(batches);
-    let (ev_tx, ev_rx) = bounded::<Vec<Event>>(batches);
+    let (ev_tx, ev_rx) = bounded::<Vec<Enriched>>(batches);
 
     let mut threads = vec![
         capture::spawn(events, raw_tx, stats.clone(), stop.clone())

@@ -24,12 +24,12 @@ use std::{
 
 use anyhow::{Context as _, Result};
 use crossbeam_channel::{Receiver, Sender};
-use sensor_proto::v1::Event;
+use sensor_proto::v1::{Event, Process};
 use tokio::sync::mpsc;
 
 use crate::{
     config::{Config, FullPolicyConfig},
-    encode::Encoder,
+    encode::{Encoder, Enriched},
     ship::{Feed, SharedSpool, ShipConfig, Shipper, lock, print_json},
     spool::{FullPolicy, Spool, SpoolConfig},
     stats::Stats,
@@ -126,8 +126,8 @@ fn open_sink(
 }
 
 /// Appends to the spool; a failed write is a counted loss.
-fn append(spool: &mut Spool, event: Event, stats: &Stats) {
-    if let Err(e) = spool.append(event, stats) {
+fn append(spool: &mut Spool, event: Event, process: Option<&Process>, stats: &Stats) {
+    if let Err(e) = spool.append_with(event, process, stats) {
         Stats::inc(&stats.spool_write_failed);
         tracing::error!("{e}");
     }
@@ -139,23 +139,23 @@ fn append(spool: &mut Spool, event: Event, stats: &Stats) {
 /// a batch (the Linux stages pass one per ring drain).
 trait Events: Send + 'static {
     fn one(event: Event) -> Self;
-    fn each(self, f: impl FnMut(Event));
+    fn each(self, f: impl FnMut(Enriched));
 }
 
 impl Events for Event {
     fn one(event: Event) -> Self {
         event
     }
-    fn each(self, mut f: impl FnMut(Event)) {
-        f(self);
+    fn each(self, mut f: impl FnMut(Enriched)) {
+        f(Enriched::whole(self));
     }
 }
 
-impl Events for Vec<Event> {
+impl Events for Vec<Enriched> {
     fn one(event: Event) -> Self {
-        vec![event]
+        vec![Enriched::whole(event)]
     }
-    fn each(self, f: impl FnMut(Event)) {
+    fn each(self, f: impl FnMut(Enriched)) {
         self.into_iter().for_each(f);
     }
 }
@@ -171,9 +171,9 @@ fn encode_stage<E: Events>(
         Sink::Stdout(out) => {
             for batch in input {
                 let mut open = true;
-                batch.each(|event| {
+                batch.each(|item| {
                     Stats::inc(&stats.encoded);
-                    open = open && out.blocking_send(encoder.encode(event)).is_ok();
+                    open = open && out.blocking_send(encoder.encode(item.into_event())).is_ok();
                 });
                 if !open {
                     return;
@@ -191,9 +191,10 @@ fn encode_stage<E: Events>(
             let mut unflushed = 0;
             for batch in input {
                 let mut s = lock(&spool);
-                batch.each(|event| {
+                batch.each(|item| {
                     Stats::inc(&stats.encoded);
-                    append(&mut s, encoder.stamp(event), stats);
+                    let process = item.process.as_deref();
+                    append(&mut s, encoder.stamp(item.event), process, stats);
                     unflushed += 1;
                 });
                 // Flush when the queue runs dry (latency) or every 256
@@ -205,7 +206,7 @@ fn encode_stage<E: Events>(
             }
             let report = encoder.stamp(last_report());
             let mut s = lock(&spool);
-            append(&mut s, report, stats);
+            append(&mut s, report, None, stats);
             flush(&mut s);
             feed.closed.store(true, Ordering::Release);
             feed.wake.notify_one();
