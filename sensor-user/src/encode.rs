@@ -1,4 +1,6 @@
-//! Stage 4: stamps each event with the sensor's envelope and its `seq`.
+//! Stage 4: gives each event the sensor's envelope (sensor id, host) and its
+//! `seq`. With the disk spool (collector output) the spool writes both into
+//! each record, the envelope as bytes encoded once; `--stdout` stamps here.
 
 use std::sync::Arc;
 

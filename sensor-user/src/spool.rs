@@ -176,18 +176,26 @@ fn process_len(process: &Process) -> usize {
     prost::encoding::message::encoded_len(EVENT_PROCESS_FIELD, process)
 }
 
-/// Encodes `event`, with `process` as its process context, as one record
-/// into `rec`, which is reused from record to record (no allocation per
-/// event once it has grown).
+/// Whether `event` carries its own envelope (sensor id, host).
+fn has_envelope(event: &Event) -> bool {
+    !(event.sensor_id.is_empty() && event.host_id.is_empty() && event.host_name.is_empty())
+}
+
+/// Encodes `envelope` (encoded envelope fields, or nothing), then `event`
+/// with `process` as its process context, as one record into `rec`, which
+/// is reused from record to record (no allocation per event once it has
+/// grown).
 fn encode_record(
     rec: &mut Vec<u8>,
     magic: u32,
     seq: u64,
+    envelope: &[u8],
     event: &Event,
     process: Option<&Process>,
 ) {
     rec.clear();
     rec.resize(HEADER, 0);
+    rec.extend_from_slice(envelope);
     // Encoding into a Vec only fails for want of capacity, which a Vec grows.
     let _ = event.encode(rec);
     if let Some(p) = process {
@@ -251,8 +259,9 @@ pub struct Spool {
     persisted_ack: (u64, Option<Instant>),
     /// Seqs dropped by drop-newest, waiting for room for their gap record.
     pending_gap: Option<DeliveryGap>,
-    /// The envelope (sensor id, host) every gap record carries.
-    envelope: Event,
+    /// The envelope (sensor id, host) encoded once: the fields every record
+    /// carries, written before each event that comes without its own.
+    envelope: Vec<u8>,
     /// Persisted bound above every seq handed out.
     seq_floor: u64,
     /// The record being written, kept for its capacity.
@@ -316,7 +325,7 @@ impl Spool {
             acked,
             persisted_ack: (acked, None),
             pending_gap: None,
-            envelope,
+            envelope: envelope.encode_to_vec(),
             seq_floor: 0,
             record: Vec::new(),
         };
@@ -443,8 +452,10 @@ impl Spool {
 
     fn append_gap(&mut self, gap: DeliveryGap) -> Result<(), SpoolError> {
         let count = gap.count;
-        let mut event = self.envelope.clone();
-        event.body = Some(Body::Gap(gap));
+        let event = Event {
+            body: Some(Body::Gap(gap)),
+            ..Event::default()
+        };
         self.write(event, None)?;
         if let Some(seg) = self.segments.back_mut() {
             seg.gap_events = seg.gap_events.saturating_add(count);
@@ -487,7 +498,9 @@ impl Spool {
             self.next_seq += 1;
             return Ok(seq);
         }
-        let size = (HEADER + event.encoded_len() + process.map_or(0, process_len)) as u64;
+        let size =
+            (HEADER + self.envelope.len() + event.encoded_len() + process.map_or(0, process_len))
+                as u64;
         while !self.room_for(size) {
             match self.cfg.policy {
                 FullPolicy::DropOldest if self.segments.len() > 1 => {
@@ -587,7 +600,12 @@ impl Spool {
             MAGIC
         };
         let mut rec = std::mem::take(&mut self.record);
-        encode_record(&mut rec, magic, seq, &event, process);
+        let envelope = if has_envelope(&event) {
+            &[][..]
+        } else {
+            &self.envelope[..]
+        };
+        encode_record(&mut rec, magic, seq, envelope, &event, process);
         let written = self.write_record(&rec, seq);
         self.record = rec;
         written
@@ -861,6 +879,16 @@ mod tests {
         }
     }
 
+    /// A new spool in `dir` holding `n` flushed events, seqs 1..=n.
+    fn filled(dir: &Path, n: u64, stats: &Stats) -> Spool {
+        let mut spool = open(dir, 1 << 20, FullPolicy::DropOldest, stats);
+        for i in 0..n {
+            spool.append(event(i), stats).unwrap();
+        }
+        spool.flush().unwrap();
+        spool
+    }
+
     fn read_all(spool: &Spool) -> Vec<Event> {
         let mut cursor = spool.cursor();
         spool.read(&mut cursor, usize::MAX).unwrap()
@@ -907,11 +935,7 @@ mod tests {
     fn acks_reach_the_disk_at_most_once_a_second_and_the_last_one_when_shipping_stops() {
         let dir = tempfile::tempdir().unwrap();
         let stats = Stats::default();
-        let mut spool = open(dir.path(), 1 << 20, FullPolicy::DropOldest, &stats);
-        for n in 0..10 {
-            spool.append(event(n), &stats).unwrap();
-        }
-        spool.flush().unwrap();
+        let mut spool = filled(dir.path(), 10, &stats);
         let on_disk = || fs::read_to_string(dir.path().join("acked")).unwrap();
         spool.ack(2).unwrap();
         spool.ack(6).unwrap();
@@ -923,6 +947,33 @@ mod tests {
         let spool = open(dir.path(), 1 << 20, FullPolicy::DropOldest, &stats);
         let seqs: Vec<u64> = read_all(&spool).iter().map(|e| e.seq).collect();
         assert_eq!(seqs, [7, 8, 9, 10]);
+    }
+
+    #[test]
+    fn events_without_an_envelope_are_written_with_the_spools() {
+        let dir = tempfile::tempdir().unwrap();
+        let stats = Stats::default();
+        let envelope = Event {
+            sensor_id: "s1".into(),
+            host_id: "h1".into(),
+            host_name: "web".into(),
+            ..Event::default()
+        };
+        let cfg = cfg(dir.path(), 1 << 20, FullPolicy::DropOldest);
+        let mut spool = Spool::open(cfg, 1, envelope, &stats).unwrap();
+        spool.append(event(1), &stats).unwrap();
+        let own = Event {
+            sensor_id: "s2".into(),
+            ..event(2)
+        };
+        spool.append(own, &stats).unwrap();
+        spool.flush().unwrap();
+        let envelopes: Vec<_> = read_all(&spool)
+            .into_iter()
+            .map(|e| (e.sensor_id, e.host_id, e.host_name))
+            .collect();
+        let owned = |a: &str, b: &str, c: &str| (a.to_owned(), b.to_owned(), c.to_owned());
+        assert_eq!(envelopes, [owned("s1", "h1", "web"), owned("s2", "", "")]);
     }
 
     #[test]
@@ -1088,11 +1139,7 @@ mod tests {
     fn a_torn_tail_does_not_reuse_seqs_that_may_have_been_sent() {
         let dir = tempfile::tempdir().unwrap();
         let stats = Stats::default();
-        let mut spool = open(dir.path(), 1 << 20, FullPolicy::DropOldest, &stats);
-        for n in 0..5 {
-            spool.append(event(n), &stats).unwrap();
-        }
-        spool.flush().unwrap();
+        let spool = filled(dir.path(), 5, &stats);
         drop(spool);
         let seg = segment(dir.path());
         let bytes = fs::read(&seg).unwrap();

@@ -193,8 +193,8 @@ fn encode_stage<E: Events>(
                 let mut s = lock(&spool);
                 batch.each(|item| {
                     Stats::inc(&stats.encoded);
-                    let process = item.process.as_deref();
-                    append(&mut s, encoder.stamp(item.event), process, stats);
+                    // The spool writes the envelope: no copy of it per event.
+                    append(&mut s, item.event, item.process.as_deref(), stats);
                     unflushed += 1;
                 });
                 // Flush when the queue runs dry (latency) or every 256
@@ -204,7 +204,7 @@ fn encode_stage<E: Events>(
                     unflushed = 0;
                 }
             }
-            let report = encoder.stamp(last_report());
+            let report = last_report();
             let mut s = lock(&spool);
             append(&mut s, report, None, stats);
             flush(&mut s);
