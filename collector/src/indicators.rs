@@ -1,15 +1,16 @@
 //! Indicators: the values investigators search events by (file paths, IP
 //! addresses, ports, domain names), taken out of file, network and DNS events
-//! into the `indicators` table, and the search keys they are stored as.
+//! into the `keys` index ([`crate::keys`]), and the search keys they are
+//! stored as.
 //!
 //! - Paths are stored as they are (case-sensitive), so an exact match is `=`
-//!   and a prefix match is a `GLOB 'prefix*'` range on the index.
+//!   and a prefix match is a range `>= prefix AND < upper` on the index.
 //! - IP addresses are 16-byte big-endian blobs, IPv4 as v4-mapped IPv6
 //!   (`::ffff:a.b.c.d`), so one CIDR range of either family is one
 //!   `BETWEEN lo AND hi` on the index ([`IpRange`]).
 //! - Domain names are lower-cased and stored reversed label-wise with a
 //!   trailing dot (`a.example.com` is `com.example.a.`), so "this name or
-//!   any name under it" is one `GLOB 'com.example.*'` range on the index
+//!   any name under it" is one prefix range (`com.example.`) on the index
 //!   ([`domain_key`]).
 
 use std::{
@@ -60,7 +61,7 @@ pub enum IndicatorValue {
     Int(i64),
 }
 
-/// One row of the `indicators` table, without its event id.
+/// One indicator of an event: a `keys` row's type and value.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct Indicator {
     pub kind: IndicatorType,

@@ -8,13 +8,16 @@
 //!   certificates `collector certs` writes.
 //! - [`indicators`]: the paths, addresses, ports and domains events are
 //!   searched by, and their index keys.
-//! - [`query`]: query filters and the SQL they become.
+//! - [`keys`]: the span index that finds the events holding a value.
+//! - [`query`]: query filters, the SQL they become and the checks SQL
+//!   cannot make.
 //! - [`timestamp`]: parsing `--since` / `--until`.
 //! - [`tree`]: the ancestry walk behind `collector tree`.
 //! - [`output`]: what `query` and `tree` print.
 
 pub mod certs;
 pub mod indicators;
+pub mod keys;
 pub mod output;
 pub mod query;
 pub mod server;

@@ -1,8 +1,12 @@
-//! Query filters and the SQL they become.
+//! Query filters, the SQL they become and the checks SQL cannot make.
 
 use rusqlite::types::Value;
+use sensor_proto::v1::Event;
 
-use crate::indicators::{IpRange, domain_key};
+use crate::{
+    indicators::{IndicatorType, IndicatorValue, IpRange, domain_key, indicators_of},
+    keys::{KeyType, prefix_upper_bound},
+};
 
 /// The kind of an event body, as stored in the `kind` column.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -76,97 +80,247 @@ pub struct EventFilter {
     pub limit: Option<u64>,
 }
 
+/// Which schema a query is written for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Schema {
+    /// Version 5 on: the `keys` span index ([`crate::keys`]).
+    Keys,
+    /// Versions 1 to 4 (a database opened read-only, not upgraded): an index
+    /// per column and the `indicators` table (from version 2); without
+    /// `has_stored_ns` (before version 3) the stored time reads as 0.
+    Legacy { has_stored_ns: bool },
+}
+
+/// How a key row's value is matched.
+enum KeyMatch {
+    Equals(Value),
+    /// `lo <= value < hi` (no upper bound without `hi`): a text prefix.
+    Prefix(String),
+    /// `lo <= value <= hi`.
+    Between(Value, Value),
+}
+
 impl EventFilter {
     /// The `SELECT sensor_id, seq, body, stored_ns ...` statement and its
-    /// parameters, ordered by time_ns, sensor_id, seq. Without
-    /// `has_stored_ns` (a database older than schema version 3 lacks the
-    /// column) the fourth column is a constant 0, "unknown".
+    /// parameters, ordered by time_ns, sensor_id, seq.
+    ///
+    /// The statement is exact for every filter but the indicator ones
+    /// (`path`, `path_prefix`, `ip`, `port`, `domain`) under [`Schema::Keys`]:
+    /// there it selects the events in the key spans of one of them, and
+    /// [`EventFilter::matches_indicators`] decides. The same event can come
+    /// twice (two matching values whose spans overlap), next to itself in
+    /// that order. `limit` is left to the caller, who counts what it keeps.
     #[must_use]
-    pub fn to_sql(&self, has_stored_ns: bool) -> (String, Vec<Value>) {
-        let mut conditions: Vec<&str> = Vec::new();
+    pub fn to_sql(&self, schema: Schema) -> (String, Vec<Value>) {
+        let mut conditions: Vec<String> = Vec::new();
         let mut values: Vec<Value> = Vec::new();
-        // An indicator is far more selective than a host, a sensor or a time
-        // range, but without table statistics SQLite would rather walk the
-        // host's events in time order. `+column` keeps it off those indexes.
-        let by_indicator = self.uses_indicators();
+        let mut sql = String::from(match schema {
+            Schema::Legacy {
+                has_stored_ns: false,
+            } => "SELECT e.sensor_id, e.seq, e.body, 0 FROM ",
+            _ => "SELECT e.sensor_id, e.seq, e.body, e.stored_ns FROM ",
+        });
+        let by_key = match schema {
+            Schema::Keys => self.driving_key(),
+            Schema::Legacy { .. } => None,
+        };
+        let keyed = by_key.is_some();
+        if let Some((kind, matching)) = by_key {
+            // CROSS JOIN: SQLite keeps `keys` as the outer loop and reads
+            // each span of `events` by rowid.
+            sql.push_str("keys k CROSS JOIN events e ON e.id BETWEEN k.lo AND k.hi");
+            conditions.push("k.type = ?".into());
+            values.push(Value::Text(kind.as_str().to_owned()));
+            match matching {
+                KeyMatch::Equals(value) => {
+                    conditions.push("k.value = ?".into());
+                    values.push(value);
+                }
+                KeyMatch::Prefix(prefix) => {
+                    if let Some(upper) = prefix_upper_bound(&prefix) {
+                        conditions.push("k.value < ?".into());
+                        values.push(Value::Text(upper));
+                    }
+                    conditions.push("k.value >= ?".into());
+                    values.push(Value::Text(prefix));
+                }
+                KeyMatch::Between(lo, hi) => {
+                    conditions.push("k.value BETWEEN ? AND ?".into());
+                    values.push(lo);
+                    values.push(hi);
+                }
+            }
+        } else {
+            sql.push_str("events e");
+        }
+        // A key's spans, or under the legacy schema an indicator, are far
+        // more selective than a sensor, a host or a time range, but without
+        // table statistics SQLite would rather walk the sensor's events, or
+        // the host's, in order. `+column` keeps it off those indexes.
+        let off_index = keyed || self.uses_indicators();
         let pick = |indexed: &'static str, unindexed: &'static str| {
-            if by_indicator { unindexed } else { indexed }
+            if off_index { unindexed } else { indexed }
         };
         let mut text = |column: &'static str, value: &Option<String>| {
             if let Some(v) = value {
-                conditions.push(column);
+                conditions.push(column.into());
                 values.push(Value::Text(v.clone()));
             }
         };
-        text(pick("host_name = ?", "+host_name = ?"), &self.host_name);
-        text(pick("sensor_id = ?", "+sensor_id = ?"), &self.sensor_id);
-        text("exec_id = ?", &self.exec_id);
-        text("parent_exec_id = ?", &self.parent_exec_id);
-        text("exe = ?", &self.exe);
+        text(pick("e.host_name = ?", "+e.host_name = ?"), &self.host_name);
+        text(pick("e.sensor_id = ?", "+e.sensor_id = ?"), &self.sensor_id);
+        text("e.exec_id = ?", &self.exec_id);
+        text("e.parent_exec_id = ?", &self.parent_exec_id);
+        text("e.exe = ?", &self.exe);
         if let Some(prefix) = &self.exe_prefix {
-            // GLOB is case-sensitive (LIKE is not) and can use the exe index.
-            conditions.push("exe GLOB ?");
+            // GLOB is case-sensitive (LIKE is not) and can use an exe index.
+            conditions.push("e.exe GLOB ?".into());
             values.push(Value::Text(format!("{}*", glob_escape(prefix))));
         }
         if let Some(kind) = self.kind {
-            conditions.push("kind = ?");
+            conditions.push("e.kind = ?".into());
             values.push(Value::Text(kind.as_str().to_owned()));
         }
         if let Some(pid) = self.pid {
-            conditions.push("pid = ?");
+            conditions.push("e.pid = ?".into());
             values.push(Value::Integer(i64::from(pid)));
         }
         if let Some(since) = self.since_ns {
-            conditions.push(pick("time_ns >= ?", "+time_ns >= ?"));
+            conditions.push(pick("e.time_ns >= ?", "+e.time_ns >= ?").into());
             values.push(Value::Integer(since));
         }
         if let Some(until) = self.until_ns {
-            conditions.push(pick("time_ns < ?", "+time_ns < ?"));
+            conditions.push(pick("e.time_ns < ?", "+e.time_ns < ?").into());
             values.push(Value::Integer(until));
         }
-        // Each indicator filter selects event ids through an index of the
-        // indicators table; SQLite then reads those events by rowid.
-        if let Some(path) = &self.path {
-            conditions.push(PATH_EQUALS);
-            values.push(Value::Text(path.clone()));
+        if matches!(schema, Schema::Legacy { .. }) {
+            self.legacy_indicator_conditions(&mut conditions, &mut values);
         }
-        if let Some(prefix) = &self.path_prefix {
-            conditions.push(PATH_GLOB);
-            values.push(Value::Text(format!("{}*", glob_escape(prefix))));
-        }
-        if let Some(range) = &self.ip {
-            conditions.push(IP_BETWEEN);
-            values.push(Value::Blob(range.lo().to_vec()));
-            values.push(Value::Blob(range.hi().to_vec()));
-        }
-        if let Some(port) = self.port {
-            conditions.push(PORT_EQUALS);
-            values.push(Value::Integer(i64::from(port)));
-        }
-        if let Some(domain) = &self.domain {
-            conditions.push(DOMAIN_GLOB);
-            let pattern = domain_key(domain).map_or_else(String::new, |key| glob_escape(&key));
-            values.push(Value::Text(format!("{pattern}*")));
-        }
-        let mut sql = String::from(if has_stored_ns {
-            "SELECT sensor_id, seq, body, stored_ns FROM events"
-        } else {
-            "SELECT sensor_id, seq, body, 0 FROM events"
-        });
         if !conditions.is_empty() {
             sql.push_str(" WHERE ");
             sql.push_str(&conditions.join(" AND "));
         }
-        sql.push_str(" ORDER BY time_ns, sensor_id, seq");
-        if let Some(limit) = self.limit {
-            sql.push_str(" LIMIT ?");
-            values.push(Value::Integer(i64::try_from(limit).unwrap_or(i64::MAX)));
-        }
+        sql.push_str(" ORDER BY e.time_ns, e.sensor_id, e.seq");
         (sql, values)
     }
 
-    /// Whether the filter searches the `indicators` table (which databases of
-    /// schema version 1 lack).
+    /// The key whose spans select the candidates, the most selective first:
+    /// an exec_id is one process image; a path, a domain or an address a
+    /// few events; a parent or an executable a few processes; a pid, a port
+    /// or a host many.
+    fn driving_key(&self) -> Option<(KeyType, KeyMatch)> {
+        let text = |v: &String| KeyMatch::Equals(Value::Text(v.clone()));
+        let indicator = KeyType::Indicator;
+        if let Some(v) = &self.exec_id {
+            return Some((KeyType::ExecId, text(v)));
+        }
+        if let Some(v) = &self.path {
+            return Some((indicator(IndicatorType::Path), text(v)));
+        }
+        if let Some(domain) = &self.domain {
+            let key = domain_key(domain).unwrap_or_default();
+            return Some((indicator(IndicatorType::Domain), KeyMatch::Prefix(key)));
+        }
+        if let Some(range) = &self.ip {
+            let (lo, hi) = (range.lo().to_vec(), range.hi().to_vec());
+            let between = KeyMatch::Between(Value::Blob(lo), Value::Blob(hi));
+            return Some((indicator(IndicatorType::Ip), between));
+        }
+        if let Some(v) = &self.parent_exec_id {
+            return Some((KeyType::ParentExecId, text(v)));
+        }
+        if let Some(v) = &self.exe {
+            return Some((KeyType::Exe, text(v)));
+        }
+        if let Some(v) = &self.path_prefix {
+            return Some((indicator(IndicatorType::Path), KeyMatch::Prefix(v.clone())));
+        }
+        if let Some(v) = &self.exe_prefix {
+            return Some((KeyType::Exe, KeyMatch::Prefix(v.clone())));
+        }
+        if let Some(pid) = self.pid {
+            return Some((KeyType::Pid, KeyMatch::Equals(Value::Integer(pid.into()))));
+        }
+        if let Some(port) = self.port {
+            let port = KeyMatch::Equals(Value::Integer(port.into()));
+            return Some((indicator(IndicatorType::Port), port));
+        }
+        self.host_name.as_ref().map(|v| (KeyType::Host, text(v)))
+    }
+
+    /// Each indicator filter as a set of event ids from an index of the
+    /// legacy `indicators` table.
+    fn legacy_indicator_conditions(&self, conditions: &mut Vec<String>, values: &mut Vec<Value>) {
+        if let Some(path) = &self.path {
+            conditions.push(PATH_EQUALS.into());
+            values.push(Value::Text(path.clone()));
+        }
+        if let Some(prefix) = &self.path_prefix {
+            conditions.push(PATH_GLOB.into());
+            values.push(Value::Text(format!("{}*", glob_escape(prefix))));
+        }
+        if let Some(range) = &self.ip {
+            conditions.push(IP_BETWEEN.into());
+            values.push(Value::Blob(range.lo().to_vec()));
+            values.push(Value::Blob(range.hi().to_vec()));
+        }
+        if let Some(port) = self.port {
+            conditions.push(PORT_EQUALS.into());
+            values.push(Value::Integer(i64::from(port)));
+        }
+        if let Some(domain) = &self.domain {
+            conditions.push(DOMAIN_GLOB.into());
+            let pattern = domain_key(domain).map_or_else(String::new, |key| glob_escape(&key));
+            values.push(Value::Text(format!("{pattern}*")));
+        }
+    }
+
+    /// Whether `event` has the indicators every indicator filter asks for
+    /// (true when there is none).
+    #[must_use]
+    pub fn matches_indicators(&self, event: &Event) -> bool {
+        if !self.uses_indicators() {
+            return true;
+        }
+        let found = indicators_of(event);
+        let any = |kind: IndicatorType, test: &dyn Fn(&IndicatorValue) -> bool| {
+            found.iter().any(|i| i.kind == kind && test(&i.value))
+        };
+        fn text(v: &IndicatorValue) -> Option<&str> {
+            match v {
+                IndicatorValue::Text(t) => Some(t),
+                _ => None,
+            }
+        }
+        self.path
+            .as_ref()
+            .is_none_or(|p| any(IndicatorType::Path, &|v| text(v) == Some(p.as_str())))
+            && self.path_prefix.as_ref().is_none_or(|p| {
+                any(IndicatorType::Path, &|v| {
+                    text(v).is_some_and(|t| t.starts_with(p.as_str()))
+                })
+            })
+            && self.ip.as_ref().is_none_or(|range| {
+                any(
+                    IndicatorType::Ip,
+                    &|v| matches!(v, IndicatorValue::Ip(ip) if range.contains_key(ip)),
+                )
+            })
+            && self.port.is_none_or(|port| {
+                any(IndicatorType::Port, &|v| {
+                    *v == IndicatorValue::Int(i64::from(port))
+                })
+            })
+            && self.domain.as_ref().is_none_or(|domain| {
+                let key = domain_key(domain).unwrap_or_default();
+                any(IndicatorType::Domain, &|v| {
+                    text(v).is_some_and(|t| t.starts_with(key.as_str()))
+                })
+            })
+    }
+
+    /// Whether the filter searches indicators (which databases of schema
+    /// version 1 lack).
     #[must_use]
     pub fn uses_indicators(&self) -> bool {
         self.path.is_some()
@@ -180,7 +334,7 @@ impl EventFilter {
 macro_rules! indicator_condition {
     ($type:literal, $test:literal) => {
         concat!(
-            "id IN (SELECT event_id FROM indicators WHERE type = '",
+            "e.id IN (SELECT event_id FROM indicators WHERE type = '",
             $type,
             "' AND ",
             $test,
@@ -217,16 +371,21 @@ mod tests {
 
     #[test]
     fn an_empty_filter_selects_everything_in_time_order() {
-        let (sql, values) = EventFilter::default().to_sql(true);
+        let (sql, values) = EventFilter::default().to_sql(Schema::Keys);
         assert_eq!(
             sql,
-            "SELECT sensor_id, seq, body, stored_ns FROM events ORDER BY time_ns, sensor_id, seq"
+            "SELECT e.sensor_id, e.seq, e.body, e.stored_ns FROM events e \
+             ORDER BY e.time_ns, e.sensor_id, e.seq"
         );
         assert!(values.is_empty());
-        let (sql, _) = EventFilter::default().to_sql(false);
+        let legacy = Schema::Legacy {
+            has_stored_ns: false,
+        };
+        let (sql, _) = EventFilter::default().to_sql(legacy);
         assert_eq!(
             sql,
-            "SELECT sensor_id, seq, body, 0 FROM events ORDER BY time_ns, sensor_id, seq"
+            "SELECT e.sensor_id, e.seq, e.body, 0 FROM events e \
+             ORDER BY e.time_ns, e.sensor_id, e.seq"
         );
     }
 
@@ -248,20 +407,65 @@ mod tests {
     }
 
     #[test]
-    fn a_domain_becomes_a_glob_over_its_reversed_labels() {
+    fn a_domain_becomes_a_range_of_its_reversed_labels_and_a_legacy_glob() {
         let filter = |domain: &str| EventFilter {
             domain: Some(domain.into()),
             ..EventFilter::default()
         };
+        let keyed = |domain: &str| filter(domain).to_sql(Schema::Keys).1;
+        let text = |t: &str| Value::Text(t.into());
         assert_eq!(
-            filter("A.Example.com.").to_sql(true).1,
-            [Value::Text("com.example.a.*".into())]
+            keyed("A.Example.com."),
+            [
+                text("domain"),
+                text("com.example.a/"),
+                text("com.example.a.")
+            ]
         );
-        assert_eq!(
-            filter("we*ird[.com").to_sql(true).1,
-            [Value::Text("com.we[*]ird[[].*".into())]
-        );
-        assert_eq!(filter(".").to_sql(true).1, [Value::Text("*".into())]);
+        assert_eq!(keyed("."), [text("domain"), text("")]);
+        let legacy = |domain: &str| {
+            filter(domain)
+                .to_sql(Schema::Legacy {
+                    has_stored_ns: true,
+                })
+                .1
+        };
+        assert_eq!(legacy("A.Example.com."), [text("com.example.a.*")]);
+        assert_eq!(legacy("we*ird[.com"), [text("com.we[*]ird[[].*")]);
+        assert_eq!(legacy("."), [text("*")]);
+    }
+
+    #[test]
+    fn indicators_are_checked_exactly_on_the_event() {
+        use sensor_proto::v1::{DnsEvent, FileEvent, event::Body};
+        let file = |path: &str| Event {
+            body: Some(Body::File(FileEvent {
+                path: path.into(),
+                ..FileEvent::default()
+            })),
+            ..Event::default()
+        };
+        let dns = |name: &str| Event {
+            body: Some(Body::Dns(DnsEvent {
+                query_name: name.into(),
+                ..DnsEvent::default()
+            })),
+            ..Event::default()
+        };
+        let prefix = EventFilter {
+            path_prefix: Some("/etc/cron.".into()),
+            ..EventFilter::default()
+        };
+        assert!(prefix.matches_indicators(&file("/etc/cron.d/evil")));
+        assert!(!prefix.matches_indicators(&file("/etc/crontab")));
+        assert!(!prefix.matches_indicators(&dns("etc.cron.example")));
+        let domain = EventFilter {
+            domain: Some("Example.com".into()),
+            ..EventFilter::default()
+        };
+        assert!(domain.matches_indicators(&dns("a.example.com")));
+        assert!(!domain.matches_indicators(&dns("badexample.com")));
+        assert!(EventFilter::default().matches_indicators(&file("/x")));
     }
 
     #[test]

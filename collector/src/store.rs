@@ -3,17 +3,23 @@
 //! Every event is one row of `events`. The columns the investigator filters
 //! by are copied out of the event; `body` holds the whole prost-encoded
 //! `Event`, so nothing the sensor sent is lost. `UNIQUE(sensor_id, seq)` with
-//! `ON CONFLICT DO NOTHING` makes redelivery harmless.
+//! `ON CONFLICT DO NOTHING` makes redelivery harmless. `events_time_ns` walks
+//! events in time order.
 //!
-//! File, network and DNS events also get rows in `indicators`, one per
-//! distinct searchable value (see [`crate::indicators`]):
+//! Every other search goes through `keys` ([`crate::keys`]): for each value
+//! searched by (host, exec_id, parent_exec_id, pid, exe, and the indicators
+//! of file, network and DNS events, see [`crate::indicators`]), the spans of
+//! event ids that hold it. A query reads the spans of one value and checks
+//! each event in them.
 //!
-//! | `type`   | column       | from                                              |
-//! |----------|--------------|---------------------------------------------------|
-//! | `path`   | `value_text` | file `path`, `old_path`                           |
-//! | `ip`     | `value_ip`   | network `remote_address`, `local_address`; DNS `A`/`AAAA` answer data (16 bytes, IPv4 v4-mapped) |
-//! | `port`   | `value_int`  | network `remote_port`, `local_port` (1-65535)     |
-//! | `domain` | `value_text` | DNS `query_name`, answer names, `CNAME`/`DNAME`/`NS`/`PTR` answer data (reversed labels) |
+//! | `type`   | `value`                                                        |
+//! |----------|----------------------------------------------------------------|
+//! | `host`, `exec_id`, `parent_exec_id`, `exe` | the event's `host_name`, its process's field (text, may be empty) |
+//! | `pid`    | the process's pid (integer; 0 without a process)               |
+//! | `path`   | file `path`, `old_path`; registry `key` (text)                 |
+//! | `ip`     | network `remote_address`, `local_address`; DNS `A`/`AAAA` answer data (16-byte blob, IPv4 v4-mapped) |
+//! | `port`   | network `remote_port`, `local_port` (integer, 1-65535)        |
+//! | `domain` | DNS `query_name`, answer names, `CNAME`/`DNAME`/`NS`/`PTR` answer data (reversed labels, text) |
 //!
 //! `events.stored_ns` is when the collector stored the event: wall-clock
 //! nanoseconds since the Unix epoch, read once per transaction (one group
@@ -22,13 +28,13 @@
 //! redelivered event keeps the time it was first stored. 0 means unknown:
 //! the event was stored before the column existed.
 //!
-//! Schema versions (`PRAGMA user_version`): 1 had only `events`; 2 adds
-//! `indicators`; 3 adds `events.stored_ns`; 4 makes the indicator indexes
-//! partial (each row in the index of its value column only). [`Store::open`]
-//! upgrades an older database in place, indexing the file, network and DNS
-//! events it already holds (from 1), adding `stored_ns`, 0 for the rows
-//! already stored (from 1 or 2), and replacing the indicator indexes (from
-//! 1 to 3).
+//! Schema versions (`PRAGMA user_version`): 1 had only `events`, with an
+//! index per searched column; 2 adds `indicators` (a row per event and
+//! value); 3 adds `events.stored_ns`; 4 makes the indicator indexes partial;
+//! 5 replaces the column indexes and `indicators` by `keys`. [`Store::open`]
+//! upgrades an older database in place: it adds `stored_ns`, 0 for the rows
+//! already stored (from 1 or 2), drops the old indexes and builds `keys`
+//! from the events it holds.
 
 use std::{
     fs::OpenOptions,
@@ -46,8 +52,8 @@ use rusqlite::{
 use sensor_proto::v1::Event;
 
 use crate::{
-    indicators::{IndicatorValue, indicators_of},
-    query::EventFilter,
+    keys::KeySpans,
+    query::{EventFilter, Schema},
 };
 
 /// The writer's page cache, KiB.
@@ -61,7 +67,7 @@ const CACHE_KIB: i64 = 64 * 1024;
 const CHECKPOINT_PAGES: i64 = 32768;
 
 /// Schema version stored in `PRAGMA user_version`.
-const SCHEMA_VERSION: i64 = 4;
+const SCHEMA_VERSION: i64 = 5;
 
 /// The first schema version with the `indicators` table.
 const INDICATORS_VERSION: i64 = 2;
@@ -69,9 +75,9 @@ const INDICATORS_VERSION: i64 = 2;
 /// The first schema version with `events.stored_ns`.
 const STORED_NS_VERSION: i64 = 3;
 
-/// The first schema version whose indicator indexes are partial: each
-/// indicator row is in the one index of the column it fills.
-const PARTIAL_INDEXES_VERSION: i64 = 4;
+/// The first schema version with `keys` instead of an index per column and
+/// `indicators`.
+const KEYS_VERSION: i64 = 5;
 
 /// Adds `stored_ns` to the `events` table of a database older than
 /// [`STORED_NS_VERSION`]; the rows already there get 0 (unknown).
@@ -94,31 +100,25 @@ CREATE TABLE IF NOT EXISTS events (
     stored_ns      INTEGER NOT NULL DEFAULT 0,
     UNIQUE (sensor_id, seq)
 );
-CREATE INDEX IF NOT EXISTS events_host_name      ON events (host_name, time_ns);
-CREATE INDEX IF NOT EXISTS events_exec_id        ON events (exec_id);
-CREATE INDEX IF NOT EXISTS events_parent_exec_id ON events (parent_exec_id);
-CREATE INDEX IF NOT EXISTS events_pid            ON events (pid, time_ns);
-CREATE INDEX IF NOT EXISTS events_exe            ON events (exe);
-CREATE INDEX IF NOT EXISTS events_time_ns        ON events (time_ns, sensor_id, seq);
+CREATE INDEX IF NOT EXISTS events_time_ns ON events (time_ns, sensor_id, seq);
 
-CREATE TABLE IF NOT EXISTS indicators (
-    event_id   INTEGER NOT NULL REFERENCES events (id),
-    type       TEXT    NOT NULL,
-    value_text TEXT,
-    value_ip   BLOB,
-    value_int  INTEGER
-);
-CREATE INDEX IF NOT EXISTS indicators_by_text ON indicators (type, value_text) WHERE value_text IS NOT NULL;
-CREATE INDEX IF NOT EXISTS indicators_by_ip   ON indicators (type, value_ip)   WHERE value_ip IS NOT NULL;
-CREATE INDEX IF NOT EXISTS indicators_by_int  ON indicators (type, value_int)  WHERE value_int IS NOT NULL;
+CREATE TABLE IF NOT EXISTS keys (
+    type  TEXT    NOT NULL,
+    value         NOT NULL,
+    lo    INTEGER NOT NULL,
+    hi    INTEGER NOT NULL,
+    PRIMARY KEY (type, value, lo)
+) WITHOUT ROWID;
 ";
 
-/// Version 3's indicator indexes, which held every indicator row in all three
-/// (two of them under NULL keys); version 4 replaced them by partial ones.
-const DROP_FULL_INDICATOR_INDEXES: &str = "
-DROP INDEX IF EXISTS indicators_text;
-DROP INDEX IF EXISTS indicators_ip;
-DROP INDEX IF EXISTS indicators_int;
+/// What versions 1 to 4 indexed, which `keys` replaces.
+const DROP_LEGACY_INDEXES: &str = "
+DROP INDEX IF EXISTS events_host_name;
+DROP INDEX IF EXISTS events_exec_id;
+DROP INDEX IF EXISTS events_parent_exec_id;
+DROP INDEX IF EXISTS events_pid;
+DROP INDEX IF EXISTS events_exe;
+DROP TABLE IF EXISTS indicators;
 ";
 
 const INSERT: &str = "
@@ -128,9 +128,23 @@ VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)
 ON CONFLICT (sensor_id, seq) DO NOTHING
 ";
 
-const INSERT_INDICATOR: &str = "
-INSERT INTO indicators (event_id, type, value_text, value_ip, value_int)
-VALUES (?1, ?2, ?3, ?4, ?5)
+const INSERT_KEY: &str = "INSERT INTO keys (type, value, lo, hi) VALUES (?1, ?2, ?3, ?4)";
+
+/// The events of the image `?1`, the one that best describes it first.
+const FIND_IMAGE: &str = "
+SELECT e.kind, e.sensor_id, e.seq, e.body
+FROM keys k CROSS JOIN events e ON e.id BETWEEN k.lo AND k.hi
+WHERE k.type = 'exec_id' AND k.value = ?1 AND e.exec_id = ?1
+ORDER BY CASE e.kind WHEN 'exec' THEN 0 WHEN 'fork' THEN 1 ELSE 2 END,
+         e.sensor_id = ?2 DESC, e.time_ns, e.sensor_id, e.seq
+";
+
+/// [`FIND_IMAGE`] on a schema before `keys` (version 1 to 4).
+const FIND_IMAGE_LEGACY: &str = "
+SELECT kind, sensor_id, seq, body FROM events
+WHERE exec_id = ?1
+ORDER BY CASE kind WHEN 'exec' THEN 0 WHEN 'fork' THEN 1 ELSE 2 END,
+         sensor_id = ?2 DESC, time_ns, sensor_id, seq
 ";
 
 /// Why the store could not do what was asked.
@@ -440,7 +454,8 @@ impl Store {
         let stored_ns = unix_ns_now();
         {
             let mut stmt = tx.prepare_cached(INSERT)?;
-            let mut indicator_stmt = tx.prepare_cached(INSERT_INDICATOR)?;
+            let mut key_stmt = tx.prepare_cached(INSERT_KEY)?;
+            let mut keys = KeySpans::default();
             for events in batches {
                 let mut outcome = InsertOutcome::default();
                 for event in *events {
@@ -463,11 +478,16 @@ impl Store {
                         outcome.duplicates += 1;
                     } else {
                         outcome.inserted += 1;
-                        insert_indicators(&mut indicator_stmt, tx.last_insert_rowid(), event)?;
+                        let id = tx.last_insert_rowid();
+                        keys.add(id, event);
+                        if keys.full(id) {
+                            keys.flush(&mut key_stmt)?;
+                        }
                     }
                 }
                 outcomes.push(outcome);
             }
+            keys.flush(&mut key_stmt)?;
         }
         tx.commit()?;
         Ok(outcomes)
@@ -513,17 +533,34 @@ impl Store {
         F: FnMut(StoredEvent) -> ControlFlow<()>,
     {
         self.check_filter(filter)?;
-        let (sql, values) = filter.to_sql(self.schema_version >= STORED_NS_VERSION);
+        let (sql, values) = filter.to_sql(self.schema());
         let mut stmt = self.conn.prepare(&sql)?;
         let mut rows = stmt.query(params_from_iter(values))?;
         let mut stats = QueryStats::default();
-        while let Some(row) = rows.next()? {
+        let limit = filter.limit.unwrap_or(u64::MAX);
+        // The key spans of two matching values may overlap: the same row
+        // then comes twice, next to itself (no other row has its sensor_id
+        // and seq).
+        let mut last: Option<(String, i64)> = None;
+        while stats.yielded < limit
+            && let Some(row) = rows.next()?
+        {
             let sensor_id: String = row.get(0)?;
             let seq: i64 = row.get(1)?;
-            let body: Vec<u8> = row.get(2)?;
+            if last
+                .as_ref()
+                .is_some_and(|(s, q)| *q == seq && *s == sensor_id)
+            {
+                continue;
+            }
+            let body = row.get_ref(2)?.as_blob().map_err(rusqlite::Error::from)?;
             let stored_ns: i64 = row.get(3)?;
-            match Event::decode(body.as_slice()) {
+            match Event::decode(body) {
                 Ok(event) => {
+                    last = Some((sensor_id, seq));
+                    if !filter.matches_indicators(&event) {
+                        continue;
+                    }
                     stats.yielded += 1;
                     if each(StoredEvent { event, stored_ns }).is_break() {
                         break;
@@ -532,10 +569,22 @@ impl Store {
                 Err(error) => {
                     stats.corrupt += 1;
                     tracing::warn!(sensor_id, seq, %error, "skipping a stored event whose body does not decode");
+                    last = Some((sensor_id, seq));
                 }
             }
         }
         Ok(stats)
+    }
+
+    /// How this database's schema answers queries.
+    fn schema(&self) -> Schema {
+        if self.schema_version >= KEYS_VERSION {
+            Schema::Keys
+        } else {
+            Schema::Legacy {
+                has_stored_ns: self.schema_version >= STORED_NS_VERSION,
+            }
+        }
     }
 
     /// All events matching `filter`, in query order.
@@ -566,12 +615,10 @@ impl Store {
         if exec_id.is_empty() {
             return Ok(None);
         }
-        let mut stmt = self.conn.prepare_cached(
-            "SELECT kind, sensor_id, seq, body FROM events
-             WHERE exec_id = ?1
-             ORDER BY CASE kind WHEN 'exec' THEN 0 WHEN 'fork' THEN 1 ELSE 2 END,
-                      sensor_id = ?2 DESC, time_ns, sensor_id, seq",
-        )?;
+        let mut stmt = self.conn.prepare_cached(match self.schema() {
+            Schema::Keys => FIND_IMAGE,
+            Schema::Legacy { .. } => FIND_IMAGE_LEGACY,
+        })?;
         let mut rows = stmt.query(params![exec_id, prefer_sensor.unwrap_or("")])?;
         while let Some(row) = rows.next()? {
             let kind: String = row.get(0)?;
@@ -613,9 +660,9 @@ impl Checkpointer {
 }
 
 /// Creates what is missing of the schema; coming from a version without
-/// indicators, indexes the file, network and DNS events already stored;
-/// coming from a version without `stored_ns`, adds it (0 for the rows already
-/// stored). All in one transaction with the version bump.
+/// `stored_ns`, adds it (0 for the rows already stored); coming from a
+/// version before `keys`, drops the indexes it replaces and builds it from
+/// the events already stored. All in one transaction with the version bump.
 fn upgrade(conn: &mut Connection, from: i64) -> rusqlite::Result<()> {
     let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
     // An existing `events` table is left as it is: it gets its new columns
@@ -626,10 +673,8 @@ fn upgrade(conn: &mut Connection, from: i64) -> rusqlite::Result<()> {
     if added_stored_ns {
         tx.execute_batch(ADD_STORED_NS)?;
     }
-    if from < PARTIAL_INDEXES_VERSION {
-        tx.execute_batch(DROP_FULL_INDICATOR_INDEXES)?;
-    }
-    let indexed = if from < INDICATORS_VERSION {
+    let indexed = if from > 0 && from < KEYS_VERSION {
+        tx.execute_batch(DROP_LEGACY_INDEXES)?;
         index_stored_events(&tx)?
     } else {
         0
@@ -674,14 +719,12 @@ fn unix_ns_now() -> i64 {
         .map_or(0, |d| i64::try_from(d.as_nanos()).unwrap_or(i64::MAX))
 }
 
-/// Adds the indicators of every stored file, network and DNS event; returns
-/// how many events were indexed. Bodies that do not decode are skipped.
+/// Builds `keys` from every stored event; returns how many events were
+/// indexed. Bodies that do not decode are skipped (a query skips them too).
 fn index_stored_events(tx: &rusqlite::Transaction<'_>) -> rusqlite::Result<u64> {
-    let mut select = tx.prepare(
-        "SELECT id, sensor_id, seq, body FROM events
-         WHERE kind IN ('file', 'network', 'dns') ORDER BY id",
-    )?;
-    let mut insert = tx.prepare(INSERT_INDICATOR)?;
+    let mut select = tx.prepare("SELECT id, sensor_id, seq, body FROM events ORDER BY id")?;
+    let mut insert = tx.prepare(INSERT_KEY)?;
+    let mut keys = KeySpans::default();
     let mut rows = select.query([])?;
     let mut indexed = 0_u64;
     while let Some(row) = rows.next()? {
@@ -689,7 +732,10 @@ fn index_stored_events(tx: &rusqlite::Transaction<'_>) -> rusqlite::Result<u64> 
         let body = row.get_ref(3)?.as_blob()?;
         match Event::decode(body) {
             Ok(event) => {
-                insert_indicators(&mut insert, id, &event)?;
+                keys.add(id, &event);
+                if keys.full(id) {
+                    keys.flush(&mut insert)?;
+                }
                 indexed += 1;
             }
             Err(error) => {
@@ -699,33 +745,8 @@ fn index_stored_events(tx: &rusqlite::Transaction<'_>) -> rusqlite::Result<u64> 
             }
         }
     }
+    keys.flush(&mut insert)?;
     Ok(indexed)
-}
-
-fn insert_indicators(
-    stmt: &mut rusqlite::Statement<'_>,
-    event_id: i64,
-    event: &Event,
-) -> rusqlite::Result<()> {
-    for indicator in indicators_of(event) {
-        let kind = indicator.kind.as_str();
-        match indicator.value {
-            IndicatorValue::Text(text) => {
-                stmt.execute(params![event_id, kind, text, None::<Vec<u8>>, None::<i64>])?
-            }
-            IndicatorValue::Ip(ip) => stmt.execute(params![
-                event_id,
-                kind,
-                None::<String>,
-                ip.as_slice(),
-                None::<i64>
-            ])?,
-            IndicatorValue::Int(n) => {
-                stmt.execute(params![event_id, kind, None::<String>, None::<Vec<u8>>, n])?
-            }
-        };
-    }
-    Ok(())
 }
 
 /// The columns copied out of an event.
@@ -765,7 +786,7 @@ mod tests {
     use crate::{Kind, indicators::IpRange};
 
     fn plan(store: &Store, filter: &EventFilter) -> Vec<String> {
-        let (sql, values) = filter.to_sql(true);
+        let (sql, values) = filter.to_sql(Schema::Keys);
         let mut stmt = store
             .conn
             .prepare(&format!("EXPLAIN QUERY PLAN {sql}"))
@@ -800,7 +821,7 @@ mod tests {
     }
 
     #[test]
-    fn indicator_filters_are_answered_from_the_indicator_indexes() {
+    fn searches_read_the_spans_of_one_key_and_the_events_in_them_by_id() {
         let dir = tempfile::tempdir().unwrap();
         let store = Store::open(&dir.path().join("events.db")).unwrap();
         let ten = "10.0.0.0/8".parse::<IpRange>().unwrap();
@@ -810,35 +831,35 @@ mod tests {
                     path: Some("/etc/passwd".into()),
                     ..EventFilter::default()
                 },
-                "indicators_by_text (type=? AND value_text=?)",
+                "(type=? AND value=?)",
             ),
             (
                 EventFilter {
                     path_prefix: Some("/etc/".into()),
                     ..EventFilter::default()
                 },
-                "indicators_by_text (type=? AND value_text>? AND value_text<?)",
+                "(type=? AND value>? AND value<?)",
             ),
             (
                 EventFilter {
                     ip: Some(ten),
                     ..EventFilter::default()
                 },
-                "indicators_by_ip (type=? AND value_ip>? AND value_ip<?)",
+                "(type=? AND value>? AND value<?)",
             ),
             (
                 EventFilter {
                     port: Some(443),
                     ..EventFilter::default()
                 },
-                "indicators_by_int (type=? AND value_int=?)",
+                "(type=? AND value=?)",
             ),
             (
                 EventFilter {
-                    domain: Some("example.com".into()),
+                    exec_id: Some("9f2c".into()),
                     ..EventFilter::default()
                 },
-                "indicators_by_text (type=? AND value_text>? AND value_text<?)",
+                "(type=? AND value=?)",
             ),
             (
                 EventFilter {
@@ -850,17 +871,16 @@ mod tests {
                     until_ns: Some(2),
                     ..EventFilter::default()
                 },
-                "indicators_by_text (type=? AND value_text>? AND value_text<?)",
+                "(type=? AND value>? AND value<?)",
             ),
         ];
-        for (filter, index) in cases {
+        for (filter, search) in cases {
             let plan = plan(&store, &filter);
             assert_eq!(
-                plan[..3],
+                plan[..2],
                 [
-                    "SEARCH events USING INTEGER PRIMARY KEY (rowid=?)".to_owned(),
-                    "LIST SUBQUERY 1".to_owned(),
-                    format!("SEARCH indicators USING INDEX {index}"),
+                    format!("SEARCH k USING PRIMARY KEY {search}"),
+                    "SEARCH e USING INTEGER PRIMARY KEY (rowid>? AND rowid<?)".to_owned(),
                 ],
                 "{filter:?}: {plan:#?}"
             );
@@ -869,5 +889,68 @@ mod tests {
                 "{filter:?}: {plan:#?}"
             );
         }
+        // Without a keyed filter, events are walked in time order.
+        let plan = plan(
+            &store,
+            &EventFilter {
+                since_ns: Some(1),
+                ..EventFilter::default()
+            },
+        );
+        assert_eq!(
+            plan,
+            ["SEARCH e USING INDEX events_time_ns (time_ns>?)"],
+            "{plan:#?}"
+        );
+    }
+
+    #[test]
+    fn a_span_holds_at_most_span_ids_events_and_every_event_is_found_by_its_keys() {
+        use sensor_proto::v1::Process;
+        let dir = tempfile::tempdir().unwrap();
+        let mut store = Store::open(&dir.path().join("events.db")).unwrap();
+        let n = crate::keys::SPAN_IDS as u64 * 2 + 10;
+        let events: Vec<Event> = (1..=n)
+            .map(|seq| Event {
+                sensor_id: "a".into(),
+                host_name: "web-1".into(),
+                seq,
+                process: Some(Process {
+                    exec_id: format!("image-{}", seq % 3),
+                    pid: 7,
+                    ..Process::default()
+                }),
+                ..Event::default()
+            })
+            .collect();
+        store.insert_batch(&events).unwrap();
+        let longest: i64 = store
+            .conn
+            .query_row("SELECT max(hi - lo + 1) FROM keys", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(longest, crate::keys::SPAN_IDS);
+        let found = |filter: EventFilter| store.query(&filter).unwrap().len() as u64;
+        assert_eq!(
+            found(EventFilter {
+                exec_id: Some("image-1".into()),
+                ..EventFilter::default()
+            }),
+            n.div_ceil(3)
+        );
+        assert_eq!(
+            found(EventFilter {
+                host_name: Some("web-1".into()),
+                limit: Some(5),
+                ..EventFilter::default()
+            }),
+            5
+        );
+        assert_eq!(
+            found(EventFilter {
+                pid: Some(7),
+                ..EventFilter::default()
+            }),
+            n
+        );
     }
 }

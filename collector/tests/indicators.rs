@@ -612,12 +612,12 @@ fn a_version_1_database_is_indexed_when_serve_upgrades_it() -> anyhow::Result<()
 
     // Opening it for writing upgrades it and indexes what it holds.
     let mut store = Store::open(&db.path)?;
-    assert_eq!(store.schema_version(), 4);
+    assert_eq!(store.schema_version(), 5);
     store.insert_batch(&[file(5, FileOp::Unlink, "/tmp/dropper", "")])?;
     drop(store);
     let conn = rusqlite::Connection::open(&db.path)?;
     let version: i64 = conn.query_row("PRAGMA user_version", [], |r| r.get(0))?;
-    assert_eq!(version, 4);
+    assert_eq!(version, 5);
     // It also gets stored_ns (schema version 3): 0 for what it held.
     let unknown: i64 =
         conn.query_row("SELECT count(*) FROM events WHERE stored_ns = 0", [], |r| {
@@ -634,20 +634,32 @@ fn a_version_1_database_is_indexed_when_serve_upgrades_it() -> anyhow::Result<()
     Ok(())
 }
 
-/// The indicator rows of the event `(sensor, seq)`: (type, text, ip, int).
+/// The indicator key rows whose span holds the event `(sensor, seq)`: (type,
+/// text, ip, int).
 type IndicatorRow = (String, Option<String>, Option<Vec<u8>>, Option<i64>);
 
 fn indicator_rows(db: &TempDb, sensor: &str, seq: u64) -> anyhow::Result<Vec<IndicatorRow>> {
+    use rusqlite::types::ValueRef;
     let conn = rusqlite::Connection::open(&db.path)?;
     let mut stmt = conn.prepare(
-        "SELECT i.type, i.value_text, i.value_ip, i.value_int
-         FROM indicators i JOIN events e ON e.id = i.event_id
-         WHERE e.sensor_id = ?1 AND e.seq = ?2
-         ORDER BY i.type, i.value_text, i.value_ip, i.value_int",
+        "SELECT k.type, k.value FROM events e JOIN keys k ON e.id BETWEEN k.lo AND k.hi
+         WHERE e.sensor_id = ?1 AND e.seq = ?2 AND k.type IN ('path', 'ip', 'port', 'domain')
+         ORDER BY k.type, k.value",
     )?;
     let rows = stmt
         .query_map(rusqlite::params![sensor, i64::try_from(seq)?], |r| {
-            Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?))
+            let kind: String = r.get(0)?;
+            Ok(match r.get_ref(1)? {
+                ValueRef::Text(t) => (
+                    kind,
+                    Some(String::from_utf8_lossy(t).into_owned()),
+                    None,
+                    None,
+                ),
+                ValueRef::Blob(b) => (kind, None, Some(b.to_vec()), None),
+                ValueRef::Integer(n) => (kind, None, None, Some(n)),
+                ValueRef::Real(_) | ValueRef::Null => (kind, None, None, None),
+            })
         })?
         .collect::<Result<_, _>>()?;
     Ok(rows)

@@ -136,25 +136,34 @@ fn a_version_2_database_gets_stored_ns_when_serve_upgrades_it() -> anyhow::Resul
 
     // Opening it for writing adds the column; the rows it held keep 0.
     let mut store = Store::open(&db.path)?;
-    assert_eq!(store.schema_version(), 4);
+    assert_eq!(store.schema_version(), 5);
     {
         let conn = rusqlite::Connection::open(&db.path)?;
         let version: i64 = conn.query_row("PRAGMA user_version", [], |r| r.get(0))?;
-        assert_eq!(version, 4);
-        // Version 4: the full indicator indexes gave way to partial ones.
-        let mut indexes = conn
-            .prepare("SELECT name, partial FROM pragma_index_list('indicators') ORDER BY name")?;
-        let indexes: Vec<(String, bool)> = indexes
-            .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?
+        assert_eq!(version, 5);
+        // Version 5: `keys` replaced the column indexes and `indicators`,
+        // and holds the keys of the events already stored.
+        let mut names = conn.prepare(
+            "SELECT name FROM sqlite_master WHERE type IN ('table', 'index') ORDER BY name",
+        )?;
+        let names: Vec<String> = names
+            .query_map([], |r| r.get(0))?
             .collect::<Result<_, _>>()?;
         assert_eq!(
-            indexes,
+            names,
             [
-                ("indicators_by_int".to_owned(), true),
-                ("indicators_by_ip".to_owned(), true),
-                ("indicators_by_text".to_owned(), true)
+                "events",
+                "events_time_ns",
+                "keys",
+                "sqlite_autoindex_events_1"
             ]
         );
+        let exec_keys: i64 = conn.query_row(
+            "SELECT count(*) FROM keys WHERE type = 'exec_id' AND value = ?1",
+            [&old[0].process.as_ref().unwrap().exec_id],
+            |r| r.get(0),
+        )?;
+        assert_eq!(exec_keys, 1);
         let column: (String, bool, Option<String>) = conn.query_row(
             "SELECT type, \"notnull\", dflt_value FROM pragma_table_info('events')
              WHERE name = 'stored_ns'",

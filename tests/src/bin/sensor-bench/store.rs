@@ -44,15 +44,25 @@ impl Store {
         )?)
     }
 
-    /// File events of sensor `sensor_id` whose path starts with `prefix`.
+    /// File events of sensor `sensor_id` whose path starts with `prefix`,
+    /// read from the stored events themselves (the collector's key index
+    /// only narrows a search; it does not say which event holds a value).
     pub fn files_of(&self, sensor_id: &str, prefix: &str) -> Result<u64> {
-        Ok(self.0.query_row(
-            "SELECT count(DISTINCT e.id) FROM events e JOIN indicators i ON i.event_id = e.id
-             WHERE e.sensor_id = ?1 AND e.kind = 'file' AND i.type = 'path'
-               AND substr(i.value_text, 1, length(?2)) = ?2",
-            rusqlite::params![sensor_id, prefix],
-            |r| r.get(0),
-        )?)
+        let mut stmt = self
+            .0
+            .prepare("SELECT body FROM events WHERE sensor_id = ?1 AND kind = 'file'")?;
+        let mut rows = stmt.query([sensor_id])?;
+        let mut found = 0;
+        while let Some(row) = rows.next()? {
+            let event = Event::decode(row.get_ref(0)?.as_blob()?)
+                .context("decoding a stored file event")?;
+            if let Some(Body::File(file)) = &event.body
+                && file.path.starts_with(prefix)
+            {
+                found += 1;
+            }
+        }
+        Ok(found)
     }
 
     /// Waits until no row has arrived for `quiet` (at most `limit`), and
