@@ -6,13 +6,19 @@
 //! looks for and then checks each event in them exactly (the columns in SQL,
 //! indicators in Rust), so a span may include events without the value.
 //!
+//! The writer writes the rows of a stretch once it is full, not at every
+//! commit, so a value seen in several commits costs one row; `keys_upto`
+//! says which events are in `keys`, and queries read the events after it
+//! (at most [`SPAN_IDS`]) whole.
+//!
 //! Why spans and not one row per event: an index row per event and per
 //! searchable column (host, exec_id, parent_exec_id, pid, exe, then the
 //! indicators) made ten B-tree inserts of every stored event, scattered over
 //! the indexes; the collector stored 35,000 events/s, nearly all of its time
 //! in SQLite's index inserts. A batch's events share their host and mostly
 //! their process, so one key row per value and span replaces hundreds of
-//! index rows.
+//! index rows. Back to back, `sensor-bench --only collector` went from 35,000
+//! to about 110,000 events/s.
 
 use std::collections::HashMap;
 

@@ -91,6 +91,9 @@ pub enum Schema {
     Legacy { has_stored_ns: bool },
 }
 
+/// The span of the events not yet in `keys`, as a `(lo, hi)` row.
+pub const KEYS_TAIL: &str = "SELECT upto + 1, 9223372036854775807 FROM keys_upto";
+
 /// How a key row's value is matched.
 enum KeyMatch {
     Equals(Value),
@@ -112,7 +115,6 @@ impl EventFilter {
     /// that order. `limit` is left to the caller, who counts what it keeps.
     #[must_use]
     pub fn to_sql(&self, schema: Schema) -> (String, Vec<Value>) {
-        let mut conditions: Vec<String> = Vec::new();
         let mut values: Vec<Value> = Vec::new();
         let mut sql = String::from(match schema {
             Schema::Legacy {
@@ -125,38 +127,47 @@ impl EventFilter {
             Schema::Legacy { .. } => None,
         };
         let keyed = by_key.is_some();
+        let mut conditions: Vec<String> = Vec::new();
         if let Some((kind, matching)) = by_key {
-            // CROSS JOIN: SQLite keeps `keys` as the outer loop and reads
-            // each span of `events` by rowid.
-            sql.push_str("keys k CROSS JOIN events e ON e.id BETWEEN k.lo AND k.hi");
-            conditions.push("k.type = ?".into());
+            let mut on_key = vec!["type = ?"];
             values.push(Value::Text(kind.as_str().to_owned()));
             match matching {
                 KeyMatch::Equals(value) => {
-                    conditions.push("k.value = ?".into());
+                    on_key.push("value = ?");
                     values.push(value);
                 }
                 KeyMatch::Prefix(prefix) => {
+                    on_key.push("value >= ?");
                     if let Some(upper) = prefix_upper_bound(&prefix) {
-                        conditions.push("k.value < ?".into());
+                        on_key.push("value < ?");
+                        values.push(Value::Text(prefix));
                         values.push(Value::Text(upper));
+                    } else {
+                        values.push(Value::Text(prefix));
                     }
-                    conditions.push("k.value >= ?".into());
-                    values.push(Value::Text(prefix));
                 }
                 KeyMatch::Between(lo, hi) => {
-                    conditions.push("k.value BETWEEN ? AND ?".into());
+                    on_key.push("value BETWEEN ? AND ?");
                     values.push(lo);
                     values.push(hi);
                 }
             }
+            // The value's spans, and the events not yet in `keys` (at most
+            // SPAN_IDS of them). CROSS JOIN: SQLite keeps the spans as the
+            // outer loop and reads each span of `events` by rowid.
+            sql.push_str(&format!(
+                "(SELECT lo, hi FROM keys WHERE {} UNION ALL {KEYS_TAIL}) k \
+                 CROSS JOIN events e ON e.id BETWEEN k.lo AND k.hi",
+                on_key.join(" AND ")
+            ));
         } else {
             sql.push_str("events e");
         }
         // A key's spans, or under the legacy schema an indicator, are far
         // more selective than a sensor, a host or a time range, but without
         // table statistics SQLite would rather walk the sensor's events, or
-        // the host's, in order. `+column` keeps it off those indexes.
+        // the host's, in order, or even build a temporary index of a column
+        // for each query. `+column` keeps it off those indexes.
         let off_index = keyed || self.uses_indicators();
         let pick = |indexed: &'static str, unindexed: &'static str| {
             if off_index { unindexed } else { indexed }
@@ -169,20 +180,23 @@ impl EventFilter {
         };
         text(pick("e.host_name = ?", "+e.host_name = ?"), &self.host_name);
         text(pick("e.sensor_id = ?", "+e.sensor_id = ?"), &self.sensor_id);
-        text("e.exec_id = ?", &self.exec_id);
-        text("e.parent_exec_id = ?", &self.parent_exec_id);
-        text("e.exe = ?", &self.exe);
+        text(pick("e.exec_id = ?", "+e.exec_id = ?"), &self.exec_id);
+        text(
+            pick("e.parent_exec_id = ?", "+e.parent_exec_id = ?"),
+            &self.parent_exec_id,
+        );
+        text(pick("e.exe = ?", "+e.exe = ?"), &self.exe);
         if let Some(prefix) = &self.exe_prefix {
             // GLOB is case-sensitive (LIKE is not) and can use an exe index.
-            conditions.push("e.exe GLOB ?".into());
+            conditions.push(pick("e.exe GLOB ?", "+e.exe GLOB ?").into());
             values.push(Value::Text(format!("{}*", glob_escape(prefix))));
         }
         if let Some(kind) = self.kind {
-            conditions.push("e.kind = ?".into());
+            conditions.push(pick("e.kind = ?", "+e.kind = ?").into());
             values.push(Value::Text(kind.as_str().to_owned()));
         }
         if let Some(pid) = self.pid {
-            conditions.push("e.pid = ?".into());
+            conditions.push(pick("e.pid = ?", "+e.pid = ?").into());
             values.push(Value::Integer(i64::from(pid)));
         }
         if let Some(since) = self.since_ns {
@@ -418,8 +432,8 @@ mod tests {
             keyed("A.Example.com."),
             [
                 text("domain"),
-                text("com.example.a/"),
-                text("com.example.a.")
+                text("com.example.a."),
+                text("com.example.a/")
             ]
         );
         assert_eq!(keyed("."), [text("domain"), text("")]);

@@ -9,8 +9,8 @@
 //! Every other search goes through `keys` ([`crate::keys`]): for each value
 //! searched by (host, exec_id, parent_exec_id, pid, exe, and the indicators
 //! of file, network and DNS events, see [`crate::indicators`]), the spans of
-//! event ids that hold it. A query reads the spans of one value and checks
-//! each event in them.
+//! event ids that hold it. A query reads the spans of one value, and the
+//! events after `keys_upto` not yet keyed, and checks each event in them.
 //!
 //! | `type`   | `value`                                                        |
 //! |----------|----------------------------------------------------------------|
@@ -109,6 +109,9 @@ CREATE TABLE IF NOT EXISTS keys (
     hi    INTEGER NOT NULL,
     PRIMARY KEY (type, value, lo)
 ) WITHOUT ROWID;
+
+CREATE TABLE IF NOT EXISTS keys_upto (upto INTEGER NOT NULL);
+INSERT INTO keys_upto (upto) SELECT 0 WHERE NOT EXISTS (SELECT 1 FROM keys_upto);
 ";
 
 /// What versions 1 to 4 indexed, which `keys` replaces.
@@ -130,11 +133,21 @@ ON CONFLICT (sensor_id, seq) DO NOTHING
 
 const INSERT_KEY: &str = "INSERT INTO keys (type, value, lo, hi) VALUES (?1, ?2, ?3, ?4)";
 
+const SET_KEYS_UPTO: &str = "UPDATE keys_upto SET upto = ?1";
+
+/// The events not yet in `keys`, oldest first.
+const SELECT_KEYS_TAIL: &str = "
+SELECT id, sensor_id, seq, body FROM events
+WHERE id > (SELECT upto FROM keys_upto) ORDER BY id
+";
+
 /// The events of the image `?1`, the one that best describes it first.
 const FIND_IMAGE: &str = "
 SELECT e.kind, e.sensor_id, e.seq, e.body
-FROM keys k CROSS JOIN events e ON e.id BETWEEN k.lo AND k.hi
-WHERE k.type = 'exec_id' AND k.value = ?1 AND e.exec_id = ?1
+FROM (SELECT lo, hi FROM keys WHERE type = 'exec_id' AND value = ?1
+      UNION ALL SELECT upto + 1, 9223372036854775807 FROM keys_upto) k
+     CROSS JOIN events e ON e.id BETWEEN k.lo AND k.hi
+WHERE e.exec_id = ?1
 ORDER BY CASE e.kind WHEN 'exec' THEN 0 WHEN 'fork' THEN 1 ELSE 2 END,
          e.sensor_id = ?2 DESC, e.time_ns, e.sensor_id, e.seq
 ";
@@ -257,6 +270,10 @@ pub struct ImageEvent {
 #[derive(Debug)]
 pub struct Store {
     conn: Connection,
+    /// The keys of the events stored since `keys_upto` (writers only): key
+    /// rows are written once per [`crate::keys::SPAN_IDS`] events, not per
+    /// commit, so a value seen in several commits costs one row.
+    spans: KeySpans,
     path: PathBuf,
     /// `PRAGMA user_version` as opened (after any upgrade).
     schema_version: i64,
@@ -322,11 +339,14 @@ impl Store {
                 source,
             })?;
         }
-        Ok(Self {
+        let mut store = Self {
             conn,
+            spans: KeySpans::default(),
             path: path.to_owned(),
             schema_version: SCHEMA_VERSION,
-        })
+        };
+        store.reload_spans().map_err(open_err)?;
+        Ok(store)
     }
 
     /// Opens an existing database read-only, for queries.
@@ -367,6 +387,7 @@ impl Store {
             .map_err(open_err)?;
         Ok(Self {
             conn,
+            spans: KeySpans::default(),
             path: path.to_owned(),
             schema_version,
         })
@@ -444,6 +465,29 @@ impl Store {
 
     /// Inserts validated batches in one transaction.
     fn insert_valid(&mut self, batches: &[&[Event]]) -> Result<Vec<InsertOutcome>, StoreError> {
+        let stored = self.insert_valid_once(batches);
+        if stored.is_err() {
+            // The spans may hold events the rollback removed, or have been
+            // written by a rolled-back flush: read them again.
+            self.spans = KeySpans::default();
+            if let Err(error) = self.reload_spans() {
+                tracing::warn!(%error, "cannot reread the events not yet in the key index");
+            }
+        }
+        stored
+    }
+
+    /// Reads the keys of the events stored after `keys_upto` into the spans.
+    fn reload_spans(&mut self) -> rusqlite::Result<()> {
+        let mut select = self.conn.prepare(SELECT_KEYS_TAIL)?;
+        add_decoded(&mut select, &mut self.spans, |_, _| Ok(()))?;
+        Ok(())
+    }
+
+    fn insert_valid_once(
+        &mut self,
+        batches: &[&[Event]],
+    ) -> Result<Vec<InsertOutcome>, StoreError> {
         let tx = self.conn.transaction()?;
         let mut outcomes = Vec::with_capacity(batches.len());
         // One clock reading for the whole group commit. We want the time the
@@ -455,7 +499,7 @@ impl Store {
         {
             let mut stmt = tx.prepare_cached(INSERT)?;
             let mut key_stmt = tx.prepare_cached(INSERT_KEY)?;
-            let mut keys = KeySpans::default();
+            let keys = &mut self.spans;
             for events in batches {
                 let mut outcome = InsertOutcome::default();
                 for event in *events {
@@ -482,12 +526,12 @@ impl Store {
                         keys.add(id, event);
                         if keys.full(id) {
                             keys.flush(&mut key_stmt)?;
+                            tx.execute(SET_KEYS_UPTO, [id])?;
                         }
                     }
                 }
                 outcomes.push(outcome);
             }
-            keys.flush(&mut key_stmt)?;
         }
         tx.commit()?;
         Ok(outcomes)
@@ -725,18 +769,35 @@ fn index_stored_events(tx: &rusqlite::Transaction<'_>) -> rusqlite::Result<u64> 
     let mut select = tx.prepare("SELECT id, sensor_id, seq, body FROM events ORDER BY id")?;
     let mut insert = tx.prepare(INSERT_KEY)?;
     let mut keys = KeySpans::default();
+    let indexed = add_decoded(&mut select, &mut keys, |keys, id| {
+        if keys.full(id) {
+            keys.flush(&mut insert)?;
+            tx.execute(SET_KEYS_UPTO, [id])?;
+        }
+        Ok(())
+    })?;
+    // What is left is the tail, which the writer reads when it opens.
+    Ok(indexed)
+}
+
+/// Adds the keys of the events `select` yields (`id, sensor_id, seq,
+/// body`) to `keys`, calling `after(keys, id)` after each; returns how many
+/// were added. Bodies that do not decode are skipped with a warning.
+fn add_decoded(
+    select: &mut rusqlite::Statement<'_>,
+    keys: &mut KeySpans,
+    mut after: impl FnMut(&mut KeySpans, i64) -> rusqlite::Result<()>,
+) -> rusqlite::Result<u64> {
     let mut rows = select.query([])?;
-    let mut indexed = 0_u64;
+    let mut added = 0_u64;
     while let Some(row) = rows.next()? {
         let id: i64 = row.get(0)?;
         let body = row.get_ref(3)?.as_blob()?;
         match Event::decode(body) {
             Ok(event) => {
                 keys.add(id, &event);
-                if keys.full(id) {
-                    keys.flush(&mut insert)?;
-                }
-                indexed += 1;
+                added += 1;
+                after(keys, id)?;
             }
             Err(error) => {
                 let sensor_id: String = row.get(1)?;
@@ -745,8 +806,7 @@ fn index_stored_events(tx: &rusqlite::Transaction<'_>) -> rusqlite::Result<u64> 
             }
         }
     }
-    keys.flush(&mut insert)?;
-    Ok(indexed)
+    Ok(added)
 }
 
 /// The columns copied out of an event.
@@ -876,18 +936,13 @@ mod tests {
         ];
         for (filter, search) in cases {
             let plan = plan(&store, &filter);
-            assert_eq!(
-                plan[..2],
-                [
-                    format!("SEARCH k USING PRIMARY KEY {search}"),
-                    "SEARCH e USING INTEGER PRIMARY KEY (rowid>? AND rowid<?)".to_owned(),
-                ],
-                "{filter:?}: {plan:#?}"
-            );
-            assert!(
-                !plan.iter().any(|step| step.starts_with("SCAN")),
-                "{filter:?}: {plan:#?}"
-            );
+            // The value's spans, then the tail not yet in `keys` (one row).
+            let spans = format!("SEARCH keys USING PRIMARY KEY {search}");
+            let by_id = "SEARCH e USING INTEGER PRIMARY KEY (rowid>? AND rowid<?)";
+            assert!(plan.contains(&spans), "{filter:?}: {plan:#?}");
+            assert!(plan.iter().any(|s| s == by_id), "{filter:?}: {plan:#?}");
+            let scans: Vec<&String> = plan.iter().filter(|s| s.starts_with("SCAN")).collect();
+            assert_eq!(scans, ["SCAN keys_upto", "SCAN k"], "{filter:?}: {plan:#?}");
         }
         // Without a keyed filter, events are walked in time order.
         let plan = plan(
@@ -907,50 +962,65 @@ mod tests {
     #[test]
     fn a_span_holds_at_most_span_ids_events_and_every_event_is_found_by_its_keys() {
         use sensor_proto::v1::Process;
+        let span = crate::keys::SPAN_IDS as u64;
         let dir = tempfile::tempdir().unwrap();
-        let mut store = Store::open(&dir.path().join("events.db")).unwrap();
-        let n = crate::keys::SPAN_IDS as u64 * 2 + 10;
-        let events: Vec<Event> = (1..=n)
-            .map(|seq| Event {
-                sensor_id: "a".into(),
-                host_name: "web-1".into(),
-                seq,
-                process: Some(Process {
-                    exec_id: format!("image-{}", seq % 3),
-                    pid: 7,
-                    ..Process::default()
-                }),
-                ..Event::default()
-            })
-            .collect();
-        store.insert_batch(&events).unwrap();
-        let longest: i64 = store
-            .conn
-            .query_row("SELECT max(hi - lo + 1) FROM keys", [], |r| r.get(0))
+        let path = dir.path().join("events.db");
+        let event = |seq: u64| Event {
+            sensor_id: "a".into(),
+            host_name: "web-1".into(),
+            seq,
+            process: Some(Process {
+                exec_id: format!("image-{}", seq % 3),
+                pid: 7,
+                ..Process::default()
+            }),
+            ..Event::default()
+        };
+        let found = |store: &Store, filter: EventFilter| store.query(&filter).unwrap().len() as u64;
+        let image_1 = || EventFilter {
+            exec_id: Some("image-1".into()),
+            ..EventFilter::default()
+        };
+        // Two full spans and a tail of 10 events not yet in `keys`.
+        let n = span * 2 + 10;
+        let mut store = Store::open(&path).unwrap();
+        store
+            .insert_batch(&(1..=n).map(event).collect::<Vec<_>>())
             .unwrap();
-        assert_eq!(longest, crate::keys::SPAN_IDS);
-        let found = |filter: EventFilter| store.query(&filter).unwrap().len() as u64;
-        assert_eq!(
-            found(EventFilter {
-                exec_id: Some("image-1".into()),
-                ..EventFilter::default()
-            }),
-            n.div_ceil(3)
-        );
-        assert_eq!(
-            found(EventFilter {
-                host_name: Some("web-1".into()),
-                limit: Some(5),
-                ..EventFilter::default()
-            }),
-            5
-        );
-        assert_eq!(
-            found(EventFilter {
-                pid: Some(7),
-                ..EventFilter::default()
-            }),
-            n
-        );
+        let keyed = |store: &Store| -> (i64, i64) {
+            store
+                .conn
+                .query_row(
+                    "SELECT max(hi - lo + 1), (SELECT upto FROM keys_upto) FROM keys",
+                    [],
+                    |r| Ok((r.get(0)?, r.get(1)?)),
+                )
+                .unwrap()
+        };
+        assert_eq!(keyed(&store), (span as i64, span as i64 * 2));
+        assert_eq!(found(&store, image_1()), n.div_ceil(3));
+        let host = EventFilter {
+            host_name: Some("web-1".into()),
+            limit: Some(5),
+            ..EventFilter::default()
+        };
+        assert_eq!(found(&store, host), 5);
+        let pid = || EventFilter {
+            pid: Some(7),
+            ..EventFilter::default()
+        };
+        assert_eq!(found(&store, pid()), n);
+
+        // A restarted writer reads the tail back: its next span starts with
+        // the tail, and every event is still found exactly once.
+        drop(store);
+        let mut store = Store::open(&path).unwrap();
+        let more = span - 10;
+        store
+            .insert_batch(&(n + 1..=n + more).map(event).collect::<Vec<_>>())
+            .unwrap();
+        assert_eq!(keyed(&store), (span as i64, span as i64 * 3));
+        assert_eq!(found(&store, pid()), n + more);
+        assert_eq!(found(&store, image_1()), (n + more).div_ceil(3));
     }
 }

@@ -634,35 +634,31 @@ fn a_version_1_database_is_indexed_when_serve_upgrades_it() -> anyhow::Result<()
     Ok(())
 }
 
-/// The indicator key rows whose span holds the event `(sensor, seq)`: (type,
-/// text, ip, int).
+/// The indicators the collector keys the stored event `(sensor, seq)` by:
+/// (type, text, ip, int).
 type IndicatorRow = (String, Option<String>, Option<Vec<u8>>, Option<i64>);
 
 fn indicator_rows(db: &TempDb, sensor: &str, seq: u64) -> anyhow::Result<Vec<IndicatorRow>> {
-    use rusqlite::types::ValueRef;
-    let conn = rusqlite::Connection::open(&db.path)?;
-    let mut stmt = conn.prepare(
-        "SELECT k.type, k.value FROM events e JOIN keys k ON e.id BETWEEN k.lo AND k.hi
-         WHERE e.sensor_id = ?1 AND e.seq = ?2 AND k.type IN ('path', 'ip', 'port', 'domain')
-         ORDER BY k.type, k.value",
-    )?;
-    let rows = stmt
-        .query_map(rusqlite::params![sensor, i64::try_from(seq)?], |r| {
-            let kind: String = r.get(0)?;
-            Ok(match r.get_ref(1)? {
-                ValueRef::Text(t) => (
-                    kind,
-                    Some(String::from_utf8_lossy(t).into_owned()),
-                    None,
-                    None,
-                ),
-                ValueRef::Blob(b) => (kind, None, Some(b.to_vec()), None),
-                ValueRef::Integer(n) => (kind, None, None, Some(n)),
-                ValueRef::Real(_) | ValueRef::Null => (kind, None, None, None),
-            })
-        })?
-        .collect::<Result<_, _>>()?;
-    Ok(rows)
+    use collector::indicators::{IndicatorValue, indicators_of};
+    let stored = Store::open_read_only(&db.path)?.query(&collector::EventFilter {
+        sensor_id: Some(sensor.to_owned()),
+        ..collector::EventFilter::default()
+    })?;
+    let event = stored
+        .iter()
+        .find(|e| e.seq == seq)
+        .ok_or_else(|| anyhow::anyhow!("seq {seq} is not stored"))?;
+    Ok(indicators_of(event)
+        .into_iter()
+        .map(|i| {
+            let kind = i.kind.as_str().to_owned();
+            match i.value {
+                IndicatorValue::Text(t) => (kind, Some(t), None, None),
+                IndicatorValue::Ip(ip) => (kind, None, Some(ip.to_vec()), None),
+                IndicatorValue::Int(n) => (kind, None, None, Some(n)),
+            }
+        })
+        .collect())
 }
 
 #[tokio::test]
