@@ -91,8 +91,17 @@ pub enum Schema {
     Legacy { has_stored_ns: bool },
 }
 
-/// The span of the events not yet in `keys`, as a `(lo, hi)` row.
-pub const KEYS_TAIL: &str = "SELECT upto + 1, 9223372036854775807 FROM keys_upto";
+/// The span of the events not yet in `keys`, as a `(lo, hi)` row; a macro
+/// so that the store's fixed statements can `concat!` it.
+macro_rules! keys_tail {
+    () => {
+        "SELECT upto + 1, 9223372036854775807 FROM keys_upto"
+    };
+}
+pub(crate) use keys_tail;
+
+/// [`keys_tail!`] as a string.
+pub const KEYS_TAIL: &str = keys_tail!();
 
 /// How a key row's value is matched.
 enum KeyMatch {

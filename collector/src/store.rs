@@ -53,7 +53,7 @@ use sensor_proto::v1::Event;
 
 use crate::{
     keys::KeySpans,
-    query::{EventFilter, Schema},
+    query::{EventFilter, Schema, keys_tail},
 };
 
 /// The writer's page cache, KiB.
@@ -142,15 +142,16 @@ WHERE id > (SELECT upto FROM keys_upto) ORDER BY id
 ";
 
 /// The events of the image `?1`, the one that best describes it first.
-const FIND_IMAGE: &str = "
-SELECT e.kind, e.sensor_id, e.seq, e.body
-FROM (SELECT lo, hi FROM keys WHERE type = 'exec_id' AND value = ?1
-      UNION ALL SELECT upto + 1, 9223372036854775807 FROM keys_upto) k
-     CROSS JOIN events e ON e.id BETWEEN k.lo AND k.hi
-WHERE e.exec_id = ?1
-ORDER BY CASE e.kind WHEN 'exec' THEN 0 WHEN 'fork' THEN 1 ELSE 2 END,
-         e.sensor_id = ?2 DESC, e.time_ns, e.sensor_id, e.seq
-";
+const FIND_IMAGE: &str = concat!(
+    "SELECT e.kind, e.sensor_id, e.seq, e.body
+     FROM (SELECT lo, hi FROM keys WHERE type = 'exec_id' AND value = ?1
+           UNION ALL ",
+    keys_tail!(),
+    ") k CROSS JOIN events e ON e.id BETWEEN k.lo AND k.hi
+     WHERE e.exec_id = ?1
+     ORDER BY CASE e.kind WHEN 'exec' THEN 0 WHEN 'fork' THEN 1 ELSE 2 END,
+              e.sensor_id = ?2 DESC, e.time_ns, e.sensor_id, e.seq"
+);
 
 /// [`FIND_IMAGE`] on a schema before `keys` (version 1 to 4).
 const FIND_IMAGE_LEGACY: &str = "
