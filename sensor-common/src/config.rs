@@ -160,6 +160,10 @@ pub struct Config {
     /// Ports whose UDP and TCP payloads are DNS messages, copied for
     /// userspace to parse; 0 marks an unused slot (all zero: no DNS capture).
     pub dns_ports: [u16; DNS_PORTS],
+    /// A process's repeated opens for writing of one file (same flags) within
+    /// this many milliseconds of the one last reported are counted, not
+    /// reported; the next report carries the count. 0: every open is reported.
+    pub open_repeat_window_ms: u32,
 }
 
 /// Most DNS ports the programs check (a fixed, unrolled comparison).
@@ -184,11 +188,13 @@ impl Config {
         report_failed: 0,
         wakeup_bytes: 0,
         dns_ports: [53, 0, 0, 0],
+        open_repeat_window_ms: 0,
     };
 }
 
 const _: () = assert!(size_of::<KernelOffsets>() == 53 * 4);
-const _: () = assert!(size_of::<Config>() == 60 * 4);
+const _: () = assert!(size_of::<Config>() == 61 * 4);
+const _: () = assert!(offset_of!(Config, open_repeat_window_ms) == 60 * 4);
 const _: () = assert!(offset_of!(Config, dns_ports) == 58 * 4);
 const _: () = assert!(offset_of!(Config, sensor_tgid) == 53 * 4);
 

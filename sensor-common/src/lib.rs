@@ -28,6 +28,18 @@ pub mod maps {
     pub const SYSCALL_SPECS: &str = "SYSCALL_SPECS";
     /// `HashMap<u32, u8>`: tgids of the sensor's own process tree.
     pub const OWN_TGIDS: &str = "OWN_TGIDS";
+    /// `PerCpuArray<u64>` indexed by `counter::*`: what the programs did
+    /// instead of sending a record, other than dropping it.
+    pub const COUNTERS: &str = "COUNTERS";
+}
+
+/// Indexes of the `COUNTERS` map.
+pub mod counter {
+    /// Opens for writing folded into an earlier report of the same file by
+    /// the same process (`Config::open_repeat_window_ms`).
+    pub const OPENS_FOLDED: u32 = 0;
+    /// The length of the `COUNTERS` map.
+    pub const COUNT: u32 = 1;
 }
 
 /// Program names (their Rust function names in `sensor-ebpf`) and the

@@ -237,6 +237,11 @@ pub struct FileEvent {
     /// fchown's requested owner (`u32::MAX`: unchanged).
     pub req_uid: u32,
     pub req_gid: u32,
+    /// `OPEN_WRITE`: opens of the same file by the same process with the
+    /// same flags that were folded into this report because they came
+    /// within `Config::open_repeat_window_ms` of the previous one.
+    pub repeats: u32,
+    pub _pad0: u32,
     pub ino: u64,
     /// The syscall's return value.
     pub result: i64,
@@ -373,7 +378,8 @@ const _: () = assert!(EXEC_FIXED_LEN == 112 + 2 * PATH_BUF);
 const _: () = assert!(size_of::<ExecEvent>() == EXEC_FIXED_LEN + ARGV_BUF);
 const _: () = assert!(size_of::<ForkEvent>() == 104);
 const _: () = assert!(size_of::<ExitEvent>() == 96);
-const _: () = assert!(FILE_FIXED_LEN == 160);
+const _: () = assert!(FILE_FIXED_LEN == 168);
+const _: () = assert!(offset_of!(FileEvent, repeats) == 136);
 const _: () = assert!(NAMED_FIXED_LEN == 136);
 const _: () = assert!(size_of::<FileNamedEvent>() == NAMED_FIXED_LEN + NAMED_DATA + NAMED_SLACK);
 const _: () = assert!(2 * (NAME_BUF + PATH_BUF) <= NAMED_DATA);

@@ -4,19 +4,24 @@
 //! cwd, `..`, symlinks, mounts), walked from the file; the caller's path
 //! string is never read, so a racing rewrite of it cannot change the report.
 
+use core::{
+    intrinsics::{AtomicOrdering::Relaxed, atomic_xadd},
+    ptr::{addr_of_mut, read_volatile},
+};
+
 use aya_ebpf::{
-    helpers::{bpf_get_current_pid_tgid, bpf_probe_read_user},
+    helpers::{bpf_get_current_pid_tgid, bpf_probe_read_user, generated::bpf_ktime_get_boot_ns},
     macros::{map, tracepoint},
     maps::{HashMap, LruHashMap, PerCpuArray},
     programs::TracePointContext,
 };
 use sensor_common::{
-    FILE_FIXED_LEN, FileEvent, KernelOffsets, PATH_BUF, arg as spec_arg, file_op, file_writes,
-    kind, path_flags,
+    Config, FILE_FIXED_LEN, FileEvent, KernelOffsets, PATH_BUF, arg as spec_arg, counter, file_op,
+    file_writes, kind, path_flags,
 };
 
 use crate::kernel::{
-    RET, arg, config, config_for_others, current_task, current_task_info, file_of_fd,
+    RET, arg, config, config_for_others, count, current_task, current_task_info, file_of_fd,
     forget_result, header, is_own, on_ignored_mount, output_prefix, read, remember_result,
     send_result, syscall_arg, syscall_spec, walk_path,
 };
@@ -24,8 +29,14 @@ use crate::kernel::{
 const O_ACCMODE: u32 = 0o3;
 const O_CREAT: u32 = 0o100;
 const O_TRUNC: u32 = 0o1000;
+const O_APPEND: u32 = 0o2000;
+/// The open(2) flags that tell one kind of open for writing from another
+/// when repeats are folded.
+const FOLD_FLAGS: u32 = O_ACCMODE | O_CREAT | O_TRUNC | O_APPEND;
 /// include/linux/fs.h: the file was opened for writing.
 const FMODE_WRITE: u32 = 1 << 1;
+/// include/linux/fs.h: this open created the file.
+const FMODE_CREATED: u32 = 1 << 20;
 const S_IFMT: u16 = 0o170_000;
 const S_IFREG: u16 = 0o100_000;
 
@@ -59,6 +70,83 @@ struct WriterKey {
 
 #[map]
 static WRITERS: LruHashMap<WriterKey, u8> = LruHashMap::with_max_entries(65_536, 0);
+
+/// One kind of open for writing of one file by one process.
+#[repr(C)]
+#[derive(Clone, Copy)]
+struct OpenKey {
+    inode: u64,
+    /// The process's start time tells a reused tgid apart.
+    start_boottime_ns: u64,
+    tgid: u32,
+    /// The open's `FOLD_FLAGS`.
+    flags: u32,
+}
+
+#[repr(C)]
+#[derive(Clone, Copy)]
+struct OpenSeen {
+    /// When this kind of open was last reported.
+    reported_ns: u64,
+    /// Opens folded since that report.
+    folded: u64,
+}
+
+/// Reported opens for writing, for folding their repeats. LRU, so a
+/// forgotten entry costs one more report, never a lost one.
+#[map]
+static OPENS_SEEN: LruHashMap<OpenKey, OpenSeen> = LruHashMap::with_max_entries(65_536, 0);
+
+/// `None` when this open for writing repeats one reported less than the
+/// window ago: it is counted (in the entry and in `counter::OPENS_FOLDED`)
+/// instead of reported. Otherwise the opens folded since the previous report,
+/// which this one carries. Creations are always reported. A loop reopening
+/// one file (a log, a lock file) then costs a map lookup per open instead of
+/// a path walk and an event.
+#[inline(always)]
+fn unfolded(cfg: &Config, file: u64, flags: u32, f_mode: u32) -> Option<u32> {
+    if cfg.open_repeat_window_ms == 0 || f_mode & FMODE_CREATED != 0 {
+        return Some(0);
+    }
+    let off = &cfg.offsets;
+    let leader: u64 = read(current_task(), off.task_group_leader).unwrap_or(0);
+    let key = OpenKey {
+        inode: read(file, off.file_f_inode).unwrap_or(0),
+        start_boottime_ns: read(leader, off.task_start_boottime).unwrap_or(0),
+        tgid: (bpf_get_current_pid_tgid() >> 32) as u32,
+        flags: flags & FOLD_FLAGS,
+    };
+    // SAFETY: helper without preconditions.
+    let now = unsafe { bpf_ktime_get_boot_ns() };
+    let Some(seen) = OPENS_SEEN.get_ptr_mut(&key) else {
+        let _ = OPENS_SEEN.insert(
+            &key,
+            &OpenSeen {
+                reported_ns: now,
+                folded: 0,
+            },
+            0,
+        );
+        return Some(0);
+    };
+    // SAFETY: a map value stays valid while the program runs. Threads of one
+    // process may race on it: the count changes by atomic adds only, and
+    // either thread's time will do.
+    unsafe {
+        let folded = addr_of_mut!((*seen).folded);
+        if now.wrapping_sub((*seen).reported_ns) < u64::from(cfg.open_repeat_window_ms) * 1_000_000
+        {
+            atomic_xadd::<u64, u64, { Relaxed }>(folded, 1);
+            count(counter::OPENS_FOLDED);
+            return None;
+        }
+        (*seen).reported_ns = now;
+        // Subtracted, not zeroed, so a racing thread's fold is not lost.
+        let n = read_volatile(folded);
+        atomic_xadd::<u64, u64, { Relaxed }>(folded, n.wrapping_neg());
+        Some(n.min(u64::from(u32::MAX)) as u32)
+    }
+}
 
 /// Whether open(2) flags ask for writing.
 #[inline(always)]
@@ -113,13 +201,15 @@ pub fn sys_enter_creat(ctx: TracePointContext) -> u32 {
     0
 }
 
-/// Fills `ev` with `file`'s identity and path; `false` when the file lies on
-/// an ignored mount (nothing is walked then).
+/// Whether `file` lies on an ignored mount (then nothing is walked).
 #[inline(always)]
-fn describe_file(ev: &mut FileEvent, off: &KernelOffsets, file: u64) -> bool {
-    if on_ignored_mount(off, file + u64::from(off.file_f_path)) {
-        return false;
-    }
+fn ignored(off: &KernelOffsets, file: u64) -> bool {
+    on_ignored_mount(off, file + u64::from(off.file_f_path))
+}
+
+/// Fills `ev` with `file`'s identity and path.
+#[inline(always)]
+fn describe_file(ev: &mut FileEvent, off: &KernelOffsets, file: u64) {
     ev.task = current_task_info(off);
     ev.f_mode = read(file, off.file_f_mode).unwrap_or(0);
     let inode: u64 = read(file, off.file_f_inode).unwrap_or(0);
@@ -136,7 +226,6 @@ fn describe_file(ev: &mut FileEvent, off: &KernelOffsets, file: u64) -> bool {
     } else {
         0
     };
-    true
 }
 
 /// A blank file record in the per-CPU scratch.
@@ -152,6 +241,7 @@ fn scratch(op: u32) -> Option<&'static mut FileEvent> {
     ev.req_gid = u32::MAX;
     ev.result = 0;
     ev.length = 0;
+    ev.repeats = 0;
     Some(ev)
 }
 
@@ -187,15 +277,18 @@ fn open_exit(ctx: &TracePointContext) -> u32 {
     }
     let off = &cfg.offsets;
     let file = file_of_fd(off, ret as u64);
-    if file == 0 {
+    if file == 0 || ignored(off, file) {
         return 0;
     }
+    let f_mode: u32 = read(file, off.file_f_mode).unwrap_or(0);
+    let Some(repeats) = unfolded(cfg, file, pending.flags, f_mode) else {
+        return 0;
+    };
     let Some(ev) = scratch(file_op::OPEN_WRITE) else {
         return 0;
     };
-    if !describe_file(ev, off, file) {
-        return 0;
-    }
+    describe_file(ev, off, file);
+    ev.repeats = repeats;
     ev.flags = pending.flags;
     ev.mode = pending.mode;
     ev.result = ret;
@@ -254,13 +347,14 @@ pub fn sys_enter_write(ctx: TracePointContext) -> u32 {
         }
         let _ = WRITERS.insert(&key, &1, 0);
     }
+    if ignored(off, file) {
+        return 0;
+    }
     let Some(ev) = scratch(file_op::WRITE) else {
         return 0;
     };
-    if describe_file(ev, off, file) {
-        ev.result = 0;
-        submit(ev);
-    }
+    describe_file(ev, off, file);
+    submit(ev);
     0
 }
 
@@ -277,13 +371,11 @@ pub fn sys_enter_fd_change(ctx: TracePointContext) -> u32 {
     };
     let off = &cfg.offsets;
     let file = file_of_fd(off, syscall_arg(&ctx, spec.dfd1));
-    if file == 0 {
+    if file == 0 || ignored(off, file) {
         return 0;
     }
     let Some(ev) = scratch(spec.op) else { return 0 };
-    if !describe_file(ev, off, file) {
-        return 0;
-    }
+    describe_file(ev, off, file);
     if spec.mode != spec_arg::NONE {
         ev.mode = syscall_arg(&ctx, spec.mode) as u32;
     }

@@ -16,7 +16,7 @@ use aya_ebpf::{
 };
 use sensor_common::{
     Config, Header, KernelOffsets, NAME_READ, OFFSET_MISSING, PATH_BUF, PATH_DEPTH, ResultEvent,
-    SyscallSpec, TaskInfo, kind,
+    SyscallSpec, TaskInfo, counter, kind,
 };
 
 /// include/uapi/linux/bpf.h: `bpf_ringbuf_query` and output flags.
@@ -31,6 +31,11 @@ pub static EVENTS: RingBuf = RingBuf::with_byte_size(1 << 22, 0);
 /// Records lost because the ring was full, per CPU, indexed by kind.
 #[map]
 pub static DROPS: PerCpuArray<u64> = PerCpuArray::with_max_entries(kind::COUNT, 0);
+
+/// What programs did instead of sending a record (other than drop it), per
+/// CPU, indexed by `counter::*`.
+#[map]
+pub static COUNTERS: PerCpuArray<u64> = PerCpuArray::with_max_entries(counter::COUNT, 0);
 
 #[map]
 pub static CONFIG: Array<Config> = Array::with_max_entries(1, 0);
@@ -117,10 +122,22 @@ pub fn config_for_others() -> Option<&'static Config> {
     (!is_own(cfg, tgid)).then_some(cfg)
 }
 
-/// Counts a record the ring could not take. Per-CPU, so no atomics needed.
+/// Counts a record the ring could not take.
 #[inline(always)]
 pub fn count_drop(record_kind: u32) {
-    if let Some(counter) = DROPS.get_ptr_mut(record_kind) {
+    bump(&DROPS, record_kind);
+}
+
+/// Adds one to a `counter::*`.
+#[inline(always)]
+pub fn count(index: u32) {
+    bump(&COUNTERS, index);
+}
+
+/// Per-CPU, so no atomics needed.
+#[inline(always)]
+fn bump(map: &PerCpuArray<u64>, index: u32) {
+    if let Some(counter) = map.get_ptr_mut(index) {
         // SAFETY: the map value is a u64 owned by this CPU while we run.
         unsafe { *counter += 1 };
     }

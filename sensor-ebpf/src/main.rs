@@ -5,6 +5,10 @@
 //! from the `CONFIG` map, which userspace fills from the running kernel's BTF.
 #![cfg_attr(target_arch = "bpf", no_std)]
 #![cfg_attr(target_arch = "bpf", no_main)]
+// `atomic_xadd`: the bpf target has no `AtomicU64::fetch_add` (no CAS), but
+// the instruction set has an atomic add (BPF_ATOMIC | BPF_ADD).
+#![cfg_attr(target_arch = "bpf", feature(core_intrinsics))]
+#![cfg_attr(target_arch = "bpf", allow(internal_features))]
 
 #[cfg(target_arch = "bpf")]
 mod file;

@@ -128,6 +128,11 @@ pub struct FilesConfig {
     pub writes: WriteEvents,
     /// Report file operations that failed (with their -errno) too.
     pub report_failed: bool,
+    /// A process's repeated opens for writing of one file, with the same
+    /// flags, within this many milliseconds of the last one reported are
+    /// counted instead of reported; the next report carries the count
+    /// (`repeats`). 0 reports every open.
+    pub open_repeat_window_ms: u32,
     /// Absolute paths whose files (at or under them) are never reported.
     /// Mounts at or under a prefix are discarded in the kernel.
     pub ignore_prefixes: Vec<String>,
@@ -138,6 +143,7 @@ impl Default for FilesConfig {
         Self {
             writes: WriteEvents::First,
             report_failed: false,
+            open_repeat_window_ms: 1000,
             ignore_prefixes: ["/proc", "/sys", "/dev/pts"].map(String::from).to_vec(),
         }
     }

@@ -118,6 +118,8 @@ pub struct File {
     pub req_gid: u32,
     /// truncate's length.
     pub length: u64,
+    /// Opens folded into this one (`FileEvent::repeats`).
+    pub repeats: u32,
     /// Taken at syscall entry: `result` arrives in a later `Record::Result`.
     pub await_result: bool,
 }
@@ -308,6 +310,7 @@ fn decode_file(bytes: &[u8], header: &Header) -> Result<File, DecodeError> {
         req_uid: ev.req_uid,
         req_gid: ev.req_gid,
         length: ev.length,
+        repeats: ev.repeats,
         await_result: ev.path_flags & path_flags::AWAIT_RESULT != 0,
     })
 }
@@ -397,6 +400,7 @@ fn decode_named(bytes: &[u8], header: &Header) -> Result<File, DecodeError> {
         req_uid: ev.req_uid,
         req_gid: ev.req_gid,
         length: ev.length,
+        repeats: 0,
         await_result: true,
     })
 }

@@ -57,6 +57,8 @@ pub struct Loaded {
     pub ebpf: Ebpf,
     pub events: RingBuf<MapData>,
     pub drops: PerCpuArray<MapData, u64>,
+    /// `sensor_common::counter::*`.
+    pub counters: PerCpuArray<MapData, u64>,
     /// The tracepoints attached, for health reports.
     pub hooks: Vec<String>,
 }
@@ -173,6 +175,8 @@ pub struct KernelSettings {
     /// `sensor_common::file_writes::*`.
     pub file_writes: u32,
     pub report_failed: bool,
+    /// `Config::open_repeat_window_ms`.
+    pub open_repeat_window_ms: u32,
     /// Mounts whose files are never reported.
     pub ignored_mounts: Vec<u32>,
     /// Ports whose messages are copied as DNS (at most `DNS_PORTS`,
@@ -195,6 +199,7 @@ fn kernel_config(settings: &KernelSettings, btf_path: &Path) -> Result<KernelCon
         exit_has_group_dead: u32::from(exit_has_group_dead()),
         file_writes: settings.file_writes,
         report_failed: u32::from(settings.report_failed),
+        open_repeat_window_ms: settings.open_repeat_window_ms,
         // An eighth of the ring: bursts wake the consumer long before it fills.
         wakeup_bytes: settings.ring_bytes / 8,
         dns_ports: crate::config::kernel_dns_ports(&settings.dns_ports),
@@ -279,10 +284,13 @@ pub fn load(settings: &KernelSettings, btf_path: &Path) -> Result<Loaded, LoadEr
         RingBuf::try_from(take_map(&mut ebpf, maps::EVENTS)?).map_err(map_err(maps::EVENTS))?;
     let drops =
         PerCpuArray::try_from(take_map(&mut ebpf, maps::DROPS)?).map_err(map_err(maps::DROPS))?;
+    let counters = PerCpuArray::try_from(take_map(&mut ebpf, maps::COUNTERS)?)
+        .map_err(map_err(maps::COUNTERS))?;
     Ok(Loaded {
         ebpf,
         events,
         drops,
+        counters,
         hooks,
     })
 }
@@ -417,6 +425,7 @@ pub fn load_floor(
         ring_bytes,
         file_writes: 0,
         report_failed,
+        open_repeat_window_ms: 0,
         ignored_mounts: Vec::new(),
         dns_ports: Vec::new(),
     };
@@ -447,9 +456,16 @@ pub fn load_floor(
 #[must_use]
 pub fn kernel_drops(drops: &PerCpuArray<MapData, u64>) -> u64 {
     (0..sensor_common::kind::COUNT)
-        .filter_map(|k| drops.get(&k, 0).ok())
-        .map(|per_cpu| per_cpu.iter().sum::<u64>())
+        .map(|k| kernel_counter(drops, k))
         .sum()
+}
+
+/// Sum over CPUs of one entry of a per-CPU counter map (0 if unreadable).
+#[must_use]
+pub fn kernel_counter(map: &PerCpuArray<MapData, u64>, index: u32) -> u64 {
+    map.get(&index, 0)
+        .map(|per_cpu| per_cpu.iter().sum::<u64>())
+        .unwrap_or(0)
 }
 
 #[cfg(test)]

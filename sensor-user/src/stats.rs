@@ -22,6 +22,7 @@ macro_rules! counters {
 
 counters! {
     kernel_dropped => ("kernel", "ring_full_dropped", true),
+    opens_folded => ("kernel", "opens_folded", false),
     captured => ("capture", "records", false),
     capture_dropped => ("capture", "queue_full_dropped", true),
     decoded => ("decode", "records", false),

@@ -118,3 +118,50 @@ fn reopening_for_write_is_open_write_and_reading_is_not_reported() {
         "the read is not reported"
     );
 }
+
+#[test]
+fn a_shell_appending_to_one_log_in_a_loop_is_reported_once_per_window_with_its_repeats() {
+    let rig = Rig::with_config("[health]\ninterval_secs = 1\n");
+    let (_dir, dir) = canonical_tempdir();
+    let log = dir.join("app.log");
+    std::fs::write(&log, b"").unwrap();
+    // 20 appends well inside the default 1 s window, a pause past it, one more.
+    let status = Command::new("sh")
+        .arg("-c")
+        .arg(r#"i=0; while [ $i -lt 20 ]; do echo x >> "$1"; i=$((i+1)); done; sleep 1.5; echo x >> "$1"; echo $$ > "$2""#)
+        .arg("sh")
+        .arg(&log)
+        .arg(dir.join("pid"))
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let pid: u32 = std::fs::read_to_string(dir.join("pid"))
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    // The shell's pid file is its last open: once stored, so is the rest.
+    file_events(&rig, pid, &dir.join("pid"), 1);
+    let opens: Vec<Value> = file_events(&rig, pid, &log, 0)
+        .into_iter()
+        .filter(|e| e.str_at("/file/op") == "FILE_OP_OPEN_WRITE")
+        .collect();
+    let repeats: Vec<u64> = opens.iter().map(|e| e.u64_at("/file/repeats")).collect();
+    assert_eq!(
+        repeats,
+        [0, 19],
+        "the first append is reported, the next 19 fold into the one after the pause"
+    );
+    let health = rig.collector.wait_for(&["--kind", "health"], |e| {
+        e.iter().any(|h| {
+            h["health"]["counters"].as_array().is_some_and(|c| {
+                c.iter().any(|c| {
+                    c["stage"] == "kernel"
+                        && c["name"] == "opens_folded"
+                        && c.u64_at("/value") >= 19
+                })
+            })
+        })
+    });
+    assert!(!health.is_empty());
+}

@@ -152,6 +152,7 @@ mod tests {
             req_uid: 1000,
             req_gid: u32::MAX,
             length: 0,
+            repeats: 0,
             await_result,
         }
     }

@@ -412,6 +412,7 @@ impl Enricher {
             file_mode: f.file_mode,
             result: f.result,
             length: f.length,
+            repeats: f.repeats,
         });
         self.event(f.ktime_ns, p, body)
     }

@@ -7,7 +7,7 @@ use std::sync::{
 
 use anyhow::{Context as _, Result};
 use crossbeam_channel::{Receiver, Sender, bounded};
-use sensor_common::file_writes;
+use sensor_common::{counter, file_writes};
 use sensor_proto::v1::Event;
 
 use super::{Settings, deliver, encode_stage, health_interval, health_stage, output_path, spawn};
@@ -78,6 +78,7 @@ fn enrich_stage(
 /// Health reports from the counters, the kernel's drop map read first.
 struct Reporter {
     drops: aya::maps::PerCpuArray<aya::maps::MapData, u64>,
+    counters: aya::maps::PerCpuArray<aya::maps::MapData, u64>,
     hooks: Vec<String>,
     host: HostInfo,
     stats: Arc<Stats>,
@@ -88,6 +89,10 @@ impl Reporter {
         self.stats
             .kernel_dropped
             .store(loader::kernel_drops(&self.drops), Ordering::Relaxed);
+        self.stats.opens_folded.store(
+            loader::kernel_counter(&self.counters, counter::OPENS_FOLDED),
+            Ordering::Relaxed,
+        );
         let now = boottime_ns();
         let time = sensor_proto::timestamp_from_unix_ns(self.host.unix_ns(now));
         health_event(&self.stats, &self.hooks, time, now)
@@ -101,6 +106,7 @@ pub(super) fn run(settings: Settings, stop: Arc<AtomicBool>) -> Result<()> {
         ebpf,
         events,
         drops,
+        counters,
         hooks,
     } = loader::load(
         &KernelSettings {
@@ -111,6 +117,7 @@ pub(super) fn run(settings: Settings, stop: Arc<AtomicBool>) -> Result<()> {
                 WriteEvents::All => file_writes::ALL,
             },
             report_failed: cfg.files.report_failed,
+            open_repeat_window_ms: cfg.files.open_repeat_window_ms,
             ignored_mounts: mounts::host_ignored_mount_ids(&cfg.files.ignore_prefixes),
             dns_ports: cfg.network.dns_ports.clone(),
         },
@@ -156,6 +163,7 @@ pub(super) fn run(settings: Settings, stop: Arc<AtomicBool>) -> Result<()> {
     )?;
     let reporter = Arc::new(Reporter {
         drops,
+        counters,
         hooks: hooks.clone(),
         host: host.clone(),
         stats: stats.clone(),
