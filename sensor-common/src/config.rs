@@ -77,7 +77,13 @@ pub struct KernelOffsets {
     // struct tcp_sock
     pub tcp_bytes_sent: u32,
     pub tcp_bytes_received: u32,
+    // struct pt_regs: where a syscall's arguments 0-5 stay until its exit
+    // (x86-64: di, si, dx, r10, r8, r9).
+    pub syscall_regs: [u32; SYSCALL_ARGS],
 }
+
+/// Arguments a syscall can have.
+pub const SYSCALL_ARGS: usize = 6;
 
 impl KernelOffsets {
     /// Every offset missing: what the programs see before userspace writes.
@@ -135,6 +141,7 @@ impl KernelOffsets {
         sock_protocol: OFFSET_MISSING,
         tcp_bytes_sent: OFFSET_MISSING,
         tcp_bytes_received: OFFSET_MISSING,
+        syscall_regs: [OFFSET_MISSING; SYSCALL_ARGS],
     };
 }
 
@@ -192,11 +199,11 @@ impl Config {
     };
 }
 
-const _: () = assert!(size_of::<KernelOffsets>() == 53 * 4);
-const _: () = assert!(size_of::<Config>() == 61 * 4);
-const _: () = assert!(offset_of!(Config, open_repeat_window_ms) == 60 * 4);
-const _: () = assert!(offset_of!(Config, dns_ports) == 58 * 4);
-const _: () = assert!(offset_of!(Config, sensor_tgid) == 53 * 4);
+const _: () = assert!(size_of::<KernelOffsets>() == 59 * 4);
+const _: () = assert!(size_of::<Config>() == 67 * 4);
+const _: () = assert!(offset_of!(Config, open_repeat_window_ms) == 66 * 4);
+const _: () = assert!(offset_of!(Config, dns_ports) == 64 * 4);
+const _: () = assert!(offset_of!(Config, sensor_tgid) == 59 * 4);
 
 /// How one syscall's arguments map onto a file record, so that one verified
 /// program serves every syscall of a family. Userspace writes one per
@@ -228,6 +235,9 @@ pub mod arg {
     pub const CWD: u8 = 0xfe;
     /// The name has no base directory: a symlink's target text.
     pub const NO_BASE: u8 = 0xfd;
+    /// openat2's flags: the flags and mode are the first two `u64`s of the
+    /// `struct open_how` that argument 2 points to.
+    pub const OPEN_HOW: u8 = 0xfc;
 }
 
 const _: () = assert!(size_of::<SyscallSpec>() == 12);

@@ -57,13 +57,8 @@ pub mod programs {
     /// program serves a family of syscalls; which tracepoints it attaches to,
     /// and how their arguments map (`SyscallSpec`), is userspace's table.
     pub mod file {
-        pub const OPEN_ENTERS: [&str; 4] = [
-            "sys_enter_open",
-            "sys_enter_openat",
-            "enter_openat2",
-            "sys_enter_creat",
-        ];
-        /// Any open flavour's exit.
+        /// Any open flavour's exit (opens have no entry program: the exit
+        /// reads their flags from the syscall's registers).
         pub const OPEN_EXIT: &str = "sys_exit_open";
         /// Any write flavour's entry (the fd is the first argument).
         pub const WRITE_ENTER: &str = "sys_enter_write";

@@ -12,21 +12,22 @@ use core::{
 use aya_ebpf::{
     helpers::{bpf_get_current_pid_tgid, bpf_probe_read_user, generated::bpf_ktime_get_boot_ns},
     macros::{map, tracepoint},
-    maps::{HashMap, LruHashMap, PerCpuArray},
+    maps::{LruHashMap, PerCpuArray},
     programs::TracePointContext,
 };
 use sensor_common::{
-    Config, FILE_FIXED_LEN, FileEvent, KernelOffsets, PATH_BUF, arg as spec_arg, counter, file_op,
-    file_writes, kind, path_flags,
+    Config, FILE_FIXED_LEN, FileEvent, KernelOffsets, PATH_BUF, SyscallSpec, arg as spec_arg,
+    counter, file_op, file_writes, kind, path_flags,
 };
 
 use crate::kernel::{
-    RET, arg, config, config_for_others, count, current_task, current_task_info, file_of_fd,
-    forget_result, header, is_own, on_ignored_mount, output_prefix, read, remember_result,
-    send_result, syscall_arg, syscall_spec, walk_path,
+    RET, arg, config, config_for_others, count, current_task, current_task_info, exit_syscall_arg,
+    file_of_fd, forget_result, header, is_own, on_ignored_mount, output_prefix, read,
+    remember_result, send_result, syscall_arg, syscall_spec, walk_path,
 };
 
 const O_ACCMODE: u32 = 0o3;
+const O_WRONLY: u32 = 0o1;
 const O_CREAT: u32 = 0o100;
 const O_TRUNC: u32 = 0o1000;
 const O_APPEND: u32 = 0o2000;
@@ -39,19 +40,6 @@ const FMODE_WRITE: u32 = 1 << 1;
 const FMODE_CREATED: u32 = 1 << 20;
 const S_IFMT: u16 = 0o170_000;
 const S_IFREG: u16 = 0o100_000;
-
-/// Flags and mode of an open in flight, by thread.
-#[derive(Clone, Copy)]
-#[repr(C)]
-struct PendingOpen {
-    flags: u32,
-    mode: u32,
-}
-
-/// Bounded: a thread has at most one open in flight; an entry whose exit
-/// never comes is overwritten or evicted.
-#[map]
-static PENDING_OPENS: HashMap<u64, PendingOpen> = HashMap::with_max_entries(16_384, 0);
 
 #[map]
 static FILE_SCRATCH: PerCpuArray<FileEvent> = PerCpuArray::with_max_entries(1, 0);
@@ -76,8 +64,9 @@ static WRITERS: LruHashMap<WriterKey, u8> = LruHashMap::with_max_entries(65_536,
 #[derive(Clone, Copy)]
 struct OpenKey {
     inode: u64,
-    /// The process's start time tells a reused tgid apart.
-    start_boottime_ns: u64,
+    /// No start time beside it, unlike `WriterKey`: an entry counts only
+    /// within the window, and a tgid comes back that soon only after
+    /// pid_max forks in between.
     tgid: u32,
     /// The open's `FOLD_FLAGS`.
     flags: u32,
@@ -108,11 +97,8 @@ fn unfolded(cfg: &Config, file: u64, flags: u32, f_mode: u32) -> Option<u32> {
     if cfg.open_repeat_window_ms == 0 || f_mode & FMODE_CREATED != 0 {
         return Some(0);
     }
-    let off = &cfg.offsets;
-    let leader: u64 = read(current_task(), off.task_group_leader).unwrap_or(0);
     let key = OpenKey {
-        inode: read(file, off.file_f_inode).unwrap_or(0),
-        start_boottime_ns: read(leader, off.task_start_boottime).unwrap_or(0),
+        inode: read(file, cfg.offsets.file_f_inode).unwrap_or(0),
         tgid: (bpf_get_current_pid_tgid() >> 32) as u32,
         flags: flags & FOLD_FLAGS,
     };
@@ -154,51 +140,32 @@ pub fn writes(flags: u32) -> bool {
     flags & O_ACCMODE != 0 || flags & (O_CREAT | O_TRUNC) != 0
 }
 
+/// The flags and mode of the open that is exiting, from its registers
+/// (`SYSCALL_SPECS` says which; creat has no flags argument, openat2 keeps
+/// them in user memory). The mode is read only for an open that writes.
 #[inline(always)]
-fn remember(flags: u32, mode: u32) {
-    if !writes(flags) || config_for_others().is_none() {
-        return;
+fn open_args(off: &KernelOffsets, spec: &SyscallSpec) -> (u32, u32) {
+    match spec.flags {
+        spec_arg::NONE => (
+            O_CREAT | O_WRONLY | O_TRUNC,
+            exit_syscall_arg(off, spec.mode) as u32,
+        ),
+        spec_arg::OPEN_HOW => {
+            let how = exit_syscall_arg(off, 2);
+            // SAFETY: the caller's struct, read with a fault-safe helper.
+            let how = unsafe { bpf_probe_read_user(how as *const [u64; 2]) }.unwrap_or([0, 0]);
+            (how[0] as u32, how[1] as u32)
+        }
+        i => {
+            let flags = exit_syscall_arg(off, i) as u32;
+            let mode = if writes(flags) {
+                exit_syscall_arg(off, spec.mode) as u32
+            } else {
+                0
+            };
+            (flags, mode)
+        }
     }
-    // A full map only loses this one open; it is never waited on.
-    let _ = PENDING_OPENS.insert(&bpf_get_current_pid_tgid(), &PendingOpen { flags, mode }, 0);
-}
-
-/// `open(const char *filename, int flags, umode_t mode)`
-#[tracepoint(category = "syscalls", name = "sys_enter_open")]
-pub fn sys_enter_open(ctx: TracePointContext) -> u32 {
-    // SAFETY: reading this tracepoint's own record.
-    let (flags, mode) = unsafe { (ctx.read_at::<u64>(arg(1)), ctx.read_at::<u64>(arg(2))) };
-    remember(flags.unwrap_or(0) as u32, mode.unwrap_or(0) as u32);
-    0
-}
-
-/// `openat(int dfd, const char *filename, int flags, umode_t mode)`
-#[tracepoint(category = "syscalls", name = "sys_enter_openat")]
-pub fn sys_enter_openat(ctx: TracePointContext) -> u32 {
-    // SAFETY: reading this tracepoint's own record.
-    let (flags, mode) = unsafe { (ctx.read_at::<u64>(arg(2)), ctx.read_at::<u64>(arg(3))) };
-    remember(flags.unwrap_or(0) as u32, mode.unwrap_or(0) as u32);
-    0
-}
-
-/// `openat2(int dfd, const char *filename, struct open_how *how, size_t size)`;
-/// `struct open_how { u64 flags; u64 mode; u64 resolve; }` is in user memory.
-#[tracepoint(category = "syscalls", name = "sys_enter_openat2")]
-pub fn enter_openat2(ctx: TracePointContext) -> u32 {
-    // SAFETY: reading this tracepoint's own record, then the caller's struct.
-    let how = unsafe { ctx.read_at::<u64>(arg(2)) }.unwrap_or(0);
-    let how = unsafe { bpf_probe_read_user(how as *const [u64; 2]) }.unwrap_or([0, 0]);
-    remember(how[0] as u32, how[1] as u32);
-    0
-}
-
-/// `creat(const char *pathname, umode_t mode)` is open(O_CREAT|O_WRONLY|O_TRUNC).
-#[tracepoint(category = "syscalls", name = "sys_enter_creat")]
-pub fn sys_enter_creat(ctx: TracePointContext) -> u32 {
-    // SAFETY: reading this tracepoint's own record.
-    let mode = unsafe { ctx.read_at::<u64>(arg(1)) }.unwrap_or(0);
-    remember(O_CREAT | 0o1 | O_TRUNC, mode as u32);
-    0
 }
 
 /// Whether `file` lies on an ignored mount (then nothing is walked).
@@ -253,15 +220,20 @@ fn submit(ev: &mut FileEvent) -> bool {
     output_prefix(ev, size, kind::FILE)
 }
 
-/// Shared by every open flavour's exit.
-#[inline(always)]
-fn open_exit(ctx: &TracePointContext) -> u32 {
-    let pid_tgid = bpf_get_current_pid_tgid();
-    // SAFETY: the key is a plain integer; the value is copied out at once.
-    let Some(pending) = (unsafe { PENDING_OPENS.get(&pid_tgid) }).copied() else {
+/// Attached to the exit of every open flavour. The arguments are still in
+/// the syscall's registers at its exit, so opens need no entry program: a
+/// host's many read-only opens cost one register read each.
+#[tracepoint]
+pub fn sys_exit_open(ctx: TracePointContext) -> u32 {
+    let Some(cfg) = config() else { return 0 };
+    let Some(spec) = syscall_spec(&ctx) else {
         return 0;
     };
-    let _ = PENDING_OPENS.remove(&pid_tgid);
+    let off = &cfg.offsets;
+    let (flags, mode) = open_args(off, &spec);
+    if !writes(flags) {
+        return 0;
+    }
     // SAFETY: reading this tracepoint's own record.
     let ret = unsafe { ctx.read_at::<i64>(RET) }.unwrap_or(-1);
     if ret < 0 {
@@ -270,18 +242,19 @@ fn open_exit(ctx: &TracePointContext) -> u32 {
         send_result(ret);
         return 0;
     }
-    let Some(cfg) = config() else { return 0 };
     if cfg.report_failed != 0 {
         // The open succeeded: its own record below replaces the named one.
         forget_result();
     }
-    let off = &cfg.offsets;
+    if is_own(cfg, (bpf_get_current_pid_tgid() >> 32) as u32) {
+        return 0;
+    }
     let file = file_of_fd(off, ret as u64);
     if file == 0 || ignored(off, file) {
         return 0;
     }
     let f_mode: u32 = read(file, off.file_f_mode).unwrap_or(0);
-    let Some(repeats) = unfolded(cfg, file, pending.flags, f_mode) else {
+    let Some(repeats) = unfolded(cfg, file, flags, f_mode) else {
         return 0;
     };
     let Some(ev) = scratch(file_op::OPEN_WRITE) else {
@@ -289,17 +262,11 @@ fn open_exit(ctx: &TracePointContext) -> u32 {
     };
     describe_file(ev, off, file);
     ev.repeats = repeats;
-    ev.flags = pending.flags;
-    ev.mode = pending.mode;
+    ev.flags = flags;
+    ev.mode = mode;
     ev.result = ret;
     submit(ev);
     0
-}
-
-/// Attached to the exit of every open flavour.
-#[tracepoint]
-pub fn sys_exit_open(ctx: TracePointContext) -> u32 {
-    open_exit(&ctx)
 }
 
 /// Every write syscall passes the fd first. Only regular files opened for

@@ -6,8 +6,9 @@ use aya_ebpf::{
         bpf_get_current_comm, bpf_get_current_pid_tgid, bpf_get_current_uid_gid,
         bpf_probe_read_kernel,
         generated::{
-            bpf_get_current_cgroup_id, bpf_get_current_task, bpf_ktime_get_boot_ns,
-            bpf_probe_read_kernel_str, bpf_ringbuf_output, bpf_ringbuf_query,
+            bpf_get_current_cgroup_id, bpf_get_current_task, bpf_get_current_task_btf,
+            bpf_ktime_get_boot_ns, bpf_probe_read_kernel_str, bpf_ringbuf_output,
+            bpf_ringbuf_query, bpf_task_pt_regs,
         },
     },
     macros::map,
@@ -72,6 +73,22 @@ pub fn syscall_arg(ctx: &TracePointContext, idx: u8) -> u64 {
     }
     // SAFETY: reading this tracepoint's own record.
     unsafe { ctx.read_at::<u64>(arg(idx as usize)) }.unwrap_or(0)
+}
+
+/// Argument `idx` (0-5) of the current task's syscall, from its user
+/// registers (`bpf_task_pt_regs`), which keep the arguments until it returns:
+/// the syscall writes its value to ax only. (The pt_regs pointer at the head
+/// of a syscall tracepoint's record is no use at exit: in current kernels
+/// perf_call_bpf_exit() in kernel/trace/trace_syscalls.c passes the tracer's
+/// own registers there.)
+#[inline(always)]
+pub fn exit_syscall_arg(off: &KernelOffsets, idx: u8) -> u64 {
+    let Some(&field) = off.syscall_regs.get(usize::from(idx)) else {
+        return 0;
+    };
+    // SAFETY: helpers without preconditions; the task is the current one.
+    let regs = unsafe { bpf_task_pt_regs(bpf_get_current_task_btf()) } as u64;
+    read(regs, field).unwrap_or(0)
 }
 
 /// tgids of the sensor's own process tree (the sensor adds itself; the fork

@@ -284,6 +284,15 @@ pub fn kernel_offsets(btf: &Btf) -> Result<KernelOffsets, BtfError> {
         sock_protocol: opt("sock", &["sk_protocol"]),
         tcp_bytes_sent: opt("tcp_sock", &["bytes_sent"]),
         tcp_bytes_received: opt("tcp_sock", &["bytes_received"]),
+        // The x86-64 syscall convention; opens read their flags here.
+        syscall_regs: [
+            req("pt_regs", &["di"])?,
+            req("pt_regs", &["si"])?,
+            req("pt_regs", &["dx"])?,
+            req("pt_regs", &["r10"])?,
+            req("pt_regs", &["r8"])?,
+            req("pt_regs", &["r9"])?,
+        ],
     })
 }
 

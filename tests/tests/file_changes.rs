@@ -165,3 +165,65 @@ fn a_shell_appending_to_one_log_in_a_loop_is_reported_once_per_window_with_its_r
     });
     assert!(!health.is_empty());
 }
+
+#[test]
+fn each_open_flavour_reports_its_flags_and_mode_from_the_syscall_itself() {
+    let rig = Rig::start();
+    let (_dir, dir) = canonical_tempdir();
+    let path = |name: &str| CString::new(dir.join(name).as_os_str().as_bytes()).unwrap();
+    let (open, creat, openat2) = (path("open.txt"), path("creat.txt"), path("openat2.txt"));
+    // open(2) and creat(2) through syscall(2): libc maps its wrappers to openat.
+    #[repr(C)]
+    struct OpenHow {
+        flags: u64,
+        mode: u64,
+        resolve: u64,
+    }
+    let how = OpenHow {
+        flags: (libc::O_CREAT | libc::O_RDWR | libc::O_APPEND) as u64,
+        mode: 0o604,
+        resolve: 0,
+    };
+    // SAFETY: plain syscalls on paths we own; `how` outlives the call.
+    let fds = unsafe {
+        [
+            libc::syscall(
+                libc::SYS_open,
+                open.as_ptr(),
+                libc::O_CREAT | libc::O_WRONLY | libc::O_TRUNC,
+                0o600,
+            ),
+            libc::syscall(libc::SYS_creat, creat.as_ptr(), 0o620),
+            libc::syscall(
+                libc::SYS_openat2,
+                libc::AT_FDCWD,
+                openat2.as_ptr(),
+                &raw const how,
+                size_of::<OpenHow>(),
+            ),
+        ]
+    };
+    for fd in fds {
+        assert!(fd >= 0, "{}", std::io::Error::last_os_error());
+        // SAFETY: our own descriptor.
+        unsafe { libc::close(fd as i32) };
+    }
+    let creat_flags = libc::O_CREAT | libc::O_WRONLY | libc::O_TRUNC;
+    for (name, flags, mode) in [
+        ("open.txt", creat_flags, 0o600),
+        ("creat.txt", creat_flags, 0o620),
+        (
+            "openat2.txt",
+            libc::O_CREAT | libc::O_RDWR | libc::O_APPEND,
+            0o604,
+        ),
+    ] {
+        let target = dir.join(name);
+        let events = file_events(&rig, std::process::id(), &target, 1);
+        assert_eq!(events[0]["file"]["op"], "FILE_OP_CREATE", "{name}");
+        let reported = events[0].u64_at("/file/flags") as i32;
+        assert_eq!(reported & !libc::O_LARGEFILE, flags, "{name}: flags");
+        assert_eq!(events[0].u64_at("/file/mode"), mode, "{name}: mode");
+        assert_describes(&events[0], &target);
+    }
+}
