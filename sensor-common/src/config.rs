@@ -227,6 +227,10 @@ pub struct SyscallSpec {
     pub length: u8,
 }
 
+/// Slots of the `SYSCALL_SPECS` array: one past the largest syscall number
+/// with a spec (x86-64 numbers stay below 512).
+pub const SYSCALL_SPEC_SLOTS: u32 = 512;
+
 /// Special values of the `SyscallSpec` argument indexes.
 pub mod arg {
     /// The syscall has no such argument.

@@ -9,7 +9,10 @@
 pub mod config;
 pub mod records;
 
-pub use config::{Config, DNS_PORTS, KernelOffsets, OFFSET_MISSING, SyscallSpec, arg, file_writes};
+pub use config::{
+    Config, DNS_PORTS, KernelOffsets, OFFSET_MISSING, SYSCALL_SPEC_SLOTS, SyscallSpec, arg,
+    file_writes,
+};
 pub use records::*;
 
 /// Map names, shared by the programs and the loader.
@@ -24,7 +27,8 @@ pub mod maps {
     /// `HashMap<u32, u8>`: mount ids (`mount::mnt_id`) whose files are
     /// never reported (mounts at or under an ignored path prefix).
     pub const IGNORED_MOUNTS: &str = "IGNORED_MOUNTS";
-    /// `HashMap<u32, SyscallSpec>`: by syscall number.
+    /// `Array<SyscallSpec>` of `SYSCALL_SPEC_SLOTS`, indexed by syscall
+    /// number; `op` 0 where a syscall has none.
     pub const SYSCALL_SPECS: &str = "SYSCALL_SPECS";
     /// `HashMap<u32, u8>`: tgids of the sensor's own process tree.
     pub const OWN_TGIDS: &str = "OWN_TGIDS";

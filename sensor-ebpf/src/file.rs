@@ -21,9 +21,9 @@ use sensor_common::{
 };
 
 use crate::kernel::{
-    RET, arg, config, config_for_others, count, current_task, current_task_info, exit_syscall_arg,
+    RET, arg, config, config_for_others, count, current_regs, current_task, current_task_info,
     file_of_fd, forget_result, header, is_own, on_ignored_mount, output_prefix, read,
-    remember_result, send_result, syscall_arg, syscall_spec, walk_path,
+    regs_syscall_arg, remember_result, send_result, syscall_arg, syscall_spec, walk_path,
 };
 
 const O_ACCMODE: u32 = 0o3;
@@ -145,21 +145,19 @@ pub fn writes(flags: u32) -> bool {
 /// them in user memory). The mode is read only for an open that writes.
 #[inline(always)]
 fn open_args(off: &KernelOffsets, spec: &SyscallSpec) -> (u32, u32) {
+    let regs = current_regs();
+    let arg = |i: u8| regs_syscall_arg(off, regs, i);
     match spec.flags {
-        spec_arg::NONE => (
-            O_CREAT | O_WRONLY | O_TRUNC,
-            exit_syscall_arg(off, spec.mode) as u32,
-        ),
+        spec_arg::NONE => (O_CREAT | O_WRONLY | O_TRUNC, arg(spec.mode) as u32),
         spec_arg::OPEN_HOW => {
-            let how = exit_syscall_arg(off, 2);
             // SAFETY: the caller's struct, read with a fault-safe helper.
-            let how = unsafe { bpf_probe_read_user(how as *const [u64; 2]) }.unwrap_or([0, 0]);
+            let how = unsafe { bpf_probe_read_user(arg(2) as *const [u64; 2]) }.unwrap_or([0, 0]);
             (how[0] as u32, how[1] as u32)
         }
         i => {
-            let flags = exit_syscall_arg(off, i) as u32;
+            let flags = arg(i) as u32;
             let mode = if writes(flags) {
-                exit_syscall_arg(off, spec.mode) as u32
+                arg(spec.mode) as u32
             } else {
                 0
             };
@@ -277,7 +275,7 @@ pub fn sys_exit_open(ctx: TracePointContext) -> u32 {
 #[tracepoint]
 pub fn sys_enter_write(ctx: TracePointContext) -> u32 {
     // Most writes go to pipes, sockets and terminals: the cheap file checks
-    // come before the own-tree lookup.
+    // come before any map lookup.
     let Some(cfg) = config() else { return 0 };
     if cfg.file_writes == file_writes::NONE {
         return 0;
@@ -297,22 +295,27 @@ pub fn sys_enter_write(ctx: TracePointContext) -> u32 {
     if read::<u16>(inode, off.inode_i_mode).unwrap_or(0) & S_IFMT != S_IFREG {
         return 0;
     }
-    if is_own(cfg, (bpf_get_current_pid_tgid() >> 32) as u32) {
-        return 0;
-    }
+    let tgid = (bpf_get_current_pid_tgid() >> 32) as u32;
     if cfg.file_writes == file_writes::FIRST {
         let leader: u64 = read(current_task(), off.task_group_leader).unwrap_or(0);
         let key = WriterKey {
             inode,
             start_boottime_ns: read(leader, off.task_start_boottime).unwrap_or(0),
-            tgid: (bpf_get_current_pid_tgid() >> 32) as u32,
+            tgid,
             _pad0: 0,
         };
         // SAFETY: the key is plain data; the value is not kept.
+        // A repeated write leaves here, before the own-tree lookup: the
+        // sensor's own writes are never inserted, so they never hit.
         if unsafe { WRITERS.get(&key) }.is_some() {
             return 0;
         }
+        if is_own(cfg, tgid) {
+            return 0;
+        }
         let _ = WRITERS.insert(&key, &1, 0);
+    } else if is_own(cfg, tgid) {
+        return 0;
     }
     if ignored(off, file) {
         return 0;

@@ -17,7 +17,7 @@ use aya_ebpf::{
 };
 use sensor_common::{
     Config, Header, KernelOffsets, NAME_READ, OFFSET_MISSING, PATH_BUF, PATH_DEPTH, ResultEvent,
-    SyscallSpec, TaskInfo, counter, kind,
+    SYSCALL_SPEC_SLOTS, SyscallSpec, TaskInfo, counter, kind,
 };
 
 /// include/uapi/linux/bpf.h: `bpf_ringbuf_query` and output flags.
@@ -50,9 +50,11 @@ pub const fn arg(i: usize) -> usize {
 }
 pub const RET: usize = 16;
 
-/// How each file syscall's arguments map onto a record, by syscall number.
+/// How each file syscall's arguments map onto a record, indexed by syscall
+/// number (an array: a lookup is an index, not a hash); `op` 0 marks the
+/// syscalls without a spec.
 #[map]
-pub static SYSCALL_SPECS: HashMap<u32, SyscallSpec> = HashMap::with_max_entries(128, 0);
+pub static SYSCALL_SPECS: Array<SyscallSpec> = Array::with_max_entries(SYSCALL_SPEC_SLOTS, 0);
 
 /// The spec of the syscall that fired, by its number at offset 8. (The
 /// record's `common_type` is not there for BPF: perf_call_bpf_enter() in
@@ -61,8 +63,10 @@ pub static SYSCALL_SPECS: HashMap<u32, SyscallSpec> = HashMap::with_max_entries(
 pub fn syscall_spec(ctx: &TracePointContext) -> Option<SyscallSpec> {
     // SAFETY: reading this tracepoint's own record.
     let nr = unsafe { ctx.read_at::<i32>(8) }.ok()?;
-    // SAFETY: plain integer key; the value is copied out at once.
-    unsafe { SYSCALL_SPECS.get(&(nr as u32)) }.copied()
+    SYSCALL_SPECS
+        .get(nr as u32)
+        .copied()
+        .filter(|spec| spec.op != 0)
 }
 
 /// Syscall argument `idx` (0-5) of this tracepoint's record; 0 for any other index.
@@ -75,19 +79,23 @@ pub fn syscall_arg(ctx: &TracePointContext, idx: u8) -> u64 {
     unsafe { ctx.read_at::<u64>(arg(idx as usize)) }.unwrap_or(0)
 }
 
-/// Argument `idx` (0-5) of the current task's syscall, from its user
-/// registers (`bpf_task_pt_regs`), which keep the arguments until it returns:
-/// the syscall writes its value to ax only. (The pt_regs pointer at the head
-/// of a syscall tracepoint's record is no use at exit: in current kernels
-/// perf_call_bpf_exit() in kernel/trace/trace_syscalls.c passes the tracer's
-/// own registers there.)
+/// The current task's user registers (`bpf_task_pt_regs`). They keep a
+/// syscall's arguments until it returns: the syscall writes its value to ax
+/// only. (The pt_regs pointer at the head of a syscall tracepoint's record is
+/// no use at exit: in current kernels perf_call_bpf_exit() in
+/// kernel/trace/trace_syscalls.c passes the tracer's own registers there.)
 #[inline(always)]
-pub fn exit_syscall_arg(off: &KernelOffsets, idx: u8) -> u64 {
+pub fn current_regs() -> u64 {
+    // SAFETY: helpers without preconditions; the task is the current one.
+    unsafe { bpf_task_pt_regs(bpf_get_current_task_btf()) as u64 }
+}
+
+/// Argument `idx` (0-5) of the syscall in `regs` (`current_regs`).
+#[inline(always)]
+pub fn regs_syscall_arg(off: &KernelOffsets, regs: u64, idx: u8) -> u64 {
     let Some(&field) = off.syscall_regs.get(usize::from(idx)) else {
         return 0;
     };
-    // SAFETY: helpers without preconditions; the task is the current one.
-    let regs = unsafe { bpf_task_pt_regs(bpf_get_current_task_btf()) } as u64;
     read(regs, field).unwrap_or(0)
 }
 

@@ -272,11 +272,11 @@ pub fn load(settings: &KernelSettings, btf_path: &Path) -> Result<Loaded, LoadEr
         let map = ebpf
             .map_mut(maps::SYSCALL_SPECS)
             .ok_or(LoadError::MissingMap(maps::SYSCALL_SPECS))?;
-        let mut table: HashMap<_, u32, SyscallSpec> =
-            HashMap::try_from(map).map_err(map_err(maps::SYSCALL_SPECS))?;
-        for (id, spec) in &specs {
+        let mut table: Array<_, SyscallSpec> =
+            Array::try_from(map).map_err(map_err(maps::SYSCALL_SPECS))?;
+        for &(nr, spec) in &specs {
             table
-                .insert(id, spec, 0)
+                .set(nr, spec, 0)
                 .map_err(map_err(maps::SYSCALL_SPECS))?;
         }
     }

@@ -209,7 +209,8 @@ mod tests {
                     && (h.program == file::RESULT_EXIT || h.program == file::OPEN_EXIT)),
                 "{exit}"
             );
-            let (_, s) = hook.spec.unwrap();
+            let (nr, s) = hook.spec.unwrap();
+            assert!(nr < sensor_common::SYSCALL_SPEC_SLOTS, "{nr}");
             for idx in [
                 s.dfd1, s.name1, s.dfd2, s.name2, s.mode, s.uid, s.flags, s.length,
             ] {

@@ -334,7 +334,11 @@ impl Report {
              consumer draining the ring. sensor: the sensor with default config shipping to a \
              local collector over mTLS. auditd: auditd 3 with the rules below. Loops run as fast \
              as they can (µs per iteration, wall) except the fixed-rate exec loops (CPU µs per \
-             exec of the loop and its children, which is where hook time is charged).\n"
+             exec of the loop and its children, which is where hook time is charged). The \
+             open/write/close loop reopens one file: by default (`files.open_repeat_window_ms` \
+             = 1000) the sensor reports its first open and then one a second carrying the \
+             repeats it folded; each fold is a map lookup in the kernel, counted in \
+             kernel/opens_folded.\n"
         );
         let _ = writeln!(
             s,
