@@ -278,7 +278,7 @@ fn health_events_carry_every_stage_counter() {
         "raw_tp/sched_process_exec",
         "raw_tp/sched_process_fork",
         "raw_tp/sched_process_exit",
-        "tracepoint/syscalls/sys_enter_openat",
+        "tracepoint/syscalls/sys_enter_write",
         "tracepoint/syscalls/sys_exit_openat",
     ] {
         assert!(hooks.iter().any(|h| h == hook), "{hook} not in {hooks:?}");
