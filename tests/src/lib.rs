@@ -416,6 +416,15 @@ impl Sensor {
         Self::spawn(cmd)
     }
 
+    /// Like `start`, with the sensor's own health interval (the default
+    /// config's) rather than one a second: what a user runs, for measuring.
+    #[must_use]
+    pub fn start_as_configured(collector: &Collector, extra: &[&str]) -> Self {
+        let mut cmd = Command::new(binary("sensor"));
+        cmd.arg("run").args(collector.sensor_args()).args(extra);
+        Self::spawn(cmd)
+    }
+
     /// Runs a prepared `sensor run` command until its programs are attached.
     #[must_use]
     pub fn spawn(cmd: Command) -> Self {

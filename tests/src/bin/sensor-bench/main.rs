@@ -184,7 +184,8 @@ fn run_mode(
     let rig = match mode {
         Mode::Sensor => {
             let collector = Collector::start();
-            let sensor = Sensor::start(&collector, &["--sensor-id", "bench-modes"]);
+            // The default config, health interval included: what users run.
+            let sensor = Sensor::start_as_configured(&collector, &["--sensor-id", "bench-modes"]);
             std::thread::sleep(Duration::from_secs(3));
             side.rest_kib = procstat::rss_kib(sensor.pid()).unwrap_or(0);
             Some((collector, sensor))

@@ -400,7 +400,7 @@ impl Report {
             "\n## CPU of the sensor and the collector\n\nUser + system time of each process (all \
              threads, /proc/PID/stat). % of a core: sensor CPU while the workload ran over its \
              wall time. Per 1,000 events: CPU from the workload's start until its events were \
-             stored, so the sensor's idle cost (a 100 ms capture poll, a health report every second) is in it.\n\n| Workload | events | events/s | sensor CPU | sensor % of a core | sensor ms per 1,000 events | collector ms per 1,000 events |\n|---|---|---|---|---|---|---|"
+             stored, so the sensor's idle cost (a 100 ms capture poll, a health report every 10 s, the default) is in it.\n\n| Workload | events | events/s | sensor CPU | sensor % of a core | sensor ms per 1,000 events | collector ms per 1,000 events |\n|---|---|---|---|---|---|---|"
         );
         for c in &self.cpu {
             let _ = writeln!(
