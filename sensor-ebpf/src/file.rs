@@ -59,6 +59,63 @@ struct WriterKey {
 #[map]
 static WRITERS: LruHashMap<WriterKey, u8> = LruHashMap::with_max_entries(65_536, 0);
 
+/// The last file each CPU found in `WRITERS`: a loop writing one file again
+/// and again is let go after the fd lookup and one read (f_inode) instead
+/// of five reads and a hash lookup. The struct file alone would not do: the
+/// kernel reuses a closed file's memory for the next open at once, so the
+/// inode behind it is compared too. `check` finds an entry torn by a write
+/// on the same CPU that preempted this one (syscall tracepoints may sleep
+/// since Linux 6.13, "tracing: Allow system call tracepoints to handle page
+/// faults").
+#[repr(C)]
+#[derive(Clone, Copy)]
+struct SeenWrite {
+    file: u64,
+    inode: u64,
+    tgid: u64,
+    check: u64,
+}
+
+impl SeenWrite {
+    #[inline(always)]
+    fn check_of(file: u64, inode: u64, tgid: u64) -> u64 {
+        file ^ inode.rotate_left(21) ^ tgid.rotate_left(42) ^ 0x5eed_f11e
+    }
+}
+
+#[map]
+static LAST_SEEN_WRITE: PerCpuArray<SeenWrite> = PerCpuArray::with_max_entries(1, 0);
+
+/// Whether `file` of process `tgid` is the one this CPU last found seen.
+#[inline(always)]
+fn seen_last(off: &KernelOffsets, file: u64, tgid: u64) -> bool {
+    let Some(last) = LAST_SEEN_WRITE.get(0) else {
+        return false;
+    };
+    // SAFETY: the entry is plain integers; a torn copy fails `check`.
+    let last = unsafe { read_volatile(last) };
+    if last.file != file || last.tgid != tgid {
+        return false;
+    }
+    let inode: u64 = read(file, off.file_f_inode).unwrap_or(0);
+    last.inode == inode && last.check == SeenWrite::check_of(file, inode, tgid)
+}
+
+/// Remembers `file` of process `tgid` as seen, on this CPU.
+#[inline(always)]
+fn remember_seen(file: u64, inode: u64, tgid: u64) {
+    if let Some(last) = LAST_SEEN_WRITE.get_ptr_mut(0) {
+        let entry = SeenWrite {
+            file,
+            inode,
+            tgid,
+            check: SeenWrite::check_of(file, inode, tgid),
+        };
+        // SAFETY: this CPU's own entry.
+        unsafe { *last = entry };
+    }
+}
+
 /// One kind of open for writing of one file by one process.
 #[repr(C)]
 #[derive(Clone, Copy)]
@@ -287,6 +344,11 @@ pub fn sys_enter_write(ctx: TracePointContext) -> u32 {
     if file == 0 {
         return 0;
     }
+    let tgid = (bpf_get_current_pid_tgid() >> 32) as u32;
+    let first_only = cfg.file_writes == file_writes::FIRST;
+    if first_only && seen_last(off, file, u64::from(tgid)) {
+        return 0;
+    }
     let f_mode: u32 = read(file, off.file_f_mode).unwrap_or(0);
     if f_mode & FMODE_WRITE == 0 {
         return 0;
@@ -295,8 +357,7 @@ pub fn sys_enter_write(ctx: TracePointContext) -> u32 {
     if read::<u16>(inode, off.inode_i_mode).unwrap_or(0) & S_IFMT != S_IFREG {
         return 0;
     }
-    let tgid = (bpf_get_current_pid_tgid() >> 32) as u32;
-    if cfg.file_writes == file_writes::FIRST {
+    if first_only {
         let leader: u64 = read(current_task(), off.task_group_leader).unwrap_or(0);
         let key = WriterKey {
             inode,
@@ -308,6 +369,7 @@ pub fn sys_enter_write(ctx: TracePointContext) -> u32 {
         // A repeated write leaves here, before the own-tree lookup: the
         // sensor's own writes are never inserted, so they never hit.
         if unsafe { WRITERS.get(&key) }.is_some() {
+            remember_seen(file, inode, u64::from(tgid));
             return 0;
         }
         if is_own(cfg, tgid) {

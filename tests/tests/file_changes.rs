@@ -120,6 +120,51 @@ fn reopening_for_write_is_open_write_and_reading_is_not_reported() {
 }
 
 #[test]
+fn writing_one_file_again_and_again_then_another_reports_each_first_write_once() {
+    let rig = Rig::start();
+    let (_dir, dir) = canonical_tempdir();
+    let (a, b) = (dir.join("a.log"), dir.join("b.log"));
+    let write_often = |path: &Path, times: usize| {
+        let cpath = CString::new(path.as_os_str().as_bytes()).unwrap();
+        // SAFETY: plain syscalls on a path and a descriptor we own.
+        unsafe {
+            let fd = libc::open(cpath.as_ptr(), libc::O_WRONLY | libc::O_CREAT, 0o600);
+            assert!(fd >= 0);
+            for _ in 0..times {
+                assert_eq!(libc::write(fd, b"x".as_ptr().cast(), 1), 1);
+            }
+            libc::close(fd);
+        }
+    };
+    // One CPU for both files: the kernel hands b.log the memory a.log's
+    // struct file just freed, the case the last-write cache must tell apart.
+    let pinned = std::thread::spawn(move || {
+        // SAFETY: a zeroed cpu_set_t is valid; this thread's own affinity.
+        unsafe {
+            let mut set: libc::cpu_set_t = std::mem::zeroed();
+            libc::CPU_SET(0, &mut set);
+            libc::sched_setaffinity(0, size_of::<libc::cpu_set_t>(), &set);
+        }
+        write_often(&a, 50);
+        write_often(&b, 50);
+        write_often(&a, 5);
+    });
+    pinned.join().unwrap();
+    let (a, b) = (dir.join("a.log"), dir.join("b.log"));
+    let marker = dir.join("marker.txt");
+    std::fs::write(&marker, b"").unwrap();
+    file_events(&rig, std::process::id(), &marker, 1);
+    for path in [&a, &b] {
+        let writes: Vec<Value> = file_events(&rig, std::process::id(), path, 0)
+            .into_iter()
+            .filter(|e| e.str_at("/file/op") == "FILE_OP_WRITE")
+            .collect();
+        assert_eq!(writes.len(), 1, "{}: {writes:#?}", path.display());
+        assert_describes(&writes[0], path);
+    }
+}
+
+#[test]
 fn a_shell_appending_to_one_log_in_a_loop_is_reported_once_per_window_with_its_repeats() {
     let rig = Rig::with_config("[health]\ninterval_secs = 1\n");
     let (_dir, dir) = canonical_tempdir();
