@@ -88,7 +88,7 @@ fuzz_target!(|data: &[u8]| {
             .expect("writing the segment");
 
         let stats = Stats::default();
-        let spool = open(&spool_dir, &stats);
+        let mut spool = open(&spool_dir, &stats);
         let mut cursor = spool.cursor();
         spool
             .read(&mut cursor, usize::MAX)
@@ -97,7 +97,7 @@ fuzz_target!(|data: &[u8]| {
 
         // The repair is complete: a restart finds nothing left to cut.
         let again = Stats::default();
-        let spool = open(&spool_dir, &again);
+        let mut spool = open(&spool_dir, &again);
         assert_eq!(
             Stats::get(&again.spool_corrupt),
             0,
