@@ -169,7 +169,7 @@ fn bump(map: &PerCpuArray<u64>, index: u32) {
 }
 
 /// Output flags: wake the consumer only once `wakeup_bytes` wait in the
-/// ring (it also polls every 10 ms). A wakeup per record is an irq_work
+/// ring (it also polls every 100 ms, `capture::POLL_MS`). A wakeup per record is an irq_work
 /// self-IPI, which dominated the cost of every program in a VM.
 #[inline(always)]
 pub fn wakeup_flags() -> u64 {
