@@ -796,6 +796,7 @@ impl Spool {
             let mut want = READ_CHUNK;
             'chunks: while read < max && cursor.offset + HEADER as u64 <= readable {
                 let n = usize::try_from(readable - cursor.offset).map_or(want, |a| a.min(want));
+                want = READ_CHUNK;
                 buf.resize(n, 0);
                 file.seek(SeekFrom::Start(cursor.offset))
                     .and_then(|_| file.read_exact(&mut buf))
@@ -809,6 +810,10 @@ impl Spool {
                         break 'chunks;
                     }
                     if at + HEADER + len > n {
+                        // A record longer than a chunk is read whole next time.
+                        if at == 0 {
+                            want = HEADER + len;
+                        }
                         break;
                     }
                     let Some((_, seq, _)) = record_at(&buf[at..at + HEADER + len], 0) else {
@@ -823,13 +828,6 @@ impl Spool {
                     read += 1;
                     cursor.last_seq = seq;
                 }
-                // A record longer than a chunk is read whole next time.
-                want = if at == 0 {
-                    let len = u32::from_le_bytes([buf[4], buf[5], buf[6], buf[7]]) as usize;
-                    HEADER + len
-                } else {
-                    READ_CHUNK
-                };
             }
         }
         self.read_buf = buf;

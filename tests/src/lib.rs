@@ -409,11 +409,7 @@ pub struct Sensor {
 impl Sensor {
     #[must_use]
     pub fn start(collector: &Collector, extra: &[&str]) -> Self {
-        let mut cmd = Command::new(binary("sensor"));
-        cmd.args(["run", "--health-interval", "1"])
-            .args(collector.sensor_args())
-            .args(extra);
-        Self::spawn(cmd)
+        Self::start_as_configured(collector, &[&["--health-interval", "1"], extra].concat())
     }
 
     /// Like `start`, with the sensor's own health interval (the default
