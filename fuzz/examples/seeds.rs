@@ -91,14 +91,13 @@ fn exec(argv: &[&str], exe: &str, cwd: &str, flags: u32) -> Vec<u8> {
     }
     let (exe, cwd) = (walk(exe), walk(cwd));
     ev.argc = u32::try_from(argv.len()).expect("argc");
-    ev.argv[..area.len()].copy_from_slice(&area);
+    let packed = [&exe[..], &cwd, &area].concat();
+    ev.data[..packed.len()].copy_from_slice(&packed);
     ev.argv_len = area.len() as u32;
-    ev.exe[..exe.len()].copy_from_slice(&exe);
     ev.exe_len = exe.len() as u32;
-    ev.cwd[..cwd.len()].copy_from_slice(&cwd);
     ev.cwd_len = cwd.len() as u32;
     ev.flags = flags;
-    let size = EXEC_FIXED_LEN + area.len();
+    let size = EXEC_FIXED_LEN + packed.len();
     ev.header = header(kind::EXEC, size, 52_000_000_000);
     as_bytes(&ev)[..size].to_vec()
 }

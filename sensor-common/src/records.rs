@@ -41,6 +41,8 @@ pub const ARGV_BUF: usize = 4096;
 /// Bytes of one path area. Paths arrive as NUL-terminated components, leaf
 /// first, as the kernel's dentry walk meets them; userspace reverses them.
 pub const PATH_BUF: usize = 2048;
+/// An exec record's packed area: two paths and argv.
+pub const EXEC_DATA: usize = 2 * PATH_BUF + ARGV_BUF;
 /// The most bytes one path component can take (NAME_MAX + NUL).
 pub const NAME_READ: usize = 256;
 /// The most dentries a path walk visits before it gives up and sets the
@@ -174,15 +176,17 @@ pub struct ExecEvent {
     pub argc: u32,
     /// Bytes used in `argv`.
     pub argv_len: u32,
-    /// Bytes used in `exe` and `cwd` (components, leaf first, NUL-terminated).
+    /// Bytes used by the exe's and the cwd's path (components, leaf first,
+    /// NUL-terminated), each less than `PATH_BUF`.
     pub exe_len: u32,
     pub cwd_len: u32,
     pub flags: u32,
     pub _pad0: u32,
-    pub exe: [u8; PATH_BUF],
-    pub cwd: [u8; PATH_BUF],
-    /// Last, so the kernel sends only `offset_of!(argv) + argv_len` bytes.
-    pub argv: [u8; ARGV_BUF],
+    /// The exe's path, the cwd's path, then argv, back to back, so the kernel
+    /// sends only `EXEC_FIXED_LEN + exe_len + cwd_len + argv_len` bytes: an
+    /// exec record is a few hundred bytes instead of 4 KiB of mostly unused
+    /// path areas that the ring, capture and decode each copied.
+    pub data: [u8; EXEC_DATA],
 }
 
 #[repr(C)]
@@ -364,18 +368,17 @@ pub const NAMED_FIXED_LEN: usize = offset_of!(FileNamedEvent, data);
 /// The fixed-size part of a DNS record: everything before the payload.
 pub const DNS_FIXED_LEN: usize = offset_of!(DnsPacket, payload);
 
-/// The fixed-size part of an exec record: everything before the argv bytes.
-pub const EXEC_FIXED_LEN: usize = offset_of!(ExecEvent, argv);
+/// The fixed-size part of an exec record: everything before its packed area.
+pub const EXEC_FIXED_LEN: usize = offset_of!(ExecEvent, data);
 
 const _: () = assert!(size_of::<Header>() == 16);
 const _: () = assert!(size_of::<TaskInfo>() == 72);
 const _: () = assert!(offset_of!(TaskInfo, comm) == 56);
 const _: () = assert!(offset_of!(ExecEvent, task) == 16);
 const _: () = assert!(offset_of!(ExecEvent, argc) == 88);
-const _: () = assert!(offset_of!(ExecEvent, exe) == 112);
-const _: () = assert!(offset_of!(ExecEvent, cwd) == 112 + PATH_BUF);
-const _: () = assert!(EXEC_FIXED_LEN == 112 + 2 * PATH_BUF);
-const _: () = assert!(size_of::<ExecEvent>() == EXEC_FIXED_LEN + ARGV_BUF);
+const _: () = assert!(EXEC_FIXED_LEN == 112);
+const _: () = assert!(size_of::<ExecEvent>() == EXEC_FIXED_LEN + EXEC_DATA);
+const _: () = assert!(EXEC_DATA.is_power_of_two());
 const _: () = assert!(size_of::<ForkEvent>() == 104);
 const _: () = assert!(size_of::<ExitEvent>() == 96);
 const _: () = assert!(FILE_FIXED_LEN == 168);

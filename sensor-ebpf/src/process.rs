@@ -9,7 +9,10 @@ use aya_ebpf::{
     maps::PerCpuArray,
     programs::RawTracePointContext,
 };
-use sensor_common::{ARGV_BUF, EXEC_FIXED_LEN, ExecEvent, ExitEvent, ForkEvent, exec_flags, kind};
+use sensor_common::{
+    ARGV_BUF, EXEC_DATA, EXEC_FIXED_LEN, ExecEvent, ExitEvent, ForkEvent, PATH_BUF, exec_flags,
+    kind,
+};
 
 use crate::kernel::{
     OWN_TGIDS, config, current_task, current_task_info, header, is_own, output_prefix, read,
@@ -37,6 +40,28 @@ pub fn proc_exec(_ctx: RawTracePointContext) -> u32 {
 
     let task = current_task();
     let mm: u64 = read(task, off.task_mm).unwrap_or(0);
+    let data = ev.data.as_mut_ptr();
+
+    // The executable as the kernel opened it: mm->exe_file->f_path. Each
+    // walk's length is below PATH_BUF, so the cwd's walk starts inside the
+    // first PATH_BUF bytes and argv inside the first 2 * PATH_BUF; the masks
+    // change nothing but give the verifier those bounds.
+    let exe_file: u64 = read(mm, off.mm_exe_file).unwrap_or(0);
+    let exe = walk_path(off, exe_file, off.file_f_path, data);
+    ev.exe_len = exe.len;
+    if exe.truncated {
+        ev.flags |= exec_flags::EXE_TRUNCATED;
+    }
+    let cwd_at = exe.len as usize & (PATH_BUF - 1);
+
+    let fs: u64 = read(task, off.task_fs).unwrap_or(0);
+    // SAFETY: cwd_at < PATH_BUF, and the walk writes at most PATH_BUF bytes.
+    let cwd = walk_path(off, fs, off.fs_pwd, unsafe { data.add(cwd_at) });
+    ev.cwd_len = cwd.len;
+    if cwd.truncated {
+        ev.flags |= exec_flags::CWD_TRUNCATED;
+    }
+    let argv_at = (cwd_at + cwd.len as usize) & (2 * PATH_BUF - 1);
 
     // argv: the NUL-separated strings between mm->arg_start and arg_end.
     let arg_start: u64 = read(mm, off.mm_arg_start).unwrap_or(0);
@@ -48,14 +73,10 @@ pub fn proc_exec(_ctx: RawTracePointContext) -> u32 {
     }
     // The mask is a no-op after the clamp; it lets the verifier see the bound.
     let len = (len as usize) & (ARGV_BUF - 1);
-    // SAFETY: reads user memory of the current task into the scratch buffer.
-    let rc = unsafe {
-        probe_read_user_buf(
-            ev.argv.as_mut_ptr().cast(),
-            len as u32,
-            arg_start as *const _,
-        )
-    };
+    // SAFETY: reads user memory of the current task into the scratch buffer;
+    // argv_at + len < 2 * PATH_BUF + ARGV_BUF.
+    let rc =
+        unsafe { probe_read_user_buf(data.add(argv_at).cast(), len as u32, arg_start as *const _) };
     ev.argv_len = if rc == 0 {
         len as u32
     } else {
@@ -75,22 +96,7 @@ pub fn proc_exec(_ctx: RawTracePointContext) -> u32 {
         }
     };
 
-    // The executable as the kernel opened it: mm->exe_file->f_path.
-    let exe_file: u64 = read(mm, off.mm_exe_file).unwrap_or(0);
-    let exe = walk_path(off, exe_file, off.file_f_path, ev.exe.as_mut_ptr());
-    ev.exe_len = exe.len;
-    if exe.truncated {
-        ev.flags |= exec_flags::EXE_TRUNCATED;
-    }
-
-    let fs: u64 = read(task, off.task_fs).unwrap_or(0);
-    let cwd = walk_path(off, fs, off.fs_pwd, ev.cwd.as_mut_ptr());
-    ev.cwd_len = cwd.len;
-    if cwd.truncated {
-        ev.flags |= exec_flags::CWD_TRUNCATED;
-    }
-
-    let size = EXEC_FIXED_LEN + (ev.argv_len as usize & (ARGV_BUF - 1));
+    let size = EXEC_FIXED_LEN + ((argv_at + ev.argv_len as usize) & (EXEC_DATA - 1));
     ev.header = header(kind::EXEC, size);
     output_prefix(ev, size, kind::EXEC);
     0

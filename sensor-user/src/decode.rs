@@ -4,7 +4,7 @@
 pub mod dns;
 pub mod net;
 
-use std::mem::size_of;
+use std::mem::{offset_of, size_of};
 
 use sensor_common::{
     ARGV_BUF, EXEC_FIXED_LEN, ExecEvent, ExitEvent, FILE_FIXED_LEN, FileEvent, FileNamedEvent,
@@ -228,14 +228,14 @@ fn fixed<T: Copy>(bytes: &[u8], name: &'static str, header: &Header) -> Result<T
     Ok(read_pod(bytes))
 }
 
-/// A record whose last area is sent only as far as it is used: checks the
-/// claimed size against what arrived and zero-fills the unsent tail.
-fn variable<T: Copy>(
+/// How much of a record whose last area is sent only as far as it is used
+/// arrived: checks the claimed size against what arrived and `T`'s size.
+fn sent_len<T>(
     bytes: &[u8],
     header: &Header,
     name: &'static str,
     fixed_len: usize,
-) -> Result<T, DecodeError> {
+) -> Result<usize, DecodeError> {
     if bytes.len() < fixed_len {
         return Err(DecodeError::Truncated {
             kind: name,
@@ -251,15 +251,49 @@ fn variable<T: Copy>(
             got: bytes.len(),
         });
     }
+    Ok(claimed)
+}
+
+/// A variable-length record as a whole `T`, the unsent tail zero-filled.
+fn variable<T: Copy>(
+    bytes: &[u8],
+    header: &Header,
+    name: &'static str,
+    fixed_len: usize,
+) -> Result<T, DecodeError> {
+    let claimed = sent_len::<T>(bytes, header, name, fixed_len)?;
     // Built in place: records are up to ~12 KiB, and a heap copy of each
     // (then a second copy out of it) was the sensor's top cost under load.
     let mut full = std::mem::MaybeUninit::<T>::zeroed();
     // SAFETY: `claimed <= size_of::<T>()` and `<= bytes.len()` (checked
-    // above); T is a Pod ABI record, so the zeroed rest is a valid value.
+    // by sent_len); T is a Pod ABI record, so the zeroed rest is a valid value.
     unsafe {
         std::ptr::copy_nonoverlapping(bytes.as_ptr(), full.as_mut_ptr().cast::<u8>(), claimed);
         Ok(full.assume_init())
     }
+}
+
+/// Splits a packed area into its parts, in order: each within its own cap,
+/// and all of them within the bytes that arrived.
+fn split_areas<'a, const N: usize>(
+    area: &'a [u8],
+    parts: [(&'static str, u32, usize); N],
+) -> Result<[&'a [u8]; N], DecodeError> {
+    let mut out: [&[u8]; N] = [&[]; N];
+    let mut at = 0;
+    for (slot, (field, len, cap)) in out.iter_mut().zip(parts) {
+        let len = check_len(field, len, cap)?;
+        let Some(part) = area.get(at..at + len) else {
+            return Err(DecodeError::BadLength {
+                field,
+                len,
+                cap: area.len() - at,
+            });
+        };
+        *slot = part;
+        at += len;
+    }
+    Ok(out)
 }
 
 /// The used length of a variable tail, which must lie within what was sent.
@@ -355,17 +389,16 @@ fn named_path(name: &[u8], base: &[u8], flags: u32) -> (Option<Vec<u8>>, bool) {
 
 fn decode_named(bytes: &[u8], header: &Header) -> Result<File, DecodeError> {
     let ev: FileNamedEvent = variable(bytes, header, "file_named", NAMED_FIXED_LEN)?;
-    let lens = [ev.name1_len, ev.base1_len, ev.name2_len, ev.base2_len];
-    let caps = [NAME_BUF, PATH_BUF, NAME_BUF, PATH_BUF];
-    let names = ["name1", "base1", "name2", "base2"];
-    let mut areas: [&[u8]; 4] = [&[]; 4];
-    let mut at = 0;
-    for i in 0..4 {
-        let len = check_len(names[i], lens[i], caps[i])?;
-        areas[i] = &ev.data[at..at + len];
-        at += len;
-    }
-    tail_len("data", at as u32, NAMED_DATA, NAMED_FIXED_LEN, header)?;
+    let sent = header.size as usize - NAMED_FIXED_LEN;
+    let areas = split_areas(
+        &ev.data[..sent.min(NAMED_DATA)],
+        [
+            ("name1", ev.name1_len, NAME_BUF),
+            ("base1", ev.base1_len, PATH_BUF),
+            ("name2", ev.name2_len, NAME_BUF),
+            ("base2", ev.base2_len, PATH_BUF),
+        ],
+    )?;
     let (first, first_cut) = named_path(areas[0], areas[1], ev.flags);
     let second_flags = ev.flags >> named_flags::SECOND;
     let (path, old_path, truncated) = match ev.op {
@@ -406,22 +439,30 @@ fn decode_named(bytes: &[u8], header: &Header) -> Result<File, DecodeError> {
 }
 
 fn decode_exec(bytes: &[u8], header: &Header) -> Result<Exec, DecodeError> {
-    let ev: ExecEvent = variable(bytes, header, "exec", EXEC_FIXED_LEN)?;
-    let argv_len = tail_len("argv", ev.argv_len, ARGV_BUF, EXEC_FIXED_LEN, header)?;
-    let exe_len = check_len("exe", ev.exe_len, PATH_BUF)?;
-    let cwd_len = check_len("cwd", ev.cwd_len, PATH_BUF)?;
-    let flags = ev.flags;
+    // Read in place: the whole ExecEvent is 8 KiB, most of it never sent.
+    let sent = sent_len::<ExecEvent>(bytes, header, "exec", EXEC_FIXED_LEN)?;
+    let field = |offset: usize| -> u32 { read_pod(&bytes[offset..EXEC_FIXED_LEN]) };
+    let [exe, cwd, argv] = split_areas(
+        &bytes[EXEC_FIXED_LEN..sent],
+        [
+            ("exe", field(offset_of!(ExecEvent, exe_len)), PATH_BUF),
+            ("cwd", field(offset_of!(ExecEvent, cwd_len)), PATH_BUF),
+            ("argv", field(offset_of!(ExecEvent, argv_len)), ARGV_BUF),
+        ],
+    )?;
+    let flags = field(offset_of!(ExecEvent, flags));
     let has = |bit: u32| flags & bit != 0;
+    let task: TaskInfo = read_pod(&bytes[offset_of!(ExecEvent, task)..EXEC_FIXED_LEN]);
     Ok(Exec {
         ktime_ns: header.ktime_ns,
-        task: Task::from(&ev.task),
-        argv: split_argv(&ev.argv[..argv_len]),
-        argc: (!has(exec_flags::ARGC_UNKNOWN)).then_some(ev.argc),
+        task: Task::from(&task),
+        argv: split_argv(argv),
+        argc: (!has(exec_flags::ARGC_UNKNOWN)).then_some(field(offset_of!(ExecEvent, argc))),
         argv_truncated: has(exec_flags::ARGV_TRUNCATED),
         argv_unreadable: has(exec_flags::ARGV_UNREADABLE),
-        exe: walked_path(&ev.exe, exe_len, has(exec_flags::EXE_TRUNCATED)),
+        exe: walked_path(exe, exe.len(), has(exec_flags::EXE_TRUNCATED)),
         exe_truncated: has(exec_flags::EXE_TRUNCATED),
-        cwd: walked_path(&ev.cwd, cwd_len, has(exec_flags::CWD_TRUNCATED)),
+        cwd: walked_path(cwd, cwd.len(), has(exec_flags::CWD_TRUNCATED)),
         cwd_truncated: has(exec_flags::CWD_TRUNCATED),
     })
 }
@@ -502,14 +543,13 @@ mod tests {
         let mut ev: ExecEvent = unsafe { std::mem::zeroed() };
         ev.task = task(42);
         ev.argc = 3;
-        ev.argv[..argv.len()].copy_from_slice(argv);
+        let packed = [exe, cwd, argv].concat();
+        ev.data[..packed.len()].copy_from_slice(&packed);
         ev.argv_len = argv.len() as u32;
-        ev.exe[..exe.len()].copy_from_slice(exe);
         ev.exe_len = exe.len() as u32;
-        ev.cwd[..cwd.len()].copy_from_slice(cwd);
         ev.cwd_len = cwd.len() as u32;
         ev.flags = flags;
-        let size = EXEC_FIXED_LEN + argv.len();
+        let size = EXEC_FIXED_LEN + packed.len();
         ev.header = Header {
             kind: kind::EXEC,
             size: size as u32,

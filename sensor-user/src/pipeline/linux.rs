@@ -12,7 +12,7 @@ use sensor_proto::v1::Event;
 
 use super::{Settings, deliver, encode_stage, health_interval, health_stage, output_path, spawn};
 use crate::{
-    capture,
+    capture::{self, RawBatch},
     config::WriteEvents,
     decode::{self, Record},
     encode::Enriched,
@@ -24,10 +24,10 @@ use crate::{
     stats::Stats,
 };
 
-fn decode_stage(input: &Receiver<Vec<Vec<u8>>>, out: &Sender<Vec<Record>>, stats: &Stats) {
+fn decode_stage(input: &Receiver<RawBatch>, out: &Sender<Vec<Record>>, stats: &Stats) {
     for batch in input {
         let mut records = Vec::with_capacity(batch.len());
-        for bytes in &batch {
+        for bytes in batch.iter() {
             match decode::decode(bytes) {
                 Ok(record) => records.push(record),
                 Err(e) => {
@@ -128,7 +128,7 @@ pub(super) fn run(settings: Settings, stop: Arc<AtomicBool>) -> Result<()> {
     // Queues hold batches of at most capture::BATCH records, so at most
     // `queue_capacity` records each, as before batching.
     let batches = cfg.capture.queue_capacity.div_ceil(capture::BATCH).max(2);
-    let (raw_tx, raw_rx) = bounded::<Vec<Vec<u8>>>(batches);
+    let (raw_tx, raw_rx) = bounded::<RawBatch>(batches);
     let (rec_tx, rec_rx) = bounded::<Vec<Record>>(batches);
     let (ev_tx, ev_rx) = bounded::<Vec<Enriched>>(batches);
 
