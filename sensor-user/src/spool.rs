@@ -171,11 +171,6 @@ fn record_at(bytes: &[u8], at: usize) -> Option<(usize, u64, bool)> {
 /// `Event.process`'s field number (events.proto).
 const EVENT_PROCESS_FIELD: u32 = 7;
 
-/// Bytes `process` adds to an event as its `process` field.
-fn process_len(process: &Process) -> usize {
-    prost::encoding::message::encoded_len(EVENT_PROCESS_FIELD, process)
-}
-
 /// Whether `event` carries its own envelope (sensor id, host).
 fn has_envelope(event: &Event) -> bool {
     !(event.sensor_id.is_empty() && event.host_id.is_empty() && event.host_name.is_empty())
@@ -491,7 +486,7 @@ impl Spool {
     /// A segment cannot be written.
     pub fn append_with(
         &mut self,
-        event: Event,
+        mut event: Event,
         process: Option<&Process>,
         stats: &Stats,
     ) -> Result<u64, SpoolError> {
@@ -509,23 +504,32 @@ impl Spool {
             self.next_seq += 1;
             return Ok(seq);
         }
-        let size = (HEADER
-            + self.envelope_for(&event).len()
-            + event.encoded_len()
-            + process.map_or(0, process_len)) as u64;
-        while !self.room_for(size) {
+        // Encoded, then sized: measuring first walked every field of the
+        // event and its process context a second time. Dropping the oldest
+        // segment may write gap records, so the event is encoded again at
+        // the seq that is then next.
+        let mut rec = std::mem::take(&mut self.record);
+        let written = loop {
+            let seq = self.next_seq;
+            self.encode(&mut rec, &mut event, process);
+            if self.room_for(rec.len() as u64) {
+                break self.write_encoded(&rec, seq);
+            }
             match self.cfg.policy {
                 FullPolicy::DropOldest if self.segments.len() > 1 => {
-                    self.drop_oldest_segment(stats)?;
+                    if let Err(e) = self.drop_oldest_segment(stats) {
+                        break Err(e);
+                    }
                 }
                 _ => {
                     self.drop_newest(seq, stats);
                     self.next_seq += 1;
-                    return Ok(seq);
+                    break Ok(seq);
                 }
             }
-        }
-        self.write(event, process)
+        };
+        self.record = rec;
+        written
     }
 
     fn room_for(&self, size: u64) -> bool {
@@ -598,31 +602,35 @@ impl Spool {
     }
 
     fn write(&mut self, mut event: Event, process: Option<&Process>) -> Result<u64, SpoolError> {
+        let mut rec = std::mem::take(&mut self.record);
+        self.encode(&mut rec, &mut event, process);
+        let written = self.write_encoded(&rec, self.next_seq);
+        self.record = rec;
+        written
+    }
+
+    /// Encodes `event` as the record of the next seq into `rec`.
+    fn encode(&self, rec: &mut Vec<u8>, event: &mut Event, process: Option<&Process>) {
         let seq = self.next_seq;
         event.seq = seq;
+        let magic = if matches!(event.body, Some(Body::Gap(_))) {
+            MAGIC_GAP
+        } else {
+            MAGIC
+        };
+        encode_record(rec, magic, seq, self.envelope_for(event), event, process);
+    }
+
+    /// Writes the encoded record of `seq`, the next seq, first moving the
+    /// seq floor past it when it reaches it.
+    fn write_encoded(&mut self, rec: &[u8], seq: u64) -> Result<u64, SpoolError> {
         if seq >= self.seq_floor {
             // Seqs below the floor may be in use; a restart that finds a
             // damaged tail resumes above it rather than reuse one.
             self.seq_floor = seq + SEQ_RESERVE;
             write_state(&self.cfg.dir, "seq_floor", self.seq_floor)?;
         }
-        let magic = if matches!(event.body, Some(Body::Gap(_))) {
-            MAGIC_GAP
-        } else {
-            MAGIC
-        };
-        let mut rec = std::mem::take(&mut self.record);
-        encode_record(
-            &mut rec,
-            magic,
-            seq,
-            self.envelope_for(&event),
-            &event,
-            process,
-        );
-        let written = self.write_record(&rec, seq);
-        self.record = rec;
-        written
+        self.write_record(rec, seq)
     }
 
     /// The encoded envelope `event`'s record starts with: the spool's, unless
