@@ -32,6 +32,15 @@ pub struct EncodedBatch {
 }
 
 impl EncodedBatch {
+    /// An empty batch with room for `bytes` of encoded events.
+    #[must_use]
+    pub fn with_capacity(bytes: usize) -> Self {
+        Self {
+            bytes: Vec::with_capacity(bytes),
+            events: 0,
+        }
+    }
+
     /// Adds one encoded `Event` (as `Event::encode_to_vec` gives it).
     pub fn push(&mut self, event: &[u8]) {
         encode_key(EVENTS_FIELD, WireType::LengthDelimited, &mut self.bytes);

@@ -265,6 +265,9 @@ pub struct Spool {
     reader: Option<(u64, File)>,
     /// What the shipper last read, kept for its capacity.
     read_buf: Vec<u8>,
+    /// Bytes of the last batch `read_encoded` built: the next one starts
+    /// that large instead of growing (and copying) its way there.
+    batch_bytes: usize,
 }
 
 /// Bytes read at a time for the shipper: a batch of typical events in one
@@ -334,6 +337,7 @@ impl Spool {
             record: Vec::new(),
             reader: None,
             read_buf: Vec::new(),
+            batch_bytes: 0,
         };
         let floor_path = dir.join("seq_floor");
         let floor: u64 = fs::read_to_string(&floor_path)
@@ -753,8 +757,9 @@ impl Spool {
         cursor: &mut Cursor,
         max: usize,
     ) -> Result<EncodedBatch, SpoolError> {
-        let mut batch = EncodedBatch::default();
+        let mut batch = EncodedBatch::with_capacity(self.batch_bytes);
         self.read_each(cursor, max, |payload| batch.push(payload))?;
+        self.batch_bytes = batch.encoded_len();
         Ok(batch)
     }
 
