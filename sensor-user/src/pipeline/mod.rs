@@ -133,8 +133,6 @@ fn append(spool: &mut Spool, event: Event, process: Option<&Process>, stats: &St
     }
 }
 
-/// Encodes until every upstream stage is done, then adds the last health
-/// report, so its counters cover every event before it.
 /// What the encode stage receives: one event at a time (ETW callbacks) or
 /// a batch (the Linux stages pass one per ring drain).
 trait Events: Send + 'static {
@@ -160,6 +158,8 @@ impl Events for Vec<Enriched> {
     }
 }
 
+/// Encodes until every upstream stage is done, then adds the last health
+/// report, so its counters cover every event before it.
 fn encode_stage<E: Events>(
     mut encoder: Encoder,
     input: &Receiver<E>,
