@@ -134,3 +134,21 @@ pub fn spawn(
         .name("capture".into())
         .spawn(move || run(ring, &out, &stats, &stop))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::RawBatch;
+
+    #[test]
+    fn a_batch_gives_back_each_record_whole_and_in_order() {
+        let records: Vec<Vec<u8>> = vec![vec![1; 16], vec![2; 4200], vec![3], vec![4; 300]];
+        // Less room reserved than the records need: the buffer grows.
+        let mut batch = RawBatch::with_capacity(2, 64);
+        for r in &records {
+            batch.push(r);
+        }
+        assert_eq!(batch.len(), 4);
+        assert_eq!(batch.iter().collect::<Vec<_>>(), records);
+        assert!(RawBatch::default().iter().next().is_none());
+    }
+}
