@@ -317,8 +317,8 @@ fn tail_len(
 }
 
 /// An empty, truncated walk means the kernel could not read the path at all.
-fn walked_path(area: &[u8], len: usize, truncated: bool) -> Option<Vec<u8>> {
-    (len > 0 || !truncated).then(|| path_from_components(&area[..len]))
+fn walked_path(walked: &[u8], truncated: bool) -> Option<Vec<u8>> {
+    (!walked.is_empty() || !truncated).then(|| path_from_components(walked))
 }
 
 fn decode_file(bytes: &[u8], header: &Header) -> Result<File, DecodeError> {
@@ -338,7 +338,7 @@ fn decode_file(bytes: &[u8], header: &Header) -> Result<File, DecodeError> {
         ino: ev.ino,
         result: ev.result,
         f_mode: ev.f_mode,
-        path: walked_path(&ev.path, path_len, truncated),
+        path: walked_path(&ev.path[..path_len], truncated),
         path_truncated: truncated,
         old_path: None,
         req_uid: ev.req_uid,
@@ -460,9 +460,9 @@ fn decode_exec(bytes: &[u8], header: &Header) -> Result<Exec, DecodeError> {
         argc: (!has(exec_flags::ARGC_UNKNOWN)).then_some(field(offset_of!(ExecEvent, argc))),
         argv_truncated: has(exec_flags::ARGV_TRUNCATED),
         argv_unreadable: has(exec_flags::ARGV_UNREADABLE),
-        exe: walked_path(exe, exe.len(), has(exec_flags::EXE_TRUNCATED)),
+        exe: walked_path(exe, has(exec_flags::EXE_TRUNCATED)),
         exe_truncated: has(exec_flags::EXE_TRUNCATED),
-        cwd: walked_path(cwd, cwd.len(), has(exec_flags::CWD_TRUNCATED)),
+        cwd: walked_path(cwd, has(exec_flags::CWD_TRUNCATED)),
         cwd_truncated: has(exec_flags::CWD_TRUNCATED),
     })
 }

@@ -517,7 +517,7 @@ impl Spool {
             let seq = self.next_seq;
             self.encode(&mut rec, &mut event, process);
             if self.room_for(rec.len() as u64) {
-                break self.write_encoded(&rec, seq);
+                break self.write_encoded(&rec);
             }
             match self.cfg.policy {
                 FullPolicy::DropOldest if self.segments.len() > 1 => {
@@ -608,7 +608,7 @@ impl Spool {
     fn write(&mut self, mut event: Event, process: Option<&Process>) -> Result<u64, SpoolError> {
         let mut rec = std::mem::take(&mut self.record);
         self.encode(&mut rec, &mut event, process);
-        let written = self.write_encoded(&rec, self.next_seq);
+        let written = self.write_encoded(&rec);
         self.record = rec;
         written
     }
@@ -625,9 +625,10 @@ impl Spool {
         encode_record(rec, magic, seq, self.envelope_for(event), event, process);
     }
 
-    /// Writes the encoded record of `seq`, the next seq, first moving the
-    /// seq floor past it when it reaches it.
-    fn write_encoded(&mut self, rec: &[u8], seq: u64) -> Result<u64, SpoolError> {
+    /// Writes `rec`, encoded by [`Spool::encode`] as the record of the next
+    /// seq, first moving the seq floor past that seq when it reaches it.
+    fn write_encoded(&mut self, rec: &[u8]) -> Result<u64, SpoolError> {
+        let seq = self.next_seq;
         if seq >= self.seq_floor {
             // Seqs below the floor may be in use; a restart that finds a
             // damaged tail resumes above it rather than reuse one.
