@@ -612,12 +612,12 @@ fn a_version_1_database_is_indexed_when_serve_upgrades_it() -> anyhow::Result<()
 
     // Opening it for writing upgrades it and indexes what it holds.
     let mut store = Store::open(&db.path)?;
-    assert_eq!(store.schema_version(), 5);
+    assert_eq!(store.schema_version(), 6);
     store.insert_batch(&[file(5, FileOp::Unlink, "/tmp/dropper", "")])?;
     drop(store);
     let conn = rusqlite::Connection::open(&db.path)?;
     let version: i64 = conn.query_row("PRAGMA user_version", [], |r| r.get(0))?;
-    assert_eq!(version, 5);
+    assert_eq!(version, 6);
     // It also gets stored_ns (schema version 3): 0 for what it held.
     let unknown: i64 =
         conn.query_row("SELECT count(*) FROM events WHERE stored_ns = 0", [], |r| {

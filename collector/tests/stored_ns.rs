@@ -136,12 +136,13 @@ fn a_version_2_database_gets_stored_ns_when_serve_upgrades_it() -> anyhow::Resul
 
     // Opening it for writing adds the column; the rows it held keep 0.
     let mut store = Store::open(&db.path)?;
-    assert_eq!(store.schema_version(), 5);
+    assert_eq!(store.schema_version(), 6);
     {
         let conn = rusqlite::Connection::open(&db.path)?;
         let version: i64 = conn.query_row("PRAGMA user_version", [], |r| r.get(0))?;
-        assert_eq!(version, 5);
-        // Version 5: `keys` replaced the column indexes and `indicators`.
+        assert_eq!(version, 6);
+        // Version 5: `keys` replaced the column indexes and `indicators`;
+        // version 6: `events_time` replaced `events_time_ns`.
         let mut names = conn.prepare(
             "SELECT name FROM sqlite_master WHERE type IN ('table', 'index') ORDER BY name",
         )?;
@@ -152,7 +153,7 @@ fn a_version_2_database_gets_stored_ns_when_serve_upgrades_it() -> anyhow::Resul
             names,
             [
                 "events",
-                "events_time_ns",
+                "events_time",
                 "keys",
                 "keys_upto",
                 "sqlite_autoindex_events_1"
