@@ -162,7 +162,7 @@ impl EventFilter {
                 }
             }
             // The value's spans, and the events not yet in `keys` (at most
-            // SPAN_IDS of them). CROSS JOIN: SQLite keeps the spans as the
+            // FLUSH_IDS of them). CROSS JOIN: SQLite keeps the spans as the
             // outer loop and reads each span of `events` by rowid.
             sql.push_str(&format!(
                 "(SELECT lo, hi FROM keys WHERE {} UNION ALL {KEYS_TAIL}) k \

@@ -286,8 +286,8 @@ pub struct ImageEvent {
 pub struct Store {
     conn: Connection,
     /// The keys of the events stored since `keys_upto` (writers only): key
-    /// rows are written once per [`crate::keys::SPAN_IDS`] events, not per
-    /// commit, so a value seen in several commits costs one row.
+    /// rows are written once per [`crate::keys::FLUSH_IDS`] events, not per
+    /// commit, so a value seen in several commits costs one row per span.
     spans: KeySpans,
     path: PathBuf,
     /// `PRAGMA user_version` as opened (after any upgrade).
@@ -990,6 +990,7 @@ mod tests {
     fn a_span_holds_at_most_span_ids_events_and_every_event_is_found_by_its_keys() {
         use sensor_proto::v1::Process;
         let span = crate::keys::SPAN_IDS as u64;
+        let flush = crate::keys::FLUSH_IDS as u64;
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("events.db");
         let event = |seq: u64| Event {
@@ -1008,8 +1009,8 @@ mod tests {
             exec_id: Some("image-1".into()),
             ..EventFilter::default()
         };
-        // Two full spans and a tail of 10 events not yet in `keys`.
-        let n = span * 2 + 10;
+        // Two full flushes and a tail of 10 events not yet in `keys`.
+        let n = flush * 2 + 10;
         let mut store = Store::open(&path).unwrap();
         store
             .insert_batch(&(1..=n).map(event).collect::<Vec<_>>())
@@ -1024,7 +1025,15 @@ mod tests {
                 )
                 .unwrap()
         };
-        assert_eq!(keyed(&store), (span as i64, span as i64 * 2));
+        assert_eq!(keyed(&store), (span as i64, flush as i64 * 2));
+        // A flush writes a row per span: the pid's events fill every span.
+        let pid_rows: u64 = store
+            .conn
+            .query_row("SELECT count(*) FROM keys WHERE type = 'pid'", [], |r| {
+                r.get(0)
+            })
+            .unwrap();
+        assert_eq!(pid_rows, flush * 2 / span);
         assert_eq!(found(&store, image_1()), n.div_ceil(3));
         let host = EventFilter {
             host_name: Some("web-1".into()),
@@ -1042,17 +1051,17 @@ mod tests {
         // the tail, and every event is still found exactly once.
         drop(store);
         let mut store = Store::open(&path).unwrap();
-        let more = span - 10;
+        let more = flush - 10;
         store
             .insert_batch(&(n + 1..=n + more).map(event).collect::<Vec<_>>())
             .unwrap();
-        assert_eq!(keyed(&store), (span as i64, span as i64 * 3));
+        assert_eq!(keyed(&store), (span as i64, flush as i64 * 3));
         assert_eq!(found(&store, pid()), n + more);
         assert_eq!(found(&store, image_1()), (n + more).div_ceil(3));
     }
+
     #[test]
-    fn a_version_5_database_gets_the_time_index_on_time_alone_and_ties_still_come_in_sensor_and_seq_order()
-     {
+    fn a_version_5_database_gets_events_time_and_ties_keep_sensor_and_seq_order() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("events.db");
         let at = |sensor: &str, seq: u64, seconds: i64| Event {
