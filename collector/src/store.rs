@@ -62,12 +62,18 @@ use crate::{
 /// The writer's page cache, KiB.
 const CACHE_KIB: i64 = 64 * 1024;
 
-/// WAL pages after which the writer checkpoints itself. The checkpointer
+/// WAL bytes after which the writer checkpoints itself. The checkpointer
 /// thread ([`Checkpointer`]) normally copies the WAL long before; this bounds
-/// the WAL (128 MiB) when it cannot keep up: a passive checkpoint that runs
-/// beside a busy writer never finds the WAL all copied, so SQLite never
-/// restarts it.
-const CHECKPOINT_PAGES: i64 = 32768;
+/// the WAL when it cannot keep up: a passive checkpoint that runs beside a
+/// busy writer never finds the WAL all copied, so SQLite never restarts it.
+const CHECKPOINT_BYTES: i64 = 128 << 20;
+
+/// The page size of a new database. Every page a commit changes is written
+/// whole to the WAL, one write(2) per page, and most of a commit's pages are
+/// new rows appended at the end of `events` and its indexes: 16 KiB pages
+/// took a tenth off the writer's time per event for 7% more bytes written
+/// (4 KiB: SQLite's default). An existing database keeps its page size.
+const PAGE_SIZE: i64 = 16 * 1024;
 
 /// Schema version stored in `PRAGMA user_version`.
 const SCHEMA_VERSION: i64 = 6;
@@ -324,6 +330,9 @@ impl Store {
             conn.execute_batch(&format!("PRAGMA page_size = {ps}"))
                 .map_err(open_err)?;
         }
+        // Before WAL mode and the first table, or SQLite ignores it.
+        conn.pragma_update(None, "page_size", PAGE_SIZE)
+            .map_err(open_err)?;
         let mode: String = conn
             .query_row("PRAGMA journal_mode = WAL", [], |row| row.get(0))
             .map_err(open_err)?;
@@ -340,8 +349,15 @@ impl Store {
         // pages from the OS (pread), which was most of the writer's time.
         conn.pragma_update(None, "cache_size", -CACHE_KIB)
             .map_err(open_err)?;
-        conn.pragma_update(None, "wal_autocheckpoint", CHECKPOINT_PAGES)
+        let page_size: i64 = conn
+            .query_row("PRAGMA page_size", [], |row| row.get(0))
             .map_err(open_err)?;
+        conn.pragma_update(
+            None,
+            "wal_autocheckpoint",
+            CHECKPOINT_BYTES / page_size.max(512),
+        )
+        .map_err(open_err)?;
         let version: i64 = conn
             .query_row("PRAGMA user_version", [], |row| row.get(0))
             .map_err(open_err)?;
@@ -1111,5 +1127,29 @@ mod tests {
             .collect();
         let expected = [("c", 1), ("a", 9), ("b", 1), ("b", 2), ("a", 1)];
         assert_eq!(order, expected.map(|(s, q)| (s.to_owned(), q)));
+    }
+    #[test]
+    fn a_new_database_gets_16_kib_pages_an_existing_one_keeps_its_own_and_the_wal_bound_follows() {
+        let dir = tempfile::tempdir().unwrap();
+        let pragma = |store: &Store, name: &str| -> i64 {
+            store
+                .conn
+                .query_row(&format!("PRAGMA {name}"), [], |r| r.get(0))
+                .unwrap()
+        };
+        let new = Store::open(&dir.path().join("new.db")).unwrap();
+        assert_eq!(pragma(&new, "page_size"), PAGE_SIZE);
+        assert_eq!(
+            pragma(&new, "wal_autocheckpoint"),
+            CHECKPOINT_BYTES / PAGE_SIZE
+        );
+        let old_path = dir.path().join("old.db");
+        Connection::open(&old_path)
+            .unwrap()
+            .execute_batch("PRAGMA page_size = 4096; CREATE TABLE other (x);")
+            .unwrap();
+        let old = Store::open(&old_path).unwrap();
+        assert_eq!(pragma(&old, "page_size"), 4096);
+        assert_eq!(pragma(&old, "wal_autocheckpoint"), CHECKPOINT_BYTES / 4096);
     }
 }
