@@ -1,6 +1,7 @@
-//! The collector's capacity: one client with a sensor's certificate streams
-//! batches of realistic file events as fast as the collector acknowledges
-//! them (a window of batches in flight, as the sensor keeps), for a while.
+//! The collector's capacity: clients with a sensor's certificate, each as one
+//! sensor, stream batches of realistic file events as fast as the collector
+//! acknowledges them (a window of batches in flight, as the sensor keeps),
+//! for a while.
 
 use std::{
     path::Path,
@@ -60,12 +61,43 @@ fn event(sensor_id: &str, seq: u64) -> Event {
     }
 }
 
-/// Streams events for `time` to the collector at `url` as client `client`
-/// of the CA in `certs`; returns what was acknowledged (stored durably).
+/// Streams events for `time` to the collector at `url` from `sensors`
+/// connections at once, each as its own sensor with client certificate
+/// `client` of the CA in `certs`; returns what was acknowledged (stored
+/// durably) in all, and the longest stream's time.
 pub async fn flood(
     url: &str,
     certs: &Path,
     client: &str,
+    sensors: usize,
+    time: Duration,
+    batch: u64,
+) -> Result<LoadRun> {
+    let mut streams = tokio::task::JoinSet::new();
+    for n in 0..sensors {
+        let (url, certs, client) = (url.to_owned(), certs.to_owned(), client.to_owned());
+        let sensor_id = format!("bench-load-{}-{n}", std::process::id());
+        streams
+            .spawn(async move { flood_one(&url, &certs, &client, &sensor_id, time, batch).await });
+    }
+    let mut all = LoadRun {
+        acked: 0,
+        elapsed: Duration::ZERO,
+    };
+    while let Some(run) = streams.join_next().await {
+        let run = run.context("a load stream panicked")??;
+        all.acked += run.acked;
+        all.elapsed = all.elapsed.max(run.elapsed);
+    }
+    Ok(all)
+}
+
+/// One sensor's stream of [`flood`].
+async fn flood_one(
+    url: &str,
+    certs: &Path,
+    client: &str,
+    sensor_id: &str,
     time: Duration,
     batch: u64,
 ) -> Result<LoadRun> {
@@ -88,7 +120,6 @@ pub async fn flood(
         .await
         .context("opening the stream")?
         .into_inner();
-    let sensor_id = format!("bench-load-{}", std::process::id());
     let start = Instant::now();
     let (mut sent, mut acked) = (0u64, 0u64);
     let mut sending = true;
@@ -99,7 +130,7 @@ pub async fn flood(
         let in_flight = (sent - acked) / batch;
         if sending && in_flight < WINDOW {
             let events = (sent + 1..=sent + batch)
-                .map(|s| event(&sensor_id, s))
+                .map(|s| event(sensor_id, s))
                 .collect();
             tx.send(EventBatch { events })
                 .await

@@ -443,9 +443,10 @@ impl Report {
         }
         let _ = writeln!(
             s,
-            "\nCollector alone: one mTLS client streaming realistic file events in batches of 512 \
-             (8 in flight): **{:.0} events/s** acknowledged (acks mean committed with \
-             synchronous=FULL), {} of {} stored, collector CPU {:.0}% of a core.",
+            "\nCollector alone: {} mTLS clients, each one sensor streaming realistic file events in \
+             batches of 512 (8 in flight): **{:.0} events/s** acknowledged (acks mean committed \
+             with synchronous=FULL), {} of {} stored, collector CPU {:.0}% of a core.",
+            crate::COLLECTOR_SENSORS,
             self.collector_rate,
             self.collector_stored,
             self.collector_events,
