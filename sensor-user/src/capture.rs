@@ -78,14 +78,23 @@ impl RawBatch {
 }
 
 /// Reads records until `stop` is set, then drains what is left. Each drain
-/// of the ring goes on in batches of at most [`BATCH`] records; a batch the
-/// next stage has no room for is dropped and each of its records counted.
+/// of the ring goes on in batches of at most [`BATCH`] records.
+///
+/// When the next stage has no room, capture waits for it and reads no more:
+/// the records wait in the kernel ring, which is the sensor's largest buffer
+/// (`capture.ring_buffer_bytes`, 8 MiB by default: tens of thousands of
+/// records, several times the stage queues), and the kernel drops and counts
+/// what does not fit (kernel/ring_full_dropped). The kernel itself never
+/// waits for us; Falco's consumer reads its ring the same way. Dropping the
+/// batch instead threw away records already read whenever decode fell a few
+/// batches behind, e.g. for one scheduling slice on a busy host. A batch is
+/// dropped and its records counted only when the next stage is gone.
 pub fn run(mut ring: RingBuf<MapData>, out: &Sender<RawBatch>, stats: &Stats, stop: &AtomicBool) {
     let fd = ring.as_raw_fd();
     let send = |batch: RawBatch| {
         let n = batch.len() as u64;
         Stats::add(&stats.captured, n);
-        if out.try_send(batch).is_err() {
+        if out.send(batch).is_err() {
             Stats::add(&stats.capture_dropped, n);
         }
     };

@@ -181,7 +181,8 @@ pub struct CaptureConfig {
     /// Size of the kernel ring buffer in bytes: a power of two, at least one page.
     pub ring_buffer_bytes: u32,
     /// Capacity of each queue between pipeline stages, in records (held as
-    /// batches of up to `capture::BATCH`).
+    /// batches of up to `capture::BATCH`). Capture waits on a full first
+    /// queue, leaving records in the kernel ring.
     pub queue_capacity: usize,
 }
 
