@@ -328,15 +328,16 @@ fn capacity(d: &Durations, quick: bool, report: &mut Report) -> Result<()> {
             generated: run.iterations + u64::from(threads),
             stored: store.files_of(&id, &prefix)?,
             dropped: health.dropped_total,
+            dropped_at: store::drops(&health),
             sensor_cpu_ms,
         };
         eprintln!(
-            "bench:   {:.0} events/s generated {} stored {} dropped {} (kernel {})",
+            "bench:   {:.0} events/s generated {} stored {} dropped {} ({})",
             row.rate(),
             row.generated,
             row.stored,
             row.dropped,
-            store::counter(&health, "kernel", "ring_full_dropped")
+            row.dropped_at
         );
         let lossless = row.lossless();
         report.capacity.push(row);

@@ -84,6 +84,8 @@ pub struct CapacityRow {
     pub generated: u64,
     pub stored: u64,
     pub dropped: u64,
+    /// The nonzero drop counters behind `dropped` ("stage/name N, ...").
+    pub dropped_at: String,
     pub sensor_cpu_ms: f64,
 }
 
@@ -422,13 +424,13 @@ impl Report {
              byte to their own tmpfs file at a paced rate: each write is one event, plus one open \
              per thread. generated = what the workload did; stored = events for those files in the \
              collector; dropped = `dropped_total` of the sensor's final health report (every \
-             stage's drop counters, kernel ring included). unexplained = generated − stored − \
-             dropped.\n\n| Target rate | achieved events/s | seconds | generated | stored | dropped | unexplained | sensor CPU | lossless |\n|---|---|---|---|---|---|---|---|---|"
+             stage's drop counters, kernel ring included; dropped where: the counters that are not \
+             0). unexplained = generated − stored − dropped.\n\n| Target rate | achieved events/s | seconds | generated | stored | dropped | dropped where | unexplained | sensor CPU | lossless |\n|---|---|---|---|---|---|---|---|---|---|"
         );
         for c in &self.capacity {
             let _ = writeln!(
                 s,
-                "| {} | {:.0} | {:.1} | {} | {} | {} | {} | {:.0}% of a core | {} |",
+                "| {} | {:.0} | {:.1} | {} | {} | {} | {} | {} | {:.0}% of a core | {} |",
                 c.target
                     .map_or_else(|| "as fast as possible".into(), |t| t.to_string()),
                 c.rate(),
@@ -436,6 +438,7 @@ impl Report {
                 c.generated,
                 c.stored,
                 c.dropped,
+                c.dropped_at,
                 c.unexplained(),
                 c.sensor_cpu_ms / 10.0 / c.seconds.max(1e-9),
                 if c.lossless() { "yes" } else { "no" }
@@ -657,6 +660,7 @@ mod tests {
                     generated: 1000,
                     stored: 1000,
                     dropped: 0,
+                    dropped_at: String::new(),
                     sensor_cpu_ms: 10.0,
                 },
                 CapacityRow {
@@ -665,6 +669,7 @@ mod tests {
                     generated: 9000,
                     stored: 5000,
                     dropped: 3999,
+                    dropped_at: "capture/queue_full_dropped 3999".into(),
                     sensor_cpu_ms: 900.0,
                 },
             ],

@@ -130,19 +130,23 @@ pub fn quantile(sorted: &[f64], q: f64) -> f64 {
     sorted[i.min(sorted.len() - 1)]
 }
 
-/// A counter of a health report, 0 when absent.
+/// Where a health report says events were dropped: its nonzero drop
+/// counters (named `..._dropped`), as "stage/name N", comma-separated.
 #[must_use]
-pub fn counter(health: &SensorHealth, stage: &str, name: &str) -> u64 {
+pub fn drops(health: &SensorHealth) -> String {
     health
         .counters
         .iter()
-        .find(|c| c.stage == stage && c.name == name)
-        .map_or(0, |c| c.value)
+        .filter(|c| c.name.ends_with("dropped") && c.value > 0)
+        .map(|c| format!("{}/{} {}", c.stage, c.name, c.value))
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 #[cfg(test)]
 mod tests {
-    use super::quantile;
+    use super::{drops, quantile};
+    use sensor_proto::v1::{SensorHealth, StageCounter};
 
     #[test]
     fn quantiles_of_a_hundred_values() {
@@ -150,5 +154,27 @@ mod tests {
         assert_eq!(quantile(&v, 0.5), 51.0);
         assert_eq!(quantile(&v, 0.99), 99.0);
         assert_eq!(quantile(&[], 0.5), 0.0);
+    }
+
+    #[test]
+    fn drops_name_the_counters_that_dropped_and_only_those() {
+        let counter = |stage: &str, name: &str, value| StageCounter {
+            stage: stage.into(),
+            name: name.into(),
+            value,
+        };
+        let health = SensorHealth {
+            counters: vec![
+                counter("kernel", "ring_full_dropped", 7),
+                counter("capture", "queue_full_dropped", 0),
+                counter("decode", "decoded", 99),
+                counter("spool", "full_dropped", 2),
+            ],
+            ..SensorHealth::default()
+        };
+        assert_eq!(
+            drops(&health),
+            "kernel/ring_full_dropped 7, spool/full_dropped 2"
+        );
     }
 }
