@@ -276,8 +276,10 @@ fn capacity(d: &Durations, quick: bool, report: &mut Report) -> Result<()> {
         ]
     };
     // Ramp up until a step loses events, then hold the best lossless rate
-    // for the full confirmation time.
-    let mut best: Option<Option<u64>> = None;
+    // for the full confirmation time; if it does not hold, step down to the
+    // next lossless rate (at most CONFIRM_TRIES holds in all).
+    let mut lossless_steps: Vec<Option<u64>> = Vec::new();
+    let mut tries = 0;
     let mut plan: Vec<(Option<u64>, Duration)> = ramp.iter().map(|&t| (t, d.step_time)).collect();
     let mut i = 0;
     while i < plan.len() {
@@ -330,6 +332,7 @@ fn capacity(d: &Durations, quick: bool, report: &mut Report) -> Result<()> {
             dropped: health.dropped_total,
             dropped_at: store::drops(&health),
             sensor_cpu_ms,
+            held: confirming,
         };
         eprintln!(
             "bench:   {:.0} events/s generated {} stored {} dropped {} ({})",
@@ -342,14 +345,24 @@ fn capacity(d: &Durations, quick: bool, report: &mut Report) -> Result<()> {
         let lossless = row.lossless();
         report.capacity.push(row);
         if confirming {
-            break;
+            tries += 1;
+            // The step just held is the last lossless one; the next below.
+            lossless_steps.pop();
+            match lossless_steps.last() {
+                Some(&lower) if !lossless && tries < CONFIRM_TRIES => {
+                    plan.push((lower, d.confirm_time));
+                    i += 1;
+                    continue;
+                }
+                _ => break,
+            }
         }
         if lossless {
-            best = Some(target);
+            lossless_steps.push(target);
         }
         let last_of_ramp = i + 1 == ramp.len();
         if (!lossless || last_of_ramp)
-            && let Some(best) = best
+            && let Some(&best) = lossless_steps.last()
         {
             plan.truncate(i + 1);
             plan.push((best, d.confirm_time));
@@ -358,6 +371,10 @@ fn capacity(d: &Durations, quick: bool, report: &mut Report) -> Result<()> {
     }
     Ok(())
 }
+
+/// Most holds of a rate for the confirmation time: the best lossless rate of
+/// the ramp, then the lossless steps below it while one loses events.
+const CONFIRM_TRIES: usize = 3;
 
 /// A tmpfs mounted for the benchmark; unmounted on drop.
 struct TmpfsMount(PathBuf);
