@@ -113,10 +113,10 @@ CREATE TABLE IF NOT EXISTS events (
     stored_ns      INTEGER NOT NULL DEFAULT 0,
     UNIQUE (sensor_id, seq)
 );
--- time_ns alone: with sensor_id and seq in it, each entry was three times
--- as large and each insert compared sensor_id text down the tree; the
--- index cost the writer a third of its throughput. A time-ordered query
--- sorts only the events of one nanosecond by sensor_id and seq.
+-- time_ns alone: with sensor_id and seq in it, each entry was about three
+-- times as large and each insert compared sensor_id text down the tree. A
+-- time-ordered query sorts only the events of one nanosecond by sensor_id
+-- and seq.
 CREATE INDEX IF NOT EXISTS events_time ON events (time_ns);
 
 CREATE TABLE IF NOT EXISTS keys (
@@ -326,10 +326,6 @@ impl Store {
             source,
         };
         let mut conn = connect(path, OpenFlags::SQLITE_OPEN_READ_WRITE).map_err(open_err)?;
-        if let Ok(ps) = std::env::var("COLL_PAGE") {
-            conn.execute_batch(&format!("PRAGMA page_size = {ps}"))
-                .map_err(open_err)?;
-        }
         // Before WAL mode and the first table, or SQLite ignores it.
         conn.pragma_update(None, "page_size", PAGE_SIZE)
             .map_err(open_err)?;
@@ -1128,6 +1124,7 @@ mod tests {
         let expected = [("c", 1), ("a", 9), ("b", 1), ("b", 2), ("a", 1)];
         assert_eq!(order, expected.map(|(s, q)| (s.to_owned(), q)));
     }
+
     #[test]
     fn a_new_database_gets_16_kib_pages_an_existing_one_keeps_its_own_and_the_wal_bound_follows() {
         let dir = tempfile::tempdir().unwrap();

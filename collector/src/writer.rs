@@ -42,8 +42,8 @@ enum Request {
 
 /// The writer's answer to one batch, with the batch itself: the sender's
 /// thread frees it. Freeing a decoded batch (a dozen allocations per event)
-/// was a tenth of the writer's time, and the writer is the one thread the
-/// collector's throughput waits on.
+/// was a few percent of the writer's time, and the writer is the one thread
+/// the collector's throughput waits on.
 #[derive(Debug)]
 struct Answer {
     result: Result<InsertOutcome, StoreError>,
