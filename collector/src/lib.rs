@@ -3,7 +3,8 @@
 //!
 //! - [`store`]: the SQLite schema, batch inserts and lookups.
 //! - [`writer`]: the database writer thread the server feeds.
-//! - [`server`]: the gRPC `Collector` service and [`serve`].
+//! - [`server`]: the gRPC `Collector` service and [`serve`]; [`route`]: its
+//!   route, which receives each event's bytes with the event.
 //! - [`tls`]: mutual TLS for the server; [`certs`]: the test CA and
 //!   certificates `collector certs` writes.
 //! - [`indicators`]: the paths, addresses, ports and domains events are
@@ -20,6 +21,7 @@ pub mod indicators;
 pub mod keys;
 pub mod output;
 pub mod query;
+pub mod route;
 pub mod server;
 pub mod store;
 pub mod timestamp;

@@ -2,9 +2,9 @@
 
 use std::{collections::VecDeque, future::Future, io, net::SocketAddr, pin::Pin, time::Duration};
 
-use sensor_proto::v1::{
-    Ack, EventBatch,
-    collector_server::{Collector, CollectorServer},
+use sensor_proto::{
+    encoded::{ReceivedBatch, ReceivedEvent},
+    v1::Ack,
 };
 use tokio::{
     net::TcpListener,
@@ -12,6 +12,8 @@ use tokio::{
 };
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Code, Request, Response, Status, Streaming, transport::Server};
+
+use crate::route::CollectorRoute;
 
 use crate::{
     store::{Store, validate_event},
@@ -121,9 +123,7 @@ where
         .http2_keepalive_timeout(Some(Duration::from_secs(10)))
         .max_concurrent_streams(Some(MAX_STREAMS_PER_CONNECTION))
         .http2_max_header_list_size(Some(MAX_HEADER_LIST_BYTES))
-        .add_service(
-            CollectorServer::new(service).max_decoding_message_size(config.max_message_bytes),
-        );
+        .add_service(CollectorRoute::new(service, config.max_message_bytes));
     // The two kinds of connection are different types; box the futures.
     let server: Pin<Box<dyn Future<Output = Result<(), tonic::transport::Error>> + Send>> =
         match transport {
@@ -185,14 +185,13 @@ pub struct CollectorService {
     stop: watch::Receiver<bool>,
 }
 
-#[tonic::async_trait]
-impl Collector for CollectorService {
-    type StreamStream = ReceiverStream<Result<Ack, Status>>;
+/// The acks of one stream, as the client reads them.
+pub type AckStream = ReceiverStream<Result<Ack, Status>>;
 
-    async fn stream(
-        &self,
-        request: Request<Streaming<EventBatch>>,
-    ) -> Result<Response<Self::StreamStream>, Status> {
+impl CollectorService {
+    /// Serves one `Collector.Stream` call: its task stores the batches and
+    /// sends their acks to the stream returned.
+    pub fn stream(&self, request: Request<Streaming<ReceivedBatch>>) -> Response<AckStream> {
         let peer = request.remote_addr();
         let inbound = request.into_inner();
         let (acks, ack_rx) = mpsc::channel(ACK_QUEUE_DEPTH);
@@ -205,12 +204,12 @@ impl Collector for CollectorService {
             peer,
         };
         tokio::spawn(stream.run());
-        Ok(Response::new(ReceiverStream::new(ack_rx)))
+        Response::new(ReceiverStream::new(ack_rx))
     }
 }
 
 struct StreamTask {
-    inbound: Streaming<EventBatch>,
+    inbound: Streaming<ReceivedBatch>,
     acks: mpsc::Sender<Result<Ack, Status>>,
     writer: WriterHandle,
     config: ServeConfig,
@@ -229,7 +228,7 @@ struct InFlight {
 /// What one turn of a stream's loop saw.
 enum Step {
     Committed(Result<Option<u64>, Status>),
-    Received(Result<Option<EventBatch>, Status>),
+    Received(Result<Option<ReceivedBatch>, Status>),
 }
 
 /// How one stream ended.
@@ -313,7 +312,7 @@ impl StreamTask {
     }
 
     /// Checks one batch and queues it for the writer.
-    async fn submit(&self, batch: EventBatch) -> Result<InFlight, Status> {
+    async fn submit(&self, batch: ReceivedBatch) -> Result<InFlight, Status> {
         let events = batch.events;
         if events.len() > self.config.max_batch_events {
             return Err(Status::resource_exhausted(format!(
@@ -322,11 +321,11 @@ impl StreamTask {
                 self.config.max_batch_events
             )));
         }
-        for event in &events {
+        for ReceivedEvent { event, .. } in &events {
             validate_event(event)
                 .map_err(|e| Status::invalid_argument(format!("batch refused: {e}")))?;
         }
-        let highest = events.iter().map(|e| e.seq).max();
+        let highest = events.iter().map(|e| e.event.seq).max();
         if events.is_empty() {
             return Ok(InFlight {
                 highest,

@@ -1,8 +1,9 @@
 //! The SQLite event store: schema, batch inserts and lookups.
 //!
 //! Every event is one row of `events`. The columns the investigator filters
-//! by are copied out of the event; `body` holds the whole prost-encoded
-//! `Event`, so nothing the sensor sent is lost. `UNIQUE(sensor_id, seq)` with
+//! by are copied out of the event; `body` holds the `Event`'s protobuf bytes
+//! as the sensor sent them, so nothing it sent is lost, not even fields this
+//! collector does not know. `UNIQUE(sensor_id, seq)` with
 //! `ON CONFLICT DO NOTHING` makes redelivery harmless. `events_time` walks
 //! events in time order (ties, events of the same nanosecond, are put in
 //! sensor_id and seq order by a sort of just those).
@@ -52,7 +53,7 @@ use prost::Message as _;
 use rusqlite::{
     Connection, OpenFlags, OptionalExtension as _, TransactionBehavior, params, params_from_iter,
 };
-use sensor_proto::v1::Event;
+use sensor_proto::{encoded::ReceivedEvent, v1::Event};
 
 use crate::{
     keys::KeySpans,
@@ -455,13 +456,29 @@ impl Store {
     }
 
     /// Stores a batch in one transaction; events already stored are skipped.
+    /// Each event is stored encoded as this build encodes it.
     ///
     /// # Errors
     /// An event is invalid (nothing of the batch is stored then) or SQLite
     /// fails.
     pub fn insert_batch(&mut self, events: &[Event]) -> Result<InsertOutcome, StoreError> {
-        for event in events {
-            validate_event(event)?;
+        let received: Vec<ReceivedEvent> =
+            events.iter().cloned().map(ReceivedEvent::from).collect();
+        self.insert_received(&received)
+    }
+
+    /// Stores a received batch in one transaction; events already stored are
+    /// skipped. Each event is stored as the bytes it came in.
+    ///
+    /// # Errors
+    /// An event is invalid (nothing of the batch is stored then) or SQLite
+    /// fails.
+    pub fn insert_received(
+        &mut self,
+        events: &[ReceivedEvent],
+    ) -> Result<InsertOutcome, StoreError> {
+        for received in events {
+            validate_event(&received.event)?;
         }
         let outcomes = self.insert_valid(&[events])?;
         Ok(outcomes.into_iter().next().unwrap_or_default())
@@ -475,13 +492,13 @@ impl Store {
     /// SQLite fails: nothing of any batch is stored then.
     pub fn insert_batches(
         &mut self,
-        batches: &[&[Event]],
+        batches: &[&[ReceivedEvent]],
     ) -> Result<Vec<Result<InsertOutcome, InvalidEvent>>, StoreError> {
         let checked: Vec<Result<(), InvalidEvent>> = batches
             .iter()
-            .map(|events| events.iter().try_for_each(validate_event))
+            .map(|events| events.iter().try_for_each(|e| validate_event(&e.event)))
             .collect();
-        let valid: Vec<&[Event]> = batches
+        let valid: Vec<&[ReceivedEvent]> = batches
             .iter()
             .zip(&checked)
             .filter(|(_, ok)| ok.is_ok())
@@ -495,7 +512,10 @@ impl Store {
     }
 
     /// Inserts validated batches in one transaction.
-    fn insert_valid(&mut self, batches: &[&[Event]]) -> Result<Vec<InsertOutcome>, StoreError> {
+    fn insert_valid(
+        &mut self,
+        batches: &[&[ReceivedEvent]],
+    ) -> Result<Vec<InsertOutcome>, StoreError> {
         let stored = self.insert_valid_once(batches);
         if stored.is_err() {
             // The spans may hold events the rollback removed, or have been
@@ -517,7 +537,7 @@ impl Store {
 
     fn insert_valid_once(
         &mut self,
-        batches: &[&[Event]],
+        batches: &[&[ReceivedEvent]],
     ) -> Result<Vec<InsertOutcome>, StoreError> {
         let tx = self.conn.transaction()?;
         let mut outcomes = Vec::with_capacity(batches.len());
@@ -533,7 +553,7 @@ impl Store {
             let keys = &mut self.spans;
             for events in batches {
                 let mut outcome = InsertOutcome::default();
-                for event in *events {
+                for ReceivedEvent { event, encoded } in *events {
                     let row = Row::of(event)?;
                     let changed = stmt.execute(params![
                         event.sensor_id,
@@ -546,7 +566,7 @@ impl Store {
                         row.parent_exec_id,
                         row.pid,
                         row.exe,
-                        event.encode_to_vec(),
+                        encoded.as_ref(),
                         stored_ns,
                     ])?;
                     if changed == 0 {
@@ -897,10 +917,12 @@ mod tests {
     fn a_group_commit_stores_the_valid_batches_and_refuses_only_the_invalid_one() {
         let dir = tempfile::tempdir().unwrap();
         let mut store = Store::open(&dir.path().join("events.db")).unwrap();
-        let ev = |sensor: &str, seq: u64| Event {
-            sensor_id: sensor.into(),
-            seq,
-            ..Event::default()
+        let ev = |sensor: &str, seq: u64| {
+            ReceivedEvent::from(Event {
+                sensor_id: sensor.into(),
+                seq,
+                ..Event::default()
+            })
         };
         let good = [ev("a", 1), ev("a", 2)];
         let bad = [ev("b", 1), ev("", 2)];

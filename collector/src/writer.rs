@@ -9,7 +9,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use sensor_proto::v1::Event;
+use sensor_proto::encoded::ReceivedEvent;
 use tokio::sync::{mpsc, oneshot};
 
 use crate::store::{InsertOutcome, Store, StoreError};
@@ -36,7 +36,10 @@ pub struct WriterTotals {
 }
 
 enum Request {
-    Insert { events: Vec<Event>, reply: Reply },
+    Insert {
+        events: Vec<ReceivedEvent>,
+        reply: Reply,
+    },
     Stop,
 }
 
@@ -47,7 +50,7 @@ enum Request {
 #[derive(Debug)]
 struct Answer {
     result: Result<InsertOutcome, StoreError>,
-    _events: Vec<Event>,
+    _events: Vec<ReceivedEvent>,
 }
 
 type Reply = oneshot::Sender<Answer>;
@@ -72,7 +75,7 @@ impl WriterHandle {
     ///
     /// # Errors
     /// The store refused the batch or the writer has stopped.
-    pub async fn insert(&self, events: Vec<Event>) -> Result<InsertOutcome, WriteError> {
+    pub async fn insert(&self, events: Vec<ReceivedEvent>) -> Result<InsertOutcome, WriteError> {
         self.submit(events).await?.await
     }
 
@@ -82,7 +85,7 @@ impl WriterHandle {
     ///
     /// # Errors
     /// The writer has stopped.
-    pub async fn submit(&self, events: Vec<Event>) -> Result<Commit, WriteError> {
+    pub async fn submit(&self, events: Vec<ReceivedEvent>) -> Result<Commit, WriteError> {
         let (reply, answer) = oneshot::channel();
         self.tx
             .send(Request::Insert { events, reply })
@@ -248,8 +251,12 @@ const GROUP_MAX: usize = 32;
 
 /// Stores a group of batches in one commit and answers each sender; if the
 /// group commit fails, each batch is tried alone so each gets its own answer.
-fn store_group(store: &mut Store, group: Vec<(Vec<Event>, Reply)>, totals: &mut WriterTotals) {
-    let slices: Vec<&[Event]> = group.iter().map(|(events, _)| events.as_slice()).collect();
+fn store_group(
+    store: &mut Store,
+    group: Vec<(Vec<ReceivedEvent>, Reply)>,
+    totals: &mut WriterTotals,
+) {
+    let slices: Vec<&[ReceivedEvent]> = group.iter().map(|(events, _)| events.as_slice()).collect();
     let results: Vec<Result<InsertOutcome, StoreError>> = match store.insert_batches(&slices) {
         Ok(results) => results
             .into_iter()
@@ -257,7 +264,7 @@ fn store_group(store: &mut Store, group: Vec<(Vec<Event>, Reply)>, totals: &mut 
             .collect(),
         Err(_) => group
             .iter()
-            .map(|(events, _)| store.insert_batch(events))
+            .map(|(events, _)| store.insert_received(events))
             .collect(),
     };
     for ((events, reply), result) in group.into_iter().zip(results) {

@@ -457,3 +457,69 @@ async fn concurrent_sensors_are_all_stored() -> anyhow::Result<()> {
     assert_eq!(Store::open_read_only(&db.path)?.count()?, 6000);
     Ok(())
 }
+
+#[tokio::test]
+async fn an_event_is_stored_as_the_bytes_its_sensor_sent_unknown_fields_included()
+-> anyhow::Result<()> {
+    let server = TestServer::start(ServeConfig::default()).await?;
+    let sh = Proc {
+        exec_id: "e-sh",
+        parent_exec_id: "e-init",
+        pid: 100,
+        exe: "/bin/sh",
+        argv: &["sh"],
+    };
+    let event = exec(SENSOR, 1, T0, &sh);
+    // A newer sensor's event: a field this collector does not know (99)
+    // follows the ones it does.
+    let mut sent = event.encode_to_vec();
+    prost::encoding::encode_key(99, prost::encoding::WireType::Varint, &mut sent);
+    prost::encoding::encode_varint(42, &mut sent);
+    let mut batch = sensor_proto::encoded::EncodedBatch::with_capacity(sent.len() + 8);
+    batch.push(&sent);
+
+    let channel = tonic::transport::Channel::from_shared(format!("http://{}", server.addr))?
+        .connect()
+        .await?;
+    let mut acks = sensor_proto::encoded::stream(channel, tokio_stream::iter([batch]))
+        .await?
+        .into_inner();
+    assert_eq!(acks.message().await?, Some(Ack { acked_seq: 1 }));
+    assert_eq!(acks.message().await?, None);
+
+    let (_, db) = server.stop().await?;
+    let conn = rusqlite::Connection::open(&db.path)?;
+    let body: Vec<u8> = conn.query_row("SELECT body FROM events", [], |r| r.get(0))?;
+    assert_eq!(body, sent, "the body is the bytes as sent");
+    let store = Store::open_read_only(&db.path)?;
+    assert_eq!(store.query(&EventFilter::default())?, vec![event]);
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_method_the_collector_does_not_have_is_unimplemented_and_the_connection_survives()
+-> anyhow::Result<()> {
+    let server = TestServer::start(ServeConfig::default()).await?;
+    let channel = tonic::transport::Channel::from_shared(format!("http://{}", server.addr))?
+        .connect()
+        .await?;
+    let mut grpc = tonic::client::Grpc::new(channel.clone());
+    grpc.ready().await?;
+    let status = grpc
+        .unary(
+            tonic::Request::new(Ack { acked_seq: 1 }),
+            tonic::codegen::http::uri::PathAndQuery::from_static("/sensor.v1.Collector/Query"),
+            tonic_prost::ProstCodec::<Ack, Ack>::default(),
+        )
+        .await
+        .expect_err("no such method");
+    assert_eq!(status.code(), Code::Unimplemented);
+
+    let mut client = sensor_proto::v1::collector_client::CollectorClient::new(channel);
+    let mut stream = SensorStream::open(&mut client).await?;
+    assert_eq!(stream.send(execs(SENSOR, 1..=2)).await?.acked_seq, 2);
+    stream.close();
+    stream.end().await?;
+    server.stop().await?;
+    Ok(())
+}

@@ -9,7 +9,7 @@ use common::{
     Proc, SENSOR, T0, TempDb, exec, path_arg, run_collector, split_stored_ns, stdout_lines,
     unix_ns_now,
 };
-use sensor_proto::v1::Event;
+use sensor_proto::{encoded::ReceivedEvent, v1::Event};
 
 fn sh() -> Proc<'static> {
     Proc {
@@ -219,8 +219,11 @@ fn a_version_2_database_gets_stored_ns_when_serve_upgrades_it() -> anyhow::Resul
 fn each_group_commit_reads_the_clock_once() -> anyhow::Result<()> {
     let db = TempDb::new()?;
     let mut store = Store::open(&db.path)?;
-    let first = now_events([1, 2])?;
-    let second = now_events([3])?;
+    let received = |events: Vec<Event>| -> Vec<ReceivedEvent> {
+        events.into_iter().map(ReceivedEvent::from).collect()
+    };
+    let first = received(now_events([1, 2])?);
+    let second = received(now_events([3])?);
     let before = unix_ns_now()?;
     let results = store.insert_batches(&[&first[..], &second[..]])?;
     assert!(results.iter().all(Result::is_ok), "{results:?}");

@@ -196,9 +196,7 @@ async fn flood_one(
             for s in sent + 1..=sent + batch {
                 templates.push(&mut events, s, now + Duration::from_nanos(s - sent));
             }
-            tx.send(events)
-                .await
-                .context("sending a batch")?;
+            tx.send(events).await.context("sending a batch")?;
             sent += batch;
             continue;
         }
@@ -230,7 +228,11 @@ mod tests {
             let decoded = sensor_proto::v1::EventBatch::decode(batch.encode_to_vec().as_slice())
                 .unwrap()
                 .events;
-            assert_eq!(decoded, vec![event("bench-load-1-0", seq, now)], "seq {seq}");
+            assert_eq!(
+                decoded,
+                vec![event("bench-load-1-0", seq, now)],
+                "seq {seq}"
+            );
         }
     }
 }
