@@ -28,6 +28,13 @@ const EVENTS_FIELD: u32 = 1;
 /// The gRPC method the generated `CollectorClient::stream` calls.
 pub const STREAM_PATH: &str = "/sensor.v1.Collector/Stream";
 
+/// Appends one encoded `Event` to `buf` as an `EventBatch.events` field.
+fn frame_event(event: &[u8], buf: &mut impl BufMut) {
+    encode_key(EVENTS_FIELD, WireType::LengthDelimited, buf);
+    encode_varint(event.len() as u64, buf);
+    buf.put_slice(event);
+}
+
 /// An `EventBatch` built from encoded `Event`s; encodes to exactly the bytes
 /// of the `EventBatch` holding those events.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
@@ -48,9 +55,7 @@ impl EncodedBatch {
 
     /// Adds one encoded `Event` (as `Event::encode_to_vec` gives it).
     pub fn push(&mut self, event: &[u8]) {
-        encode_key(EVENTS_FIELD, WireType::LengthDelimited, &mut self.bytes);
-        encode_varint(event.len() as u64, &mut self.bytes);
-        self.bytes.extend_from_slice(event);
+        frame_event(event, &mut self.bytes);
         self.events += 1;
     }
 
@@ -121,9 +126,7 @@ impl Message for ReceivedBatch {
     /// The same bytes as the `EventBatch` of these events, as sent.
     fn encode_raw(&self, buf: &mut impl BufMut) {
         for event in &self.events {
-            encode_key(EVENTS_FIELD, WireType::LengthDelimited, buf);
-            encode_varint(event.encoded.len() as u64, buf);
-            buf.put_slice(&event.encoded);
+            frame_event(&event.encoded, buf);
         }
     }
 
