@@ -13,9 +13,8 @@ use tokio::{
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Code, Request, Response, Status, Streaming, transport::Server};
 
-use crate::route::CollectorRoute;
-
 use crate::{
+    route::CollectorRoute,
     store::{Store, validate_event},
     tls::{self, ServerTls},
     writer::{Commit, WriteError, Writer, WriterHandle, WriterTotals},
