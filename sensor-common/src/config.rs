@@ -25,11 +25,21 @@ pub struct KernelOffsets {
     pub task_fs: u32,
     pub task_exit_code: u32,
     pub task_files: u32,
+    pub task_comm: u32,
+    /// `task_struct::cgroups` (a `struct css_set *`).
+    pub task_cgroups: u32,
+    // struct css_set -> struct cgroup -> struct kernfs_node: the cgroup id
+    // bpf_get_current_cgroup_id() reports (cgroup v2)
+    pub css_set_dfl_cgrp: u32,
+    pub cgroup_kn: u32,
+    pub kernfs_node_id: u32,
     // struct files_struct, struct fdtable
     pub files_fdt: u32,
     pub fdtable_fd: u32,
     pub fdtable_max_fds: u32,
-    // struct cred (uid and gid come from bpf_get_current_uid_gid)
+    // struct cred
+    pub cred_uid: u32,
+    pub cred_gid: u32,
     pub cred_euid: u32,
     pub cred_egid: u32,
     // struct mm_struct
@@ -100,10 +110,17 @@ impl KernelOffsets {
         task_fs: OFFSET_MISSING,
         task_exit_code: OFFSET_MISSING,
         task_files: OFFSET_MISSING,
+        task_comm: OFFSET_MISSING,
+        task_cgroups: OFFSET_MISSING,
+        css_set_dfl_cgrp: OFFSET_MISSING,
+        cgroup_kn: OFFSET_MISSING,
+        kernfs_node_id: OFFSET_MISSING,
         files_fdt: OFFSET_MISSING,
         fdtable_fd: OFFSET_MISSING,
         fdtable_max_fds: OFFSET_MISSING,
         cred_euid: OFFSET_MISSING,
+        cred_uid: OFFSET_MISSING,
+        cred_gid: OFFSET_MISSING,
         cred_egid: OFFSET_MISSING,
         mm_arg_start: OFFSET_MISSING,
         mm_arg_end: OFFSET_MISSING,
@@ -199,11 +216,11 @@ impl Config {
     };
 }
 
-const _: () = assert!(size_of::<KernelOffsets>() == 59 * 4);
-const _: () = assert!(size_of::<Config>() == 67 * 4);
-const _: () = assert!(offset_of!(Config, open_repeat_window_ms) == 66 * 4);
-const _: () = assert!(offset_of!(Config, dns_ports) == 64 * 4);
-const _: () = assert!(offset_of!(Config, sensor_tgid) == 59 * 4);
+const _: () = assert!(size_of::<KernelOffsets>() == 66 * 4);
+const _: () = assert!(size_of::<Config>() == 74 * 4);
+const _: () = assert!(offset_of!(Config, open_repeat_window_ms) == 73 * 4);
+const _: () = assert!(offset_of!(Config, dns_ports) == 71 * 4);
+const _: () = assert!(offset_of!(Config, sensor_tgid) == 66 * 4);
 
 /// How one syscall's arguments map onto a file record, so that one verified
 /// program serves every syscall of a family. Userspace writes one per

@@ -232,7 +232,7 @@ fn ignored(off: &KernelOffsets, file: u64) -> bool {
 /// Fills `ev` with `file`'s identity and path.
 #[inline(always)]
 fn describe_file(ev: &mut FileEvent, off: &KernelOffsets, file: u64) {
-    ev.task = current_task_info(off);
+    ev.task = current_task_info();
     ev.f_mode = read(file, off.file_f_mode).unwrap_or(0);
     let inode: u64 = read(file, off.file_f_inode).unwrap_or(0);
     ev.ino = read(inode, off.inode_i_ino).unwrap_or(0);
@@ -304,7 +304,7 @@ pub fn sys_exit_open(ctx: TracePointContext) -> u32 {
     if is_own(cfg, (bpf_get_current_pid_tgid() >> 32) as u32) {
         return 0;
     }
-    let file = file_of_fd(off, ret as u64);
+    let file = file_of_fd(ret as u64);
     if file == 0 || ignored(off, file) {
         return 0;
     }
@@ -340,7 +340,7 @@ pub fn sys_enter_write(ctx: TracePointContext) -> u32 {
     let off = &cfg.offsets;
     // SAFETY: reading this tracepoint's own record.
     let fd = unsafe { ctx.read_at::<u64>(arg(0)) }.unwrap_or(u64::MAX);
-    let file = file_of_fd(off, fd);
+    let file = file_of_fd(fd);
     if file == 0 {
         return 0;
     }
@@ -402,7 +402,7 @@ pub fn sys_enter_fd_change(ctx: TracePointContext) -> u32 {
         return 0;
     };
     let off = &cfg.offsets;
-    let file = file_of_fd(off, syscall_arg(&ctx, spec.dfd1));
+    let file = file_of_fd(syscall_arg(&ctx, spec.dfd1));
     if file == 0 || ignored(off, file) {
         return 0;
     }

@@ -135,7 +135,7 @@ fn path_area(
             off.fs_pwd,
         )
     } else if path.dfd >= 0 {
-        (file_of_fd(off, path.dfd as u64), off.file_f_path)
+        (file_of_fd(path.dfd as u64), off.file_f_path)
     } else {
         (0, OFFSET_MISSING)
     };
@@ -200,7 +200,7 @@ fn named_enter(n: &Named) -> u32 {
     }
     // SAFETY: per-CPU scratch owned by this program run.
     let ev = unsafe { &mut *ev };
-    ev.task = current_task_info(off);
+    ev.task = current_task_info();
     ev.op = n.op;
     ev.op_flags = n.op_flags;
     ev.mode = n.mode;

@@ -183,7 +183,7 @@ fn sock_at(off: &KernelOffsets, sk: u64, ino: u64) -> Option<Sock> {
 /// before `private_data` is read as a `struct socket`.
 #[inline(always)]
 fn sock_of_fd(off: &KernelOffsets, fd: u64) -> Option<Sock> {
-    let file = file_of_fd(off, fd);
+    let file = file_of_fd(fd);
     let inode: u64 = read(file, off.file_f_inode)?;
     let mode: u16 = read(inode, off.inode_i_mode)?;
     if mode & S_IFMT != S_IFSOCK {
@@ -363,7 +363,7 @@ fn emit(
     let ev = unsafe { &mut *ev };
     ev.task = match task {
         Some(t) => *t,
-        None => current_task_info(off),
+        None => current_task_info(),
     };
     ev.op = op;
     ev.protocol = u32::from(sock.protocol);
@@ -429,7 +429,7 @@ fn emit_dns(
     if rc != 0 {
         return None;
     }
-    ev.task = current_task_info(off);
+    ev.task = current_task_info();
     ev.direction = direction;
     ev.protocol = u32::from(sock.protocol);
     ev.addrs = sock_addrs(off, sock);

@@ -1,10 +1,9 @@
 //! Process lifecycle: exec, fork of a new process, exit of a process.
 
+use core::ptr::null;
+
 use aya_ebpf::{
-    helpers::{
-        bpf_get_current_pid_tgid, bpf_probe_read_user,
-        generated::bpf_probe_read_user as probe_read_user_buf,
-    },
+    helpers::{bpf_probe_read_user, generated::bpf_probe_read_user as probe_read_user_buf},
     macros::{map, raw_tracepoint},
     maps::PerCpuArray,
     programs::RawTracePointContext,
@@ -15,8 +14,8 @@ use sensor_common::{
 };
 
 use crate::kernel::{
-    OWN_TGIDS, config, current_task, current_task_info, header, is_own, output_prefix, read,
-    walk_path,
+    config, current_task_btf, current_task_info, field, header, is_own, join_own_tree, koff,
+    leave_own_tree, output_prefix, read, walk_path,
 };
 
 /// Exec records are ~8 KiB: built here, not on the 512-byte stack.
@@ -35,18 +34,18 @@ pub fn proc_exec(_ctx: RawTracePointContext) -> u32 {
     };
     // SAFETY: per-CPU scratch owned by this program run.
     let ev = unsafe { &mut *ev };
-    ev.task = current_task_info(off);
+    ev.task = current_task_info();
     ev.flags = 0;
 
-    let task = current_task();
-    let mm: u64 = read(task, off.task_mm).unwrap_or(0);
+    let task = current_task_btf();
+    let mm: *const u8 = field(task, koff!(task_mm)).unwrap_or(null());
     let data = ev.data.as_mut_ptr();
 
     // The executable as the kernel opened it: mm->exe_file->f_path. Each
     // walk's length is below PATH_BUF, so the cwd's walk starts inside the
     // first PATH_BUF bytes and argv inside the first 2 * PATH_BUF; the masks
     // change nothing but give the verifier those bounds.
-    let exe_file: u64 = read(mm, off.mm_exe_file).unwrap_or(0);
+    let exe_file: u64 = field(mm, koff!(mm_exe_file)).unwrap_or(0);
     let exe = walk_path(off, exe_file, off.file_f_path, data);
     ev.exe_len = exe.len;
     if exe.truncated {
@@ -54,7 +53,7 @@ pub fn proc_exec(_ctx: RawTracePointContext) -> u32 {
     }
     let cwd_at = exe.len as usize & (PATH_BUF - 1);
 
-    let fs: u64 = read(task, off.task_fs).unwrap_or(0);
+    let fs: u64 = field(task, koff!(task_fs)).unwrap_or(0);
     // SAFETY: cwd_at < PATH_BUF, and the walk writes at most PATH_BUF bytes.
     let cwd = walk_path(off, fs, off.fs_pwd, unsafe { data.add(cwd_at) });
     ev.cwd_len = cwd.len;
@@ -64,8 +63,8 @@ pub fn proc_exec(_ctx: RawTracePointContext) -> u32 {
     let argv_at = (cwd_at + cwd.len as usize) & (2 * PATH_BUF - 1);
 
     // argv: the NUL-separated strings between mm->arg_start and arg_end.
-    let arg_start: u64 = read(mm, off.mm_arg_start).unwrap_or(0);
-    let arg_end: u64 = read(mm, off.mm_arg_end).unwrap_or(0);
+    let arg_start: u64 = field(mm, koff!(mm_arg_start)).unwrap_or(0);
+    let arg_end: u64 = field(mm, koff!(mm_arg_end)).unwrap_or(0);
     let mut len = arg_end.saturating_sub(arg_start);
     if len >= ARGV_BUF as u64 {
         len = ARGV_BUF as u64 - 1;
@@ -86,7 +85,7 @@ pub fn proc_exec(_ctx: RawTracePointContext) -> u32 {
 
     // argc: create_elf_tables() puts it at the top of the new stack, which
     // is where mm->start_stack points.
-    let start_stack: u64 = read(mm, off.mm_start_stack).unwrap_or(0);
+    let start_stack: u64 = field(mm, koff!(mm_start_stack)).unwrap_or(0);
     // SAFETY: as above.
     ev.argc = match unsafe { bpf_probe_read_user(start_stack as *const u64) } {
         Ok(argc) if start_stack != 0 => argc as u32,
@@ -108,20 +107,29 @@ pub fn proc_exec(_ctx: RawTracePointContext) -> u32 {
 pub fn proc_fork(ctx: RawTracePointContext) -> u32 {
     let Some(cfg) = config() else { return 0 };
     let off = &cfg.offsets;
+    // A raw tracepoint's arguments are plain numbers to the verifier, so the
+    // child's fields take helper reads: its pid and tgid in one when the
+    // kernel keeps them side by side (it has since 2.6).
     let child: u64 = ctx.arg(1);
-    let child_tid = read::<i32>(child, off.task_pid).unwrap_or(0) as u32;
-    let child_tgid = read::<i32>(child, off.task_tgid).unwrap_or(0) as u32;
+    let (child_tid, child_tgid) = if off.task_tgid == off.task_pid + 4 {
+        let ids = read::<u64>(child, off.task_pid).unwrap_or(0);
+        (ids as u32, (ids >> 32) as u32)
+    } else {
+        (
+            read::<u32>(child, off.task_pid).unwrap_or(0),
+            read::<u32>(child, off.task_tgid).unwrap_or(0),
+        )
+    };
     if child_tid != child_tgid {
         return 0;
     }
-    let parent_tgid = (bpf_get_current_pid_tgid() >> 32) as u32;
-    if is_own(cfg, parent_tgid) {
-        // The sensor's tree grows; a full map only lets a child be reported.
-        let _ = OWN_TGIDS.insert(&child_tgid, &1, 0);
+    let task = current_task_info();
+    if is_own(cfg, task.tgid) {
+        join_own_tree(child_tgid);
     }
     let mut ev = ForkEvent {
         header: header(kind::FORK, size_of::<ForkEvent>()),
-        task: current_task_info(off),
+        task,
         child_start_boottime_ns: read(child, off.task_start_boottime).unwrap_or(0),
         child_tid,
         child_tgid,
@@ -136,8 +144,7 @@ pub fn proc_fork(ctx: RawTracePointContext) -> u32 {
 #[raw_tracepoint(tracepoint = "sched_process_exit")]
 pub fn proc_exit(ctx: RawTracePointContext) -> u32 {
     let Some(cfg) = config() else { return 0 };
-    let off = &cfg.offsets;
-    let task = current_task_info(off);
+    let task = current_task_info();
     let last = if cfg.exit_has_group_dead != 0 {
         ctx.arg::<u64>(1) & 0xff != 0
     } else {
@@ -146,13 +153,11 @@ pub fn proc_exit(ctx: RawTracePointContext) -> u32 {
     if !last {
         return 0;
     }
-    if task.tgid != cfg.sensor_tgid {
-        let _ = OWN_TGIDS.remove(&task.tgid);
-    }
+    leave_own_tree(cfg, task.tgid);
     let mut ev = ExitEvent {
         header: header(kind::EXIT, size_of::<ExitEvent>()),
         task,
-        exit_status: read::<i32>(current_task(), off.task_exit_code).unwrap_or(0) as u32,
+        exit_status: field(current_task_btf(), koff!(task_exit_code)).unwrap_or(0),
         _pad0: 0,
     };
     output_prefix(&mut ev, size_of::<ExitEvent>(), kind::EXIT);

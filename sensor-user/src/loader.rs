@@ -230,6 +230,7 @@ fn open_object(settings: &KernelSettings, btf_path: &Path) -> Result<Ebpf, LoadE
     let config = kernel_config(settings, btf_path)?;
     let mut ebpf = EbpfLoader::new()
         .map_max_entries(maps::EVENTS, settings.ring_bytes)
+        .override_global("KERNEL_OFFSETS", &config.offsets, true)
         .load(OBJECT)
         .map_err(|e| LoadError::Object(Box::new(e)))?;
     write_config(&mut ebpf, config)?;

@@ -285,3 +285,60 @@ fn health_events_carry_every_stage_counter() {
     }
     rig.sensor.stop();
 }
+
+/// The cgroup v2 hierarchy's mount point, from /proc/self/mountinfo.
+fn cgroup2_mount() -> std::path::PathBuf {
+    let info = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
+    info.lines()
+        .find(|l| l.contains(" - cgroup2 "))
+        .and_then(|l| l.split(' ').nth(4))
+        .expect("a cgroup2 mount")
+        .into()
+}
+
+#[test]
+fn a_process_run_as_another_user_in_its_own_cgroup_reports_the_kernels_ids_name_and_cgroup() {
+    use std::os::unix::fs::MetadataExt;
+    let rig = Rig::start();
+    let cgroup = cgroup2_mount().join(format!("sensor-test-{}", std::process::id()));
+    std::fs::create_dir(&cgroup).unwrap();
+    // cgroup v2 ids are the kernfs inode numbers of the directories.
+    let cgroup_id = std::fs::metadata(&cgroup).unwrap().ino();
+    let script = format!(
+        "echo $$ > {} && exec /usr/bin/setpriv --reuid 4321 --regid 8765 --clear-groups /bin/sleep 0.1",
+        cgroup.join("cgroup.procs").display()
+    );
+    let mut child = Command::new("/bin/sh")
+        .args(["-c", &script])
+        .spawn()
+        .unwrap();
+    let pid = child.id();
+    let status = child.wait().unwrap();
+    std::fs::remove_dir(&cgroup).unwrap();
+    assert!(status.success());
+    let is_sleep = |e: &&Value| e.str_at("/process/exe") == "/usr/bin/sleep";
+    let events = rig.events_of(pid, |e| {
+        of_kind(e, "exec").iter().any(is_sleep) && !of_kind(e, "exit").is_empty()
+    });
+    let exec = of_kind(&events, "exec").into_iter().find(is_sleep).unwrap();
+    let exit = of_kind(&events, "exit")[0];
+    let own = |name: &str| -> u64 {
+        std::fs::read_to_string(format!("/proc/self/{name}"))
+            .unwrap()
+            .trim()
+            .parse()
+            .unwrap()
+    };
+    for event in [exec, exit] {
+        assert_eq!(event.u64_at("/process/uid"), 4321, "{event}");
+        assert_eq!(event.u64_at("/process/euid"), 4321, "{event}");
+        assert_eq!(event.u64_at("/process/gid"), 8765, "{event}");
+        assert_eq!(event.u64_at("/process/egid"), 8765, "{event}");
+        assert_eq!(event.str_at("/process/comm"), "sleep", "{event}");
+        assert_eq!(event.u64_at("/process/cgroup_id"), cgroup_id, "{event}");
+        assert_eq!(event.u64_at("/process/ppid"), u64::from(std::process::id()));
+        assert_eq!(event.u64_at("/process/tid"), event.u64_at("/process/pid"));
+        assert_eq!(event.u64_at("/process/login_uid"), own("loginuid"));
+        assert_eq!(event.u64_at("/process/session_id"), own("sessionid"));
+    }
+}
