@@ -75,15 +75,14 @@ pub mod programs {
     }
 
     /// Network and DNS syscall tracepoints (category `syscalls`).
-    /// The accepts have no enter program: the new descriptor is all they need.
-    pub const NET_SYSCALLS: [(&str, &str); 18] = [
-        ("sys_enter_connect", "sys_enter_connect"),
+    /// Accepts, connects, binds and listens have no enter program: the new
+    /// descriptor, or the arguments still in the task's registers, and the
+    /// socket as the call left it are all they need.
+    pub const NET_SYSCALLS: [(&str, &str); 15] = [
         ("sys_exit_connect", "sys_exit_connect"),
         ("sys_exit_accept", "sys_exit_accept"),
         ("exit_accept4", "sys_exit_accept4"),
-        ("sys_enter_bind", "sys_enter_bind"),
         ("sys_exit_bind", "sys_exit_bind"),
-        ("sys_enter_listen", "sys_enter_listen"),
         ("sys_exit_listen", "sys_exit_listen"),
         ("sys_enter_sendto", "sys_enter_sendto"),
         ("sys_exit_sendto", "sys_exit_sendto"),

@@ -33,7 +33,8 @@ use sensor_common::{
 };
 
 use crate::kernel::{
-    RET, arg, config, current_task_info, file_of_fd, header, is_own, output_prefix, read,
+    RET, arg, config, current_regs, current_task_info, file_of_fd, header, is_own, output_prefix,
+    read, regs_syscall_arg,
 };
 
 const AF_INET: u16 = 2;
@@ -48,9 +49,6 @@ const TCP_CLOSE: u64 = 7;
 
 /// Which syscall a pending entry belongs to, so an exit never consumes the
 /// leftovers of another call whose exit was missed.
-const CALL_CONNECT: u32 = 1;
-const CALL_BIND: u32 = 2;
-const CALL_LISTEN: u32 = 3;
 const CALL_SEND: u32 = 4;
 const CALL_RECV: u32 = 5;
 
@@ -446,35 +444,10 @@ fn emit_dns(
 
 // ---------------------------------------------------------------- connect
 
-/// `connect(int fd, struct sockaddr *uservaddr, int addrlen)`
-#[tracepoint(category = "syscalls", name = "sys_enter_connect")]
-pub fn sys_enter_connect(ctx: TracePointContext) -> u32 {
-    let _ = try_enter_connect(&ctx);
-    0
-}
-
-#[inline(always)]
-fn try_enter_connect(ctx: &TracePointContext) -> Option<()> {
-    let cfg = config()?;
-    // SAFETY: reading this tracepoint's own record.
-    let (fd, addr) = unsafe {
-        (
-            ctx.read_at::<u64>(arg(0)).ok()?,
-            ctx.read_at::<u64>(arg(1)).ok()?,
-        )
-    };
-    let sock = sock_of_fd(&cfg.offsets, fd)?;
-    if sock.protocol != IPPROTO_TCP {
-        // A UDP connect sends nothing; its first send is reported instead.
-        return None;
-    }
-    let peer = user_peer(addr, sock.family)?;
-    let mut p = pending(CALL_CONNECT, sock, peer);
-    p.own = u32::from(is_own(cfg, current_tgid()));
-    remember(&p);
-    Some(())
-}
-
+/// `connect(int fd, struct sockaddr *uservaddr, int addrlen)`, at its exit
+/// only: the arguments stay in the task's registers until the syscall
+/// returns, and the socket then holds the peer the kernel really connects to.
+/// (An entry program with a map entry per call cost more than the exit.)
 #[tracepoint(category = "syscalls", name = "sys_exit_connect")]
 pub fn sys_exit_connect(ctx: TracePointContext) -> u32 {
     let _ = try_exit_connect(&ctx);
@@ -483,14 +456,19 @@ pub fn sys_exit_connect(ctx: TracePointContext) -> u32 {
 
 #[inline(always)]
 fn try_exit_connect(ctx: &TracePointContext) -> Option<()> {
-    let p = take(CALL_CONNECT)?;
     // SAFETY: reading this tracepoint's own record.
     let ret = unsafe { ctx.read_at::<i64>(RET) }.ok()?;
     let cfg = config()?;
     let off = &cfg.offsets;
-    let mut addrs = sock_addrs(off, &p.sock);
+    let regs = current_regs();
+    let sock = sock_of_fd(off, regs_syscall_arg(off, regs, 0))?;
+    if sock.protocol != IPPROTO_TCP {
+        // A UDP connect sends nothing; its first send is reported instead.
+        return None;
+    }
+    let mut addrs = sock_addrs(off, &sock);
     let connecting = ret == 0 || ret == -EINPROGRESS;
-    if p.own != 0 {
+    if is_own(cfg, current_tgid()) {
         if connecting {
             let key = endpoint(addrs.family, &addrs.local_addr, addrs.local_port);
             let _ = OWN_ENDPOINTS.insert(key, 1, 0);
@@ -498,14 +476,24 @@ fn try_exit_connect(ctx: &TracePointContext) -> Option<()> {
         return None;
     }
     if addrs.remote_port == 0 {
-        // A failed connect disconnects the socket: report what was asked.
-        addrs.remote_port = p.peer.port;
-        addrs.remote_addr = p.peer.addr;
+        asked_peer(&mut addrs, regs_syscall_arg(off, regs, 1), sock.family)?;
     }
-    emit(off, None, net_op::CONNECT, &p.sock, &addrs, ret)?;
+    emit(off, None, net_op::CONNECT, &sock, &addrs, ret)?;
     if connecting {
-        let _ = track(&p.sock, &addrs);
+        let _ = track(&sock, &addrs);
     }
+    Some(())
+}
+
+/// A failed connect disconnects the socket: its report carries what was
+/// asked, from the caller's own sockaddr (which the caller could have
+/// changed since the kernel copied it; only failed connects read it). A
+/// function of its own: inlined, it took the exit past the 512-byte stack.
+#[inline(never)]
+fn asked_peer(addrs: &mut SockAddrs, sockaddr: u64, sock_family: u16) -> Option<()> {
+    let peer = user_peer(sockaddr, sock_family)?;
+    addrs.remote_port = peer.port;
+    addrs.remote_addr = peer.addr;
     Some(())
 }
 
@@ -552,60 +540,39 @@ pub fn exit_accept4(ctx: TracePointContext) -> u32 {
 
 // ---------------------------------------------------------------- bind, listen
 
-/// Remembers the socket of `bind(fd, ...)` or `listen(fd, ...)`.
+/// Reports a bind or listen that succeeded, as the socket holds it after;
+/// its fd is still in the task's registers at the exit.
 #[inline(always)]
-fn enter_on_fd(ctx: &TracePointContext, call: u32) -> Option<()> {
-    let cfg = config()?;
-    if is_own(cfg, current_tgid()) {
-        return None;
-    }
-    // SAFETY: reading this tracepoint's own record.
-    let fd = unsafe { ctx.read_at::<u64>(arg(0)) }.ok()?;
-    let sock = sock_of_fd(&cfg.offsets, fd)?;
-    if sock.protocol != IPPROTO_TCP && sock.protocol != IPPROTO_UDP {
-        return None;
-    }
-    remember(&pending(call, sock, NO_PEER));
-    Some(())
-}
-
-/// Reports a bind or listen that succeeded, as the socket holds it after.
-#[inline(always)]
-fn exit_on_fd(ctx: &TracePointContext, call: u32, op: u32) -> Option<()> {
-    let p = take(call)?;
+fn exit_on_fd(ctx: &TracePointContext, op: u32) -> Option<()> {
     // SAFETY: reading this tracepoint's own record.
     let ret = unsafe { ctx.read_at::<i64>(RET) }.ok()?;
     if ret != 0 {
         return None;
     }
-    let off = &config()?.offsets;
-    let addrs = sock_addrs(off, &p.sock);
-    emit(off, None, op, &p.sock, &addrs, 0)
+    let cfg = config()?;
+    if is_own(cfg, current_tgid()) {
+        return None;
+    }
+    let off = &cfg.offsets;
+    let sock = sock_of_fd(off, regs_syscall_arg(off, current_regs(), 0))?;
+    if sock.protocol != IPPROTO_TCP && sock.protocol != IPPROTO_UDP {
+        return None;
+    }
+    let addrs = sock_addrs(off, &sock);
+    emit(off, None, op, &sock, &addrs, 0)
 }
 
 /// `bind(int fd, struct sockaddr *umyaddr, int addrlen)`
-#[tracepoint(category = "syscalls", name = "sys_enter_bind")]
-pub fn sys_enter_bind(ctx: TracePointContext) -> u32 {
-    let _ = enter_on_fd(&ctx, CALL_BIND);
-    0
-}
-
 #[tracepoint(category = "syscalls", name = "sys_exit_bind")]
 pub fn sys_exit_bind(ctx: TracePointContext) -> u32 {
-    let _ = exit_on_fd(&ctx, CALL_BIND, net_op::BIND);
+    let _ = exit_on_fd(&ctx, net_op::BIND);
     0
 }
 
 /// `listen(int fd, int backlog)`
-#[tracepoint(category = "syscalls", name = "sys_enter_listen")]
-pub fn sys_enter_listen(ctx: TracePointContext) -> u32 {
-    let _ = enter_on_fd(&ctx, CALL_LISTEN);
-    0
-}
-
 #[tracepoint(category = "syscalls", name = "sys_exit_listen")]
 pub fn sys_exit_listen(ctx: TracePointContext) -> u32 {
-    let _ = exit_on_fd(&ctx, CALL_LISTEN, net_op::LISTEN);
+    let _ = exit_on_fd(&ctx, net_op::LISTEN);
     0
 }
 
