@@ -2,7 +2,9 @@
 //!
 //! Only raw tracepoints: on the build kernel fentry/LSM loads fail with EPERM
 //! and kprobes are not configured (DEVELOPERS.md). Kernel struct offsets come
-//! from the `CONFIG` map, which userspace fills from the running kernel's BTF.
+//! from the running kernel's BTF, set by userspace as the read-only global
+//! `KERNEL_OFFSETS` (constants to the verifier, for plain loads from BTF
+//! pointers) and in the `CONFIG` map (for helper reads).
 #![cfg_attr(target_arch = "bpf", no_std)]
 #![cfg_attr(target_arch = "bpf", no_main)]
 // `atomic_xadd`: the bpf target has no `AtomicU64::fetch_add` (no CAS), but

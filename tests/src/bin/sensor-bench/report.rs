@@ -412,6 +412,18 @@ impl Report {
                 k.ratio()
             );
         }
+        let _ = writeln!(
+            s,
+            "\nWhat a sensor program does beyond the floor's reserve and submit (from `perf \
+             record -a -g` of the JIT'd programs): every helper call, because on this CPU each \
+             kernel return goes through the SRSO return thunk. The current task's fields are \
+             plain loads from BTF pointers, but what is reached through a plain number (a raw \
+             tracepoint's argument such as the forked child, a descriptor's `struct file`, a \
+             socket) takes one `bpf_probe_read_kernel` per field, a path one \
+             `bpf_probe_read_kernel_str` per component (exec walks the exe and the cwd and copies \
+             argv), and a hash map operation (connects and accepts remember their socket for its \
+             close) costs more than the whole floor."
+        );
 
         let _ = writeln!(
             s,
