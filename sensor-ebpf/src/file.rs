@@ -21,9 +21,10 @@ use sensor_common::{
 };
 
 use crate::kernel::{
-    RET, arg, config, config_for_others, count, current_regs, current_task, current_task_info,
-    file_of_fd, forget_result, header, is_own, on_ignored_mount, output_prefix, read,
-    regs_syscall_arg, remember_result, send_result, syscall_arg, syscall_spec, walk_path,
+    RET, arg, config, config_for_others, count, current_regs, current_task_btf, current_task_info,
+    file_of_fd, forget_result, header, is_own, leader_start_boottime, on_ignored_mount,
+    output_prefix, read, regs_syscall_arg, remember_result, send_result, syscall_arg, syscall_spec,
+    walk_path,
 };
 
 const O_ACCMODE: u32 = 0o3;
@@ -358,10 +359,9 @@ pub fn sys_enter_write(ctx: TracePointContext) -> u32 {
         return 0;
     }
     if first_only {
-        let leader: u64 = read(current_task(), off.task_group_leader).unwrap_or(0);
         let key = WriterKey {
             inode,
-            start_boottime_ns: read(leader, off.task_start_boottime).unwrap_or(0),
+            start_boottime_ns: leader_start_boottime(current_task_btf()),
             tgid,
             _pad0: 0,
         };

@@ -21,8 +21,8 @@ use sensor_common::{
 
 use crate::file::writes;
 use crate::kernel::{
-    RET, config, config_for_others, current_task, current_task_info, file_of_fd, header,
-    on_ignored_mount, output_prefix, read, remember_result, send_result, syscall_arg, syscall_spec,
+    RET, config, config_for_others, current_task_btf, current_task_info, field, file_of_fd, header,
+    koff, on_ignored_mount, output_prefix, remember_result, send_result, syscall_arg, syscall_spec,
     walk_path,
 };
 
@@ -129,9 +129,9 @@ fn path_area(
     if flags & named_flags::NO_BASE != 0 {
         return true;
     }
-    let (owner, field) = if path.dfd == AT_FDCWD {
+    let (owner, owner_path) = if path.dfd == AT_FDCWD {
         (
-            read::<u64>(current_task(), off.task_fs).unwrap_or(0),
+            field::<u64>(current_task_btf(), koff!(task_fs)).unwrap_or(0),
             off.fs_pwd,
         )
     } else if path.dfd >= 0 {
@@ -139,12 +139,15 @@ fn path_area(
     } else {
         (0, OFFSET_MISSING)
     };
-    if owner != 0 && field != OFFSET_MISSING && on_ignored_mount(off, owner + u64::from(field)) {
+    if owner != 0
+        && owner_path != OFFSET_MISSING
+        && on_ignored_mount(off, owner + u64::from(owner_path))
+    {
         return false;
     }
     let pos = (pos + stored(slots.name_len, NAME_BUF * 2 - 1)) & (NAMED_DATA - 1);
     // SAFETY: a walk writes at most PATH_BUF bytes; see NAMED_SLACK.
-    let walk = walk_path(off, owner, field, unsafe { data.add(pos) });
+    let walk = walk_path(off, owner, owner_path, unsafe { data.add(pos) });
     // SAFETY: the slots and flags point into the scratch record.
     unsafe {
         core::ptr::write_volatile(slots.base_len, walk.len);

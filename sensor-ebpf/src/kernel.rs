@@ -10,8 +10,8 @@ use aya_ebpf::{
     helpers::{
         bpf_get_current_pid_tgid, bpf_probe_read_kernel,
         generated::{
-            bpf_get_current_task, bpf_get_current_task_btf, bpf_ktime_get_boot_ns,
-            bpf_probe_read_kernel_str, bpf_ringbuf_output, bpf_ringbuf_query, bpf_task_pt_regs,
+            bpf_get_current_task_btf, bpf_ktime_get_boot_ns, bpf_probe_read_kernel_str,
+            bpf_ringbuf_output, bpf_ringbuf_query, bpf_task_pt_regs,
         },
     },
     macros::map,
@@ -290,12 +290,6 @@ pub fn read<T>(base: u64, off: u32) -> Option<T> {
 }
 
 #[inline(always)]
-pub fn current_task() -> u64 {
-    // SAFETY: helper without preconditions.
-    unsafe { bpf_get_current_task() }
-}
-
-#[inline(always)]
 pub fn header(record_kind: u32, size: usize) -> Header {
     Header {
         kind: record_kind,
@@ -330,7 +324,7 @@ pub fn field<T: Copy>(base: *const u8, off: u32) -> Option<T> {
     }
     // SAFETY: `base` is a BTF pointer and `off` a known constant, so the
     // verifier checks the access against the type and the JIT makes it safe.
-    Some(unsafe { core::ptr::read_volatile(base.add(off as usize).cast::<T>()) })
+    Some(unsafe { read_volatile(base.add(off as usize).cast::<T>()) })
 }
 
 /// The current task as a BTF pointer.
@@ -347,11 +341,10 @@ pub fn current_task_btf() -> *const u8 {
 #[inline(always)]
 pub fn current_task_info() -> TaskInfo {
     let task = current_task_btf();
-    let leader: *const u8 = field(task, koff!(task_group_leader)).unwrap_or(task);
     let parent: *const u8 = field(task, koff!(task_real_parent)).unwrap_or(null());
     let cred: *const u8 = field(task, koff!(task_cred)).unwrap_or(null());
     TaskInfo {
-        start_boottime_ns: field(leader, koff!(task_start_boottime)).unwrap_or(0),
+        start_boottime_ns: leader_start_boottime(task),
         cgroup_id: task_cgroup_id(task),
         tid: field(task, koff!(task_pid)).unwrap_or(0),
         tgid: field(task, koff!(task_tgid)).unwrap_or(0),
@@ -365,6 +358,14 @@ pub fn current_task_info() -> TaskInfo {
         _pad0: 0,
         comm: field(task, koff!(task_comm)).unwrap_or([0; 16]),
     }
+}
+
+/// When the thread group of `task` (a BTF pointer) began: its leader's
+/// start time, which with the tgid names a process across pid reuse.
+#[inline(always)]
+pub fn leader_start_boottime(task: *const u8) -> u64 {
+    let leader: *const u8 = field(task, koff!(task_group_leader)).unwrap_or(task);
+    field(leader, koff!(task_start_boottime)).unwrap_or(0)
 }
 
 /// What bpf_get_current_cgroup_id() returns, read with loads:

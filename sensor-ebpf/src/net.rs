@@ -98,11 +98,10 @@ const NO_PEER: Peer = Peer {
 #[repr(C)]
 struct Pending {
     call: u32,
-    /// Non-zero: the sensor's own call (connect: remember its endpoint).
-    own: u32,
+    _pad0: u32,
     sock: Sock,
-    /// connect: the address asked for; send: the destination; recv: the
-    /// source when the socket is connected, else none yet.
+    /// send: the destination; recv: the source when the socket is
+    /// connected, else none yet.
     peer: Peer,
     /// recv: where the kernel writes the message, and its room.
     buf: u64,
@@ -332,7 +331,7 @@ fn remember(pending: &Pending) {
 fn pending(call: u32, sock: Sock, peer: Peer) -> Pending {
     Pending {
         call,
-        own: 0,
+        _pad0: 0,
         sock,
         peer,
         buf: 0,
