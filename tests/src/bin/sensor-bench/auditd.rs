@@ -100,6 +100,52 @@ impl Auditd {
     }
 }
 
+/// Where the audit log stood, to tell what a workload added to it.
+pub struct LogMark {
+    inode: u64,
+    len: u64,
+}
+
+impl LogMark {
+    #[must_use]
+    pub fn now() -> Self {
+        use std::os::unix::fs::MetadataExt;
+        let meta = std::fs::metadata(LOG).ok();
+        Self {
+            inode: meta.as_ref().map_or(0, MetadataExt::ino),
+            len: meta.as_ref().map_or(0, MetadataExt::size),
+        }
+    }
+
+    /// Whether auditd logged a record with `key` since the mark, waiting a
+    /// few seconds for it to flush. A workload whose records never reached
+    /// the log ran unaudited, and its auditd figure would be void. (If the
+    /// log rotated meanwhile, the new file holds the workload's last records.)
+    #[must_use]
+    pub fn recorded_since(&self, key: &str) -> bool {
+        use std::{
+            io::{Read as _, Seek as _, SeekFrom},
+            os::unix::fs::MetadataExt as _,
+        };
+        let needle = format!("key=\"{key}\"");
+        let start = Instant::now();
+        loop {
+            let found = std::fs::File::open(LOG).ok().is_some_and(|mut f| {
+                let same = f.metadata().is_ok_and(|m| m.ino() == self.inode);
+                let from = if same { self.len } else { 0 };
+                let mut text = Vec::new();
+                f.seek(SeekFrom::Start(from)).is_ok()
+                    && f.read_to_end(&mut text).is_ok()
+                    && text.windows(needle.len()).any(|w| w == needle.as_bytes())
+            });
+            if found || start.elapsed() > Duration::from_secs(5) {
+                return found;
+            }
+            thread::sleep(Duration::from_millis(200));
+        }
+    }
+}
+
 impl Drop for Auditd {
     fn drop(&mut self) {
         let _ = auditctl(&["-e", "0"]);

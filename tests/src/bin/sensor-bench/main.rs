@@ -82,6 +82,10 @@ enum Cmd {
         index: usize,
         #[arg(long, default_value_t = 10)]
         seconds: u64,
+        /// (internal) Print the run as `run <iterations> <wall ns> <cpu ns>`
+        /// for the benchmark that spawned this process.
+        #[arg(long, hide = true)]
+        raw: bool,
     },
 }
 
@@ -141,15 +145,70 @@ const WORKLOADS: [&str; 5] = [
     "exec /bin/true, as fast as possible",
 ];
 
-/// Runs workload `i`.
-fn run_workload(i: usize, scratch: &Scratch, d: &Durations) -> Result<Run> {
+/// The auditd rule key each workload's events must show up under.
+const AUDIT_KEYS: [&str; 5] = [
+    "bench-open",
+    "bench-net",
+    "bench-exec",
+    "bench-exec",
+    "bench-exec",
+];
+
+/// How long workload `i` runs.
+fn workload_time(i: usize, d: &Durations) -> Duration {
     match i {
-        0 => workload::open_write_close(scratch, d.loop_time),
-        1 => workload::tcp_connect(d.loop_time),
-        2 => workload::exec_loop(Some(100), d.rate_time),
-        3 => workload::exec_loop(Some(1600), d.rate_time),
-        _ => workload::exec_loop(None, d.exec_time),
+        0 | 1 => d.loop_time,
+        2 | 3 => d.rate_time,
+        _ => d.exec_time,
     }
+}
+
+/// Runs workload `i` in this process for `time`.
+fn run_workload(i: usize, time: Duration) -> Result<Run> {
+    match i {
+        0 => workload::open_write_close(&Scratch::new("loop")?, time),
+        1 => workload::tcp_connect(time),
+        2 => workload::exec_loop(Some(100), time),
+        3 => workload::exec_loop(Some(1600), time),
+        _ => workload::exec_loop(None, time),
+    }
+}
+
+/// Runs workload `i` in a process of its own, started after the mode is in
+/// place. auditd needs that: the kernel gives a task an audit context only
+/// when it is created after auditing was first enabled since boot
+/// (`audit_alloc` in kernel/auditsc.c returns early while
+/// `audit_ever_enabled` is false), so on a fresh boot a loop in this process
+/// would run unaudited and auditd would look free.
+fn run_workload_apart(i: usize, d: &Durations) -> Result<Run> {
+    let exe = std::env::current_exe().context("locating sensor-bench")?;
+    let out = Command::new(exe)
+        .args(["workload", &i.to_string(), "--raw", "--seconds"])
+        .arg(workload_time(i, d).as_secs().to_string())
+        .stderr(std::process::Stdio::inherit())
+        .output()
+        .context("running a workload process")?;
+    if !out.status.success() {
+        bail!("workload {} failed ({})", WORKLOADS[i], out.status);
+    }
+    let text = String::from_utf8_lossy(&out.stdout);
+    let line = text
+        .lines()
+        .find_map(|l| l.strip_prefix("run "))
+        .with_context(|| format!("workload {} printed no run: {text:?}", WORKLOADS[i]))?;
+    let n: Vec<u64> = line
+        .split(' ')
+        .map(str::parse)
+        .collect::<Result<_, _>>()
+        .with_context(|| format!("workload run line {line:?}"))?;
+    let [iterations, wall_ns, cpu_ns] = n[..] else {
+        bail!("workload run line {line:?} has not three numbers");
+    };
+    Ok(Run {
+        iterations,
+        elapsed: Duration::from_nanos(wall_ns),
+        cpu: Duration::from_nanos(cpu_ns),
+    })
 }
 
 /// Everything the sensor mode learns beside the workload runs.
@@ -175,10 +234,10 @@ fn cpu_ms(pid: u32) -> f64 {
 /// and memory at rest.
 fn run_mode(
     mode: Mode,
-    scratch: &Scratch,
     d: &Durations,
     side: &mut SensorSide,
-) -> Result<(Vec<Run>, kstats::Snapshot)> {
+    notes: &mut Vec<String>,
+) -> Result<(Vec<Option<Run>>, kstats::Snapshot)> {
     let _floor = match mode {
         Mode::Floor => Some(floor::Floor::start(8 << 20)?),
         _ => None,
@@ -216,7 +275,19 @@ fn run_mode(
             Some(db) => db.last_id()?,
             None => 0,
         };
-        let run = run_workload(i, scratch, d)?;
+        let mark = (mode == Mode::Auditd).then(auditd::LogMark::now);
+        let run = run_workload_apart(i, d)?;
+        if let Some(mark) = mark {
+            let key = AUDIT_KEYS[i];
+            if !mark.recorded_since(key) {
+                notes.push(format!(
+                    "auditd logged no `{key}` record during \"{name}\": that run was not audited, \
+                     so its auditd figure is left out."
+                ));
+                runs.push(None);
+                continue;
+            }
+        }
         let during = pids.map(|(_, s)| cpu_ms(s));
         eprintln!(
             "bench:   {} iterations, {:.2} µs each, {:.2} CPU µs each",
@@ -243,7 +314,7 @@ fn run_mode(
                 p99_ms: store::quantile(&lat, 0.99),
             });
         }
-        runs.push(run);
+        runs.push(Some(run));
     }
     let after = kstats::snapshot();
     Ok((runs, kstats::delta(&before, &after)))
@@ -592,16 +663,22 @@ fn main() -> Result<()> {
     let cli = Cli::parse();
     match cli.command {
         Some(Cmd::Floor { ring_bytes }) => return floor::run(ring_bytes),
-        Some(Cmd::Workload { index, seconds }) => {
+        Some(Cmd::Workload {
+            index,
+            seconds,
+            raw,
+        }) => {
             let name = WORKLOADS.get(index).context("no such workload")?;
-            let time = Duration::from_secs(seconds);
-            let d = Durations {
-                loop_time: time,
-                exec_time: time,
-                rate_time: time,
-                ..Durations::new(true)
-            };
-            let run = run_workload(index, &Scratch::new("workload")?, &d)?;
+            let run = run_workload(index, Duration::from_secs(seconds))?;
+            if raw {
+                println!(
+                    "run {} {} {}",
+                    run.iterations,
+                    run.elapsed.as_nanos(),
+                    run.cpu.as_nanos()
+                );
+                return Ok(());
+            }
             println!(
                 "{name}: {} iterations, {:.2} µs each, {:.2} CPU µs each",
                 run.iterations,
@@ -620,7 +697,6 @@ fn main() -> Result<()> {
     let d = Durations::new(cli.quick);
     let auditd_ok = !cli.no_auditd && auditd::installed();
     let _stats = kstats::enable()?;
-    let scratch = Scratch::new("loops")?;
     let mut report = Report {
         machine: machine(),
         kernel: Vec::new(),
@@ -674,7 +750,7 @@ fn main() -> Result<()> {
             continue;
         }
         eprintln!("bench: mode {}", mode_name(mode));
-        let (runs, stats) = run_mode(mode, &scratch, &d, &mut side)?;
+        let (runs, stats) = run_mode(mode, &d, &mut side, &mut report.notes)?;
         for (row, run) in report.workloads.iter_mut().zip(runs) {
             let cell = match mode {
                 Mode::Bare => &mut row.bare,
@@ -682,7 +758,7 @@ fn main() -> Result<()> {
                 Mode::Sensor => &mut row.sensor,
                 Mode::Auditd => &mut row.auditd,
             };
-            *cell = Some(run);
+            *cell = run;
         }
         match mode {
             Mode::Floor => floor_stats = stats,
