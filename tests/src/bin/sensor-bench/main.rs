@@ -338,6 +338,12 @@ fn capacity(d: &Durations, quick: bool, report: &mut Report) -> Result<()> {
         .context("UTF-8 temp path")?
         .to_owned();
     let threads = 2;
+    // The baseline: the same writers as fast as they go with nothing attached.
+    {
+        let scratch = Scratch::new("flood-bare")?;
+        eprintln!("bench: capacity workload bare for {:?}", d.step_time);
+        report.capacity_bare = Some(workload::write_flood(&scratch, threads, None, d.step_time)?);
+    }
     let ramp: Vec<Option<u64>> = if quick {
         vec![Some(20_000), None]
     } else {
@@ -372,7 +378,9 @@ fn capacity(d: &Durations, quick: bool, report: &mut Report) -> Result<()> {
         let store = Store::open(&collector.db)?;
         let sensor = Sensor::start(&collector, &["--sensor-id", &id, "--config", &config_path]);
         let spid = sensor.pid();
+        let cpid = collector.pid();
         let cpu0 = cpu_ms(spid);
+        let ccpu0 = cpu_ms(cpid);
         // Profile the first step at 100,000 events/s or more.
         let heavy = target.is_none_or(|t| t >= 100_000);
         // perf's own events (its exec, its file writes) are not the
@@ -384,8 +392,11 @@ fn capacity(d: &Durations, quick: bool, report: &mut Report) -> Result<()> {
             std::thread::sleep(Duration::from_secs(1));
             perf
         });
+        let ticks0 = procstat::machine_ticks();
         let run = workload::write_flood(&scratch, threads, target, time)?;
+        let machine_busy = procstat::busy_between(ticks0, procstat::machine_ticks());
         let sensor_cpu_ms = cpu_ms(spid) - cpu0;
+        let collector_cpu_ms = cpu_ms(cpid) - ccpu0;
         if let Some(p) = profile {
             report.profile = p
                 .finish("of the sensor during the first capacity step at 100,000 events/s or more");
@@ -409,6 +420,9 @@ fn capacity(d: &Durations, quick: bool, report: &mut Report) -> Result<()> {
             dropped: health.dropped_total,
             dropped_at: store::drops(&health),
             sensor_cpu_ms,
+            collector_cpu_ms,
+            workload_cpu_ms: run.cpu.as_secs_f64() * 1e3,
+            machine_busy,
             held: confirming,
         };
         eprintln!(
@@ -714,6 +728,7 @@ fn main() -> Result<()> {
             .collect(),
         cpu: Vec::new(),
         capacity: Vec::new(),
+        capacity_bare: None,
         collector_rate: 0.0,
         collector_cpu_percent: 0.0,
         collector_events: 0,

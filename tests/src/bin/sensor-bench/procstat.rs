@@ -49,6 +49,31 @@ pub fn peak_rss_kib(pid: u32) -> Option<u64> {
     status_kib(pid, "VmHWM")
 }
 
+/// The machine's CPU time so far, summed over its CPUs: (busy, all), in
+/// clock ticks (/proc/stat's first line; idle and iowait are not busy).
+#[must_use]
+pub fn machine_ticks() -> (u64, u64) {
+    let stat = std::fs::read_to_string("/proc/stat").unwrap_or_default();
+    let Some(line) = stat.lines().next().and_then(|l| l.strip_prefix("cpu ")) else {
+        return (0, 0);
+    };
+    let t: Vec<u64> = line
+        .split_whitespace()
+        .map(|v| v.parse().unwrap_or(0))
+        .collect();
+    let all: u64 = t.iter().sum();
+    let idle = t.get(3).copied().unwrap_or(0) + t.get(4).copied().unwrap_or(0);
+    (all - idle, all)
+}
+
+/// The share of all CPUs busy between two `machine_ticks` readings.
+#[must_use]
+pub fn busy_between(before: (u64, u64), after: (u64, u64)) -> f64 {
+    let busy = after.0.saturating_sub(before.0) as f64;
+    let all = after.1.saturating_sub(before.1) as f64;
+    if all > 0.0 { busy / all } else { 0.0 }
+}
+
 /// CPU time this process and its waited-for children used so far.
 #[must_use]
 pub fn own_and_children_cpu() -> Duration {

@@ -87,6 +87,11 @@ pub struct CapacityRow {
     /// The nonzero drop counters behind `dropped` ("stage/name N, ...").
     pub dropped_at: String,
     pub sensor_cpu_ms: f64,
+    pub collector_cpu_ms: f64,
+    /// CPU of the writing threads (their syscalls and the hooks in them).
+    pub workload_cpu_ms: f64,
+    /// Share of all the machine's CPUs busy during the step, 0 to 1.
+    pub machine_busy: f64,
     /// A hold of the confirmation time, not a step of the ramp.
     pub held: bool,
 }
@@ -129,6 +134,8 @@ pub struct Report {
     pub workloads: Vec<WorkloadRow>,
     pub cpu: Vec<CpuRow>,
     pub capacity: Vec<CapacityRow>,
+    /// The capacity workload as fast as it goes with nothing attached.
+    pub capacity_bare: Cell,
     pub collector_rate: f64,
     pub collector_cpu_percent: f64,
     pub collector_events: u64,
@@ -156,6 +163,39 @@ fn verdict(met: bool) -> &'static str {
 }
 
 impl Report {
+    /// Where the two cores went at the fastest capacity step, per event, and
+    /// the rate the machine could carry even with a sensor that cost nothing:
+    /// the workload at its bare cost plus the collector's storing.
+    fn capacity_budget(&self) -> Option<String> {
+        let fastest = self
+            .capacity
+            .iter()
+            .max_by(|a, b| a.rate().total_cmp(&b.rate()))?;
+        let bare = self.capacity_bare?;
+        let per_event = |ms: f64| ms * 1e3 / fastest.generated.max(1) as f64;
+        let (workload, sensor, collector) = (
+            per_event(fastest.workload_cpu_ms),
+            per_event(fastest.sensor_cpu_ms),
+            per_event(fastest.collector_cpu_ms),
+        );
+        let cores = std::thread::available_parallelism().map_or(1, usize::from) as f64;
+        let bare_us = bare.cpu_us_per_iteration();
+        let free_sensor = cores * 1e6 / (bare_us + collector);
+        Some(format!(
+            "Where the machine's {cores:.0} cores went at the fastest step ({:.0} events/s, \
+             machine {:.0}% busy), CPU µs per event: workload {workload:.2} (bare, with nothing \
+             attached, it is {bare_us:.2}: {:.0} writes/s), sensor {sensor:.2}, collector \
+             {collector:.2}; in all {:.2}. The workload, the sensor and the collector share \
+             these cores, so even a sensor that cost nothing, with writes back at their bare \
+             cost, would leave room for at most {cores:.0} s / ({bare_us:.2} + {collector:.2}) \
+             µs = **{free_sensor:.0} events/s** stored.",
+            fastest.rate(),
+            fastest.machine_busy * 100.0,
+            bare.iterations as f64 / bare.elapsed.as_secs_f64().max(1e-9),
+            workload + sensor + collector,
+        ))
+    }
+
     /// The lossless capacity step with the highest rate.
     #[must_use]
     pub fn best_lossless(&self) -> Option<&CapacityRow> {
@@ -455,12 +495,12 @@ impl Report {
              stage's drop counters, kernel ring included; dropped where: the counters that are not \
              0). unexplained = generated − stored − dropped. The ramp's steps last 10 s; then the \
              best lossless rate is held for 30 s, and while a hold loses events the next lossless \
-             step below it is held (at most 3 holds).\n\n| Target rate | achieved events/s | seconds | generated | stored | dropped | dropped where | unexplained | sensor CPU | lossless |\n|---|---|---|---|---|---|---|---|---|---|"
+             step below it is held (at most 3 holds).\n\n| Target rate | achieved events/s | seconds | generated | stored | dropped | dropped where | unexplained | CPU: workload / sensor / collector (% of a core) | machine busy | lossless |\n|---|---|---|---|---|---|---|---|---|---|---|"
         );
         for c in &self.capacity {
             let _ = writeln!(
                 s,
-                "| {} | {:.0} | {:.1} | {} | {} | {} | {} | {} | {:.0}% of a core | {} |",
+                "| {} | {:.0} | {:.1} | {} | {} | {} | {} | {} | {:.0} / {:.0} / {:.0} | {:.0}% | {} |",
                 c.target
                     .map_or_else(|| "as fast as possible".into(), |t| t.to_string()),
                 c.rate(),
@@ -470,9 +510,15 @@ impl Report {
                 c.dropped,
                 c.dropped_at,
                 c.unexplained(),
+                c.workload_cpu_ms / 10.0 / c.seconds.max(1e-9),
                 c.sensor_cpu_ms / 10.0 / c.seconds.max(1e-9),
+                c.collector_cpu_ms / 10.0 / c.seconds.max(1e-9),
+                c.machine_busy * 100.0,
                 if c.lossless() { "yes" } else { "no" }
             );
+        }
+        if let Some(budget) = self.capacity_budget() {
+            let _ = writeln!(s, "\n{budget}");
         }
         let _ = writeln!(
             s,
@@ -692,6 +738,9 @@ mod tests {
                     dropped: 0,
                     dropped_at: String::new(),
                     sensor_cpu_ms: 10.0,
+                    collector_cpu_ms: 20.0,
+                    workload_cpu_ms: 30.0,
+                    machine_busy: 0.4,
                     held: false,
                 },
                 CapacityRow {
@@ -702,9 +751,13 @@ mod tests {
                     dropped: 3999,
                     dropped_at: "capture/queue_full_dropped 3999".into(),
                     sensor_cpu_ms: 900.0,
+                    collector_cpu_ms: 1000.0,
+                    workload_cpu_ms: 1000.0,
+                    machine_busy: 1.0,
                     held: true,
                 },
             ],
+            capacity_bare: None,
             collector_rate: 250_000.0,
             collector_cpu_percent: 90.0,
             collector_events: 10,
@@ -759,6 +812,9 @@ mod tests {
             dropped: lost,
             dropped_at: String::new(),
             sensor_cpu_ms: 0.0,
+            collector_cpu_ms: 0.0,
+            workload_cpu_ms: 0.0,
+            machine_busy: 0.0,
             held,
         };
         let mut r = report();
