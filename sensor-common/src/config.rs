@@ -166,7 +166,6 @@ impl KernelOffsets {
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Config {
-    pub offsets: KernelOffsets,
     /// tgid of the sensor itself; 0 reports everything.
     pub sensor_tgid: u32,
     /// Non-zero when `sched_process_exit` passes `group_dead` (Linux 6.16+);
@@ -205,7 +204,6 @@ pub mod file_writes {
 
 impl Config {
     pub const DEFAULT: Self = Self {
-        offsets: KernelOffsets::MISSING,
         sensor_tgid: 0,
         exit_has_group_dead: 0,
         file_writes: file_writes::FIRST,
@@ -217,10 +215,10 @@ impl Config {
 }
 
 const _: () = assert!(size_of::<KernelOffsets>() == 66 * 4);
-const _: () = assert!(size_of::<Config>() == 74 * 4);
-const _: () = assert!(offset_of!(Config, open_repeat_window_ms) == 73 * 4);
-const _: () = assert!(offset_of!(Config, dns_ports) == 71 * 4);
-const _: () = assert!(offset_of!(Config, sensor_tgid) == 66 * 4);
+const _: () = assert!(size_of::<Config>() == 8 * 4);
+const _: () = assert!(offset_of!(Config, open_repeat_window_ms) == 7 * 4);
+const _: () = assert!(offset_of!(Config, dns_ports) == 5 * 4);
+const _: () = assert!(offset_of!(Config, sensor_tgid) == 0);
 
 /// How one syscall's arguments map onto a file record, so that one verified
 /// program serves every syscall of a family. Userspace writes one per

@@ -16,15 +16,15 @@ use aya_ebpf::{
     programs::TracePointContext,
 };
 use sensor_common::{
-    Config, FILE_FIXED_LEN, FileEvent, KernelOffsets, PATH_BUF, SyscallSpec, arg as spec_arg,
-    counter, file_op, file_writes, kind, path_flags,
+    Config, FILE_FIXED_LEN, FileEvent, PATH_BUF, SyscallSpec, arg as spec_arg, counter, file_op,
+    file_writes, kind, path_flags,
 };
 
 use crate::kernel::{
-    RET, arg, config, config_for_others, count, current_regs, current_task_btf, current_task_info,
-    file_of_fd, forget_result, header, is_own, leader_start_boottime, on_ignored_mount,
-    output_prefix, read, regs_syscall_arg, remember_result, send_result, syscall_arg, syscall_spec,
-    walk_path,
+    FileWindow, InodeWindow, RET, arg, config, config_for_others, count, current_regs,
+    current_task_btf, current_task_info, file_of_fd, forget_result, header, is_own, koff,
+    leader_start_boottime, on_ignored_mount, output_prefix, read, regs_syscall_arg,
+    remember_result, send_result, syscall_arg, syscall_spec, walk_path,
 };
 
 const O_ACCMODE: u32 = 0o3;
@@ -89,17 +89,17 @@ static LAST_SEEN_WRITE: PerCpuArray<SeenWrite> = PerCpuArray::with_max_entries(1
 
 /// Whether `file` of process `tgid` is the one this CPU last found seen.
 #[inline(always)]
-fn seen_last(off: &KernelOffsets, file: u64, tgid: u64) -> bool {
+fn seen_last(file: &FileWindow, tgid: u64) -> bool {
     let Some(last) = LAST_SEEN_WRITE.get(0) else {
         return false;
     };
     // SAFETY: the entry is plain integers; a torn copy fails `check`.
     let last = unsafe { read_volatile(last) };
-    if last.file != file || last.tgid != tgid {
+    if last.file != file.base() || last.tgid != tgid {
         return false;
     }
-    let inode: u64 = read(file, off.file_f_inode).unwrap_or(0);
-    last.inode == inode && last.check == SeenWrite::check_of(file, inode, tgid)
+    let inode: u64 = file.get(koff!(file_f_inode)).unwrap_or(0);
+    last.inode == inode && last.check == SeenWrite::check_of(file.base(), inode, tgid)
 }
 
 /// Remembers `file` of process `tgid` as seen, on this CPU.
@@ -151,12 +151,12 @@ static OPENS_SEEN: LruHashMap<OpenKey, OpenSeen> = LruHashMap::with_max_entries(
 /// one file (a log, a lock file) then costs a map lookup per open instead of
 /// a path walk and an event.
 #[inline(always)]
-fn unfolded(cfg: &Config, file: u64, flags: u32, f_mode: u32) -> Option<u32> {
+fn unfolded(cfg: &Config, file: &FileWindow, flags: u32, f_mode: u32) -> Option<u32> {
     if cfg.open_repeat_window_ms == 0 || f_mode & FMODE_CREATED != 0 {
         return Some(0);
     }
     let key = OpenKey {
-        inode: read(file, cfg.offsets.file_f_inode).unwrap_or(0),
+        inode: file.get(koff!(file_f_inode)).unwrap_or(0),
         tgid: (bpf_get_current_pid_tgid() >> 32) as u32,
         flags: flags & FOLD_FLAGS,
     };
@@ -202,9 +202,9 @@ pub fn writes(flags: u32) -> bool {
 /// (`SYSCALL_SPECS` says which; creat has no flags argument, openat2 keeps
 /// them in user memory). The mode is read only for an open that writes.
 #[inline(always)]
-fn open_args(off: &KernelOffsets, spec: &SyscallSpec) -> (u32, u32) {
+fn open_args(spec: &SyscallSpec) -> (u32, u32) {
     let regs = current_regs();
-    let arg = |i: u8| regs_syscall_arg(off, regs, i);
+    let arg = |i: u8| regs_syscall_arg(regs, i);
     match spec.flags {
         spec_arg::NONE => (O_CREAT | O_WRONLY | O_TRUNC, arg(spec.mode) as u32),
         spec_arg::OPEN_HOW => {
@@ -226,23 +226,22 @@ fn open_args(off: &KernelOffsets, spec: &SyscallSpec) -> (u32, u32) {
 
 /// Whether `file` lies on an ignored mount (then nothing is walked).
 #[inline(always)]
-fn ignored(off: &KernelOffsets, file: u64) -> bool {
-    on_ignored_mount(off, file + u64::from(off.file_f_path))
+fn ignored(file: &FileWindow) -> bool {
+    on_ignored_mount(&file.path(koff!(file_f_path)))
 }
 
-/// Fills `ev` with `file`'s identity and path.
+/// Fills `ev` with the identity and path of `file`, whose inode is `inode`.
 #[inline(always)]
-fn describe_file(ev: &mut FileEvent, off: &KernelOffsets, file: u64) {
+fn describe_file(ev: &mut FileEvent, file: &FileWindow, inode: &InodeWindow) {
     ev.task = current_task_info();
-    ev.f_mode = read(file, off.file_f_mode).unwrap_or(0);
-    let inode: u64 = read(file, off.file_f_inode).unwrap_or(0);
-    ev.ino = read(inode, off.inode_i_ino).unwrap_or(0);
-    ev.file_mode = u32::from(read::<u16>(inode, off.inode_i_mode).unwrap_or(0));
-    ev.owner_uid = read(inode, off.inode_i_uid).unwrap_or(u32::MAX);
-    ev.owner_gid = read(inode, off.inode_i_gid).unwrap_or(u32::MAX);
-    let sb: u64 = read(inode, off.inode_i_sb).unwrap_or(0);
-    ev.dev = read(sb, off.sb_s_dev).unwrap_or(0);
-    let walk = walk_path(off, file, off.file_f_path, ev.path.as_mut_ptr());
+    ev.f_mode = file.get(koff!(file_f_mode)).unwrap_or(0);
+    ev.ino = inode.get(koff!(inode_i_ino)).unwrap_or(0);
+    ev.file_mode = u32::from(inode.get::<u16>(koff!(inode_i_mode)).unwrap_or(0));
+    ev.owner_uid = inode.get(koff!(inode_i_uid)).unwrap_or(u32::MAX);
+    ev.owner_gid = inode.get(koff!(inode_i_gid)).unwrap_or(u32::MAX);
+    let sb: u64 = inode.get(koff!(inode_i_sb)).unwrap_or(0);
+    ev.dev = read(sb, koff!(sb_s_dev)).unwrap_or(0);
+    let walk = walk_path(file.path(koff!(file_f_path)), ev.path.as_mut_ptr());
     ev.path_len = walk.len;
     ev.path_flags = if walk.truncated {
         path_flags::TRUNCATED
@@ -285,8 +284,7 @@ pub fn sys_exit_open(ctx: TracePointContext) -> u32 {
     let Some(spec) = syscall_spec(&ctx) else {
         return 0;
     };
-    let off = &cfg.offsets;
-    let (flags, mode) = open_args(off, &spec);
+    let (flags, mode) = open_args(&spec);
     if !writes(flags) {
         return 0;
     }
@@ -305,18 +303,23 @@ pub fn sys_exit_open(ctx: TracePointContext) -> u32 {
     if is_own(cfg, (bpf_get_current_pid_tgid() >> 32) as u32) {
         return 0;
     }
-    let file = file_of_fd(ret as u64);
-    if file == 0 || ignored(off, file) {
+    let Some(file) = FileWindow::of(file_of_fd(ret as u64)) else {
+        return 0;
+    };
+    if ignored(&file) {
         return 0;
     }
-    let f_mode: u32 = read(file, off.file_f_mode).unwrap_or(0);
-    let Some(repeats) = unfolded(cfg, file, flags, f_mode) else {
+    let f_mode: u32 = file.get(koff!(file_f_mode)).unwrap_or(0);
+    let Some(repeats) = unfolded(cfg, &file, flags, f_mode) else {
+        return 0;
+    };
+    let Some(inode) = InodeWindow::of(file.get(koff!(file_f_inode)).unwrap_or(0)) else {
         return 0;
     };
     let Some(ev) = scratch(file_op::OPEN_WRITE) else {
         return 0;
     };
-    describe_file(ev, off, file);
+    describe_file(ev, &file, &inode);
     ev.repeats = repeats;
     ev.flags = flags;
     ev.mode = mode;
@@ -338,29 +341,29 @@ pub fn sys_enter_write(ctx: TracePointContext) -> u32 {
     if cfg.file_writes == file_writes::NONE {
         return 0;
     }
-    let off = &cfg.offsets;
     // SAFETY: reading this tracepoint's own record.
     let fd = unsafe { ctx.read_at::<u64>(arg(0)) }.unwrap_or(u64::MAX);
-    let file = file_of_fd(fd);
-    if file == 0 {
+    let Some(file) = FileWindow::of(file_of_fd(fd)) else {
         return 0;
-    }
+    };
     let tgid = (bpf_get_current_pid_tgid() >> 32) as u32;
     let first_only = cfg.file_writes == file_writes::FIRST;
-    if first_only && seen_last(off, file, u64::from(tgid)) {
+    if first_only && seen_last(&file, u64::from(tgid)) {
         return 0;
     }
-    let f_mode: u32 = read(file, off.file_f_mode).unwrap_or(0);
+    let f_mode: u32 = file.get(koff!(file_f_mode)).unwrap_or(0);
     if f_mode & FMODE_WRITE == 0 {
         return 0;
     }
-    let inode: u64 = read(file, off.file_f_inode).unwrap_or(0);
-    if read::<u16>(inode, off.inode_i_mode).unwrap_or(0) & S_IFMT != S_IFREG {
+    let Some(inode) = InodeWindow::of(file.get(koff!(file_f_inode)).unwrap_or(0)) else {
+        return 0;
+    };
+    if inode.get::<u16>(koff!(inode_i_mode)).unwrap_or(0) & S_IFMT != S_IFREG {
         return 0;
     }
     if first_only {
         let key = WriterKey {
-            inode,
+            inode: inode.base(),
             start_boottime_ns: leader_start_boottime(current_task_btf()),
             tgid,
             _pad0: 0,
@@ -369,7 +372,7 @@ pub fn sys_enter_write(ctx: TracePointContext) -> u32 {
         // A repeated write leaves here, before the own-tree lookup: the
         // sensor's own writes are never inserted, so they never hit.
         if unsafe { WRITERS.get(&key) }.is_some() {
-            remember_seen(file, inode, u64::from(tgid));
+            remember_seen(file.base(), inode.base(), u64::from(tgid));
             return 0;
         }
         if is_own(cfg, tgid) {
@@ -379,13 +382,13 @@ pub fn sys_enter_write(ctx: TracePointContext) -> u32 {
     } else if is_own(cfg, tgid) {
         return 0;
     }
-    if ignored(off, file) {
+    if ignored(&file) {
         return 0;
     }
     let Some(ev) = scratch(file_op::WRITE) else {
         return 0;
     };
-    describe_file(ev, off, file);
+    describe_file(ev, &file, &inode);
     submit(ev);
     0
 }
@@ -395,19 +398,23 @@ pub fn sys_enter_write(ctx: TracePointContext) -> u32 {
 /// the result follows from the exit.
 #[tracepoint]
 pub fn sys_enter_fd_change(ctx: TracePointContext) -> u32 {
-    let Some(cfg) = config_for_others() else {
+    if config_for_others().is_none() {
         return 0;
-    };
+    }
     let Some(spec) = syscall_spec(&ctx) else {
         return 0;
     };
-    let off = &cfg.offsets;
-    let file = file_of_fd(syscall_arg(&ctx, spec.dfd1));
-    if file == 0 || ignored(off, file) {
+    let Some(file) = FileWindow::of(file_of_fd(syscall_arg(&ctx, spec.dfd1))) else {
+        return 0;
+    };
+    if ignored(&file) {
         return 0;
     }
+    let Some(inode) = InodeWindow::of(file.get(koff!(file_f_inode)).unwrap_or(0)) else {
+        return 0;
+    };
     let Some(ev) = scratch(spec.op) else { return 0 };
-    describe_file(ev, off, file);
+    describe_file(ev, &file, &inode);
     if spec.mode != spec_arg::NONE {
         ev.mode = syscall_arg(&ctx, spec.mode) as u32;
     }

@@ -8,6 +8,8 @@
 //! userspace joins the two (failed operations are dropped there unless
 //! configured).
 
+use core::ptr::null;
+
 use aya_ebpf::{
     helpers::generated::bpf_probe_read_user_str,
     macros::{map, tracepoint},
@@ -15,15 +17,15 @@ use aya_ebpf::{
     programs::TracePointContext,
 };
 use sensor_common::{
-    FileNamedEvent, KernelOffsets, NAME_BUF, NAMED_DATA, NAMED_FIXED_LEN, OFFSET_MISSING, PATH_BUF,
-    arg as spec_arg, file_op, kind, named_flags,
+    FileNamedEvent, NAME_BUF, NAMED_DATA, NAMED_FIXED_LEN, PATH_BUF, arg as spec_arg, file_op,
+    kind, named_flags,
 };
 
 use crate::file::writes;
 use crate::kernel::{
-    RET, config, config_for_others, current_task_btf, current_task_info, field, file_of_fd, header,
-    koff, on_ignored_mount, output_prefix, remember_result, send_result, syscall_arg, syscall_spec,
-    walk_path,
+    FileWindow, PathRef, RET, config, config_for_others, current_task_btf, current_task_info,
+    field, file_of_fd, header, koff, on_ignored_mount, output_prefix, remember_result, send_result,
+    syscall_arg, syscall_spec, walk_path,
 };
 
 const AT_FDCWD: i64 = -100;
@@ -94,13 +96,7 @@ fn stored(len: *mut u32, mask: usize) -> usize {
 /// after it, keeping lengths and flags in the record. `false` when the base
 /// lies on an ignored mount.
 #[inline(always)]
-fn path_area(
-    off: &KernelOffsets,
-    path: PathArg,
-    ev: *mut FileNamedEvent,
-    start: usize,
-    slots: Slots,
-) -> bool {
+fn path_area(path: PathArg, ev: *mut FileNamedEvent, start: usize, slots: Slots) -> bool {
     // SAFETY: `ev` is the per-CPU scratch record owned by this run.
     let data = unsafe { (*ev).data.as_mut_ptr() };
     let pos = start & (NAMED_DATA - 1);
@@ -129,25 +125,21 @@ fn path_area(
     if flags & named_flags::NO_BASE != 0 {
         return true;
     }
-    let (owner, owner_path) = if path.dfd == AT_FDCWD {
-        (
-            field::<u64>(current_task_btf(), koff!(task_fs)).unwrap_or(0),
-            off.fs_pwd,
-        )
+    let base = if path.dfd == AT_FDCWD {
+        let fs: *const u8 = field(current_task_btf(), koff!(task_fs)).unwrap_or(null());
+        PathRef::in_btf(fs, koff!(fs_pwd))
     } else if path.dfd >= 0 {
-        (file_of_fd(path.dfd as u64), off.file_f_path)
+        FileWindow::of(file_of_fd(path.dfd as u64))
+            .map_or(PathRef::NONE, |f| f.path(koff!(file_f_path)))
     } else {
-        (0, OFFSET_MISSING)
+        PathRef::NONE
     };
-    if owner != 0
-        && owner_path != OFFSET_MISSING
-        && on_ignored_mount(off, owner + u64::from(owner_path))
-    {
+    if on_ignored_mount(&base) {
         return false;
     }
     let pos = (pos + stored(slots.name_len, NAME_BUF * 2 - 1)) & (NAMED_DATA - 1);
     // SAFETY: a walk writes at most PATH_BUF bytes; see NAMED_SLACK.
-    let walk = walk_path(off, owner, owner_path, unsafe { data.add(pos) });
+    let walk = walk_path(base, unsafe { data.add(pos) });
     // SAFETY: the slots and flags point into the scratch record.
     unsafe {
         core::ptr::write_volatile(slots.base_len, walk.len);
@@ -160,10 +152,9 @@ fn path_area(
 
 #[inline(always)]
 fn named_enter(n: &Named) -> u32 {
-    let Some(cfg) = config_for_others() else {
+    if config_for_others().is_none() {
         return 0;
-    };
-    let off = &cfg.offsets;
+    }
     let Some(ev) = NAMED_SCRATCH.get_ptr_mut(0) else {
         return 0;
     };
@@ -185,12 +176,12 @@ fn named_enter(n: &Named) -> u32 {
             shift: named_flags::SECOND,
         }
     };
-    if !path_area(off, n.first, ev, 0, first) {
+    if !path_area(n.first, ev, 0, first) {
         return 0;
     }
     let mut used = stored(first.name_len, NAME_BUF * 2 - 1) + stored(first.base_len, PATH_BUF - 1);
     if let Some(path) = n.second {
-        if !path_area(off, path, ev, used, second) {
+        if !path_area(path, ev, used, second) {
             return 0;
         }
         used += stored(second.name_len, NAME_BUF * 2 - 1) + stored(second.base_len, PATH_BUF - 1);

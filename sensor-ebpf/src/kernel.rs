@@ -2,15 +2,17 @@
 //! BTF offsets, the current task's identity, and the dentry walk.
 
 use core::{
+    ffi::c_void,
     intrinsics::{AtomicOrdering::Relaxed, atomic_xadd},
-    ptr::{null, read_volatile},
+    ptr::{null, read_unaligned, read_volatile},
 };
 
 use aya_ebpf::{
     helpers::{
         bpf_get_current_pid_tgid, bpf_probe_read_kernel,
         generated::{
-            bpf_get_current_task_btf, bpf_ktime_get_boot_ns, bpf_probe_read_kernel_str,
+            bpf_get_current_task_btf, bpf_ktime_get_boot_ns,
+            bpf_probe_read_kernel as bpf_probe_read_kernel_buf, bpf_probe_read_kernel_str,
             bpf_ringbuf_output, bpf_ringbuf_query, bpf_task_pt_regs,
         },
     },
@@ -95,8 +97,9 @@ pub fn current_regs() -> u64 {
 
 /// Argument `idx` (0-5) of the syscall in `regs` (`current_regs`).
 #[inline(always)]
-pub fn regs_syscall_arg(off: &KernelOffsets, regs: u64, idx: u8) -> u64 {
-    let Some(&field) = off.syscall_regs.get(usize::from(idx)) else {
+pub fn regs_syscall_arg(regs: u64, idx: u8) -> u64 {
+    let regs_at: [u32; 6] = koff!(syscall_regs);
+    let Some(&field) = regs_at.get(usize::from(idx)) else {
         return 0;
     };
     read(regs, field).unwrap_or(0)
@@ -111,17 +114,14 @@ pub static OWN_TGIDS: HashMap<u32, u8> = HashMap::with_max_entries(1024, 0);
 #[map]
 pub static IGNORED_MOUNTS: HashMap<u32, u8> = HashMap::with_max_entries(256, 0);
 
-/// Whether the `struct path` at `path` lies on an ignored mount. Checked
-/// before any walk, so ignored files (e.g. /proc) cost one lookup.
+/// Whether the mount of `path` is ignored. Checked before any walk, so
+/// ignored files (e.g. /proc) cost one read and one lookup.
 #[inline(always)]
-pub fn on_ignored_mount(off: &KernelOffsets, path: u64) -> bool {
-    let Some(vfsmnt) = read::<u64>(path, off.path_mnt) else {
-        return false;
-    };
-    if vfsmnt == 0 || off.mount_mnt == OFFSET_MISSING {
+pub fn on_ignored_mount(path: &PathRef) -> bool {
+    if path.mnt == 0 || koff!(mount_mnt) == OFFSET_MISSING {
         return false;
     }
-    let Some(id) = read::<i32>(vfsmnt - u64::from(off.mount_mnt), off.mount_mnt_id) else {
+    let Some(id) = read::<i32>(path.mnt - u64::from(koff!(mount_mnt)), koff!(mount_mnt_id)) else {
         return false;
     };
     // SAFETY: plain integer key; the value is not kept.
@@ -289,6 +289,127 @@ pub fn read<T>(base: u64, off: u32) -> Option<T> {
     unsafe { bpf_probe_read_kernel((base + u64::from(off)) as *const T).ok() }
 }
 
+/// The first `W` words of a kernel object, copied with one helper read: each
+/// field inside then costs a load instead of a helper call (~30 ns apiece
+/// on a CPU whose returns go through a return thunk). The windows are sized
+/// for the fields the programs read (the offsets of Linux 6.x); a field
+/// beyond the window on another kernel is read alone. The copy lives at word
+/// `AT` of a per-CPU scratch area, not on the 512-byte stack: each kind of
+/// window has its own place there, so the ones a program holds at once never
+/// overlap.
+pub struct Window<const AT: usize, const W: usize> {
+    base: u64,
+    words: *const u8,
+}
+
+/// Room for every kind of window (see the aliases below).
+const WINDOW_WORDS: usize = 64;
+
+#[map]
+static WINDOWS: PerCpuArray<[u64; WINDOW_WORDS]> = PerCpuArray::with_max_entries(1, 0);
+
+impl<const AT: usize, const W: usize> Window<AT, W> {
+    const FITS: () = assert!(AT + W <= WINDOW_WORDS);
+
+    /// The object's address.
+    #[inline(always)]
+    pub fn base(&self) -> u64 {
+        self.base
+    }
+
+    /// `None` for a null or unreadable object.
+    #[inline(always)]
+    pub fn of(base: u64) -> Option<Self> {
+        let () = Self::FITS;
+        if base == 0 {
+            return None;
+        }
+        let area = WINDOWS.get_ptr_mut(0)?;
+        // SAFETY: AT + W <= WINDOW_WORDS, inside this CPU's scratch area.
+        let words = unsafe { area.cast::<u64>().add(AT) };
+        // SAFETY: the helper writes W * 8 bytes there and copes with any
+        // source address, faulting safely.
+        let rc = unsafe {
+            bpf_probe_read_kernel_buf(words.cast(), (W * 8) as u32, base as *const c_void)
+        };
+        (rc == 0).then_some(Self {
+            base,
+            words: words.cast_const().cast(),
+        })
+    }
+
+    /// The field at `off`; `None` for a field the running kernel lacks.
+    #[inline(always)]
+    pub fn get<T: Copy>(&self, off: u32) -> Option<T> {
+        if off == OFFSET_MISSING {
+            return None;
+        }
+        if off as usize + size_of::<T>() <= W * 8 {
+            // SAFETY: off + size_of::<T>() <= the window's bytes.
+            Some(unsafe { read_unaligned(self.words.add(off as usize).cast::<T>()) })
+        } else {
+            read(self.base, off)
+        }
+    }
+
+    /// The `struct path` embedded at `off`.
+    #[inline(always)]
+    pub fn path(&self, off: u32) -> PathRef {
+        if off == OFFSET_MISSING {
+            return PathRef::NONE;
+        }
+        PathRef {
+            mnt: self.get(off + koff!(path_mnt)).unwrap_or(0),
+            dentry: self.get(off + koff!(path_dentry)).unwrap_or(0),
+        }
+    }
+}
+
+/// A `struct path`: a mount (its `struct vfsmount`) and a dentry in it.
+pub struct PathRef {
+    pub mnt: u64,
+    pub dentry: u64,
+}
+
+impl PathRef {
+    pub const NONE: Self = Self { mnt: 0, dentry: 0 };
+
+    /// The `struct path` at `addr`, with one read.
+    #[inline(always)]
+    pub fn at(addr: u64) -> Self {
+        PathWindow::of(addr).map_or(Self::NONE, |w| w.path(0))
+    }
+
+    /// The `struct path` at `off` in a BTF object (plain loads).
+    #[inline(always)]
+    pub fn in_btf(base: *const u8, off: u32) -> Self {
+        if base.is_null() || off == OFFSET_MISSING {
+            return Self::NONE;
+        }
+        Self {
+            mnt: field(base, off + koff!(path_mnt)).unwrap_or(0),
+            dentry: field(base, off + koff!(path_dentry)).unwrap_or(0),
+        }
+    }
+}
+
+/// `struct file` up to `f_path` (80 bytes on Linux 6.x): mode, inode,
+/// private data and path in one read.
+pub type FileWindow = Window<0, 10>;
+/// `struct inode` up to `i_ino` (72 bytes): mode, owner, superblock, number.
+pub type InodeWindow = Window<10, 9>;
+/// `struct dentry` up to `d_name.name` (56 bytes): parent and name.
+type DentryWindow = Window<19, 7>;
+/// `struct mount` up to its vfsmount's root (40 bytes): parent, mountpoint, root.
+type MountWindow = Window<26, 5>;
+/// `struct sock` up to `skc_v6_rcv_saddr` (88 bytes): both ends' addresses
+/// and ports, IPv4 and IPv6.
+pub type SockWindow = Window<31, 11>;
+/// `struct sock` up to `skc_dport` (16 bytes): an IPv4 peer and its port.
+pub type PeerWindow = Window<42, 2>;
+/// A `struct path`.
+type PathWindow = Window<44, 2>;
+
 #[inline(always)]
 pub fn header(record_kind: u32, size: usize) -> Header {
     Header {
@@ -396,54 +517,80 @@ pub fn file_of_fd(fd: u64) -> u64 {
     read(fds + fd * 8, 0).unwrap_or(0)
 }
 
+/// What a walk needs of a `struct mount`, read once per mount crossed.
+struct MountLinks {
+    /// The mount's root dentry (its vfsmount's `mnt_root`).
+    root: u64,
+    /// The mount it is mounted on, and the dentry there.
+    parent: u64,
+    mountpoint: u64,
+}
+
+impl MountLinks {
+    /// Plain values, not an `Option` of a window: a `None` would carry
+    /// undefined bytes that the verifier refuses to see copied.
+    #[inline(always)]
+    fn of(mnt: u64) -> Self {
+        match MountWindow::of(mnt) {
+            Some(m) => Self {
+                root: m.get(koff!(mount_mnt) + koff!(vfsmount_root)).unwrap_or(0),
+                parent: m.get(koff!(mount_parent)).unwrap_or(0),
+                mountpoint: m.get(koff!(mount_mountpoint)).unwrap_or(0),
+            },
+            None => Self {
+                root: 0,
+                parent: 0,
+                mountpoint: 0,
+            },
+        }
+    }
+}
+
 /// The outcome of a dentry walk.
 pub struct Walk {
     pub len: u32,
     pub truncated: bool,
 }
 
-/// Writes the components of the `struct path` at `owner + field` into `buf`
-/// (a `PATH_BUF` area), leaf first, each NUL-terminated; userspace reverses
-/// them. Crosses mount points up to the root of the mount tree. An empty,
-/// complete walk is `/`; a walk that could not start is empty and truncated.
+/// Writes the components of `path` into `buf` (a `PATH_BUF` area), leaf
+/// first, each NUL-terminated; userspace reverses them. Crosses mount points
+/// up to the root of the mount tree. An empty, complete walk is `/`; a walk
+/// that could not start is empty and truncated.
 ///
 /// Walking leaf-first avoids the variable-offset backwards writes that C
 /// sensors use, which the verifier finds hard to bound in Rust codegen.
+/// Each component costs two helper calls (its dentry's head, its name) and
+/// each mount crossed one.
 #[inline(always)]
-pub fn walk_path(off: &KernelOffsets, owner: u64, field: u32, buf: *mut u8) -> Walk {
+pub fn walk_path(path: PathRef, buf: *mut u8) -> Walk {
     let mut out = Walk {
         len: 0,
         truncated: true,
     };
-    if owner == 0 || field == OFFSET_MISSING || off.mount_mnt == OFFSET_MISSING {
+    if path.mnt == 0 || path.dentry == 0 || koff!(mount_mnt) == OFFSET_MISSING {
         return out;
     }
-    let path = owner + u64::from(field);
-    let (Some(mut dentry), Some(vfsmnt)) = (
-        read::<u64>(path, off.path_dentry),
-        read::<u64>(path, off.path_mnt),
-    ) else {
-        return out;
-    };
+    let mut dentry = path.dentry;
     // struct vfsmount is embedded in struct mount: container_of().
-    let mut mnt = vfsmnt - u64::from(off.mount_mnt);
-    // Read once per mount, not per component: every helper read costs.
-    let mut mnt_root: u64 = read(vfsmnt, off.vfsmount_root).unwrap_or(0);
+    let mut mnt = path.mnt - u64::from(koff!(mount_mnt));
+    let mut links = MountLinks::of(mnt);
     let mut done = false;
     for _ in 0..PATH_DEPTH {
-        let parent: u64 = read(dentry, off.dentry_parent).unwrap_or(0);
-        if dentry == mnt_root || dentry == parent || parent == 0 {
-            let mnt_parent: u64 = read(mnt, off.mount_parent).unwrap_or(0);
-            if mnt_parent == mnt || mnt_parent == 0 {
+        let Some(d) = DentryWindow::of(dentry) else {
+            break;
+        };
+        let parent: u64 = d.get(koff!(dentry_parent)).unwrap_or(0);
+        if dentry == links.root || dentry == parent || parent == 0 {
+            if links.parent == mnt || links.parent == 0 {
                 done = true;
                 break;
             }
-            dentry = read(mnt, off.mount_mountpoint).unwrap_or(0);
-            mnt = mnt_parent;
-            mnt_root = read(mnt + u64::from(off.mount_mnt), off.vfsmount_root).unwrap_or(0);
+            dentry = links.mountpoint;
+            mnt = links.parent;
+            links = MountLinks::of(mnt);
             continue;
         }
-        let Some(name) = read::<u64>(dentry, off.dentry_name) else {
+        let Some(name) = d.get::<u64>(koff!(dentry_name)) else {
             break;
         };
         if out.len >= (PATH_BUF - NAME_READ) as u32 {

@@ -28,13 +28,13 @@ use aya_ebpf::{
     programs::{RawTracePointContext, TracePointContext},
 };
 use sensor_common::{
-    Config, DNS_BUF, DNS_FIXED_LEN, DnsPacket, KernelOffsets, NetEvent, SockAddrs, TaskInfo,
-    dns_direction, kind, net_op,
+    Config, DNS_BUF, DNS_FIXED_LEN, DnsPacket, NetEvent, SockAddrs, TaskInfo, dns_direction, kind,
+    net_op,
 };
 
 use crate::kernel::{
-    RET, arg, config, current_regs, current_task_info, file_of_fd, header, is_own, output_prefix,
-    read, regs_syscall_arg,
+    FileWindow, InodeWindow, PeerWindow, RET, SockWindow, arg, config, current_regs,
+    current_task_info, file_of_fd, header, is_own, koff, output_prefix, read, regs_syscall_arg,
 };
 
 const AF_INET: u16 = 2;
@@ -162,8 +162,8 @@ fn read_user<T>(addr: u64) -> Option<T> {
 }
 
 #[inline(always)]
-fn sock_at(off: &KernelOffsets, sk: u64, ino: u64) -> Option<Sock> {
-    let family: u16 = read(sk, off.sock_family)?;
+fn sock_at(sk: u64, ino: u64) -> Option<Sock> {
+    let family: u16 = read(sk, koff!(sock_family))?;
     if family != AF_INET && family != AF_INET6 {
         return None;
     }
@@ -171,7 +171,7 @@ fn sock_at(off: &KernelOffsets, sk: u64, ino: u64) -> Option<Sock> {
         sk,
         ino,
         family,
-        protocol: read(sk, off.sock_protocol)?,
+        protocol: read(sk, koff!(sock_protocol))?,
         _pad0: 0,
     })
 }
@@ -179,16 +179,16 @@ fn sock_at(off: &KernelOffsets, sk: u64, ino: u64) -> Option<Sock> {
 /// The inet socket behind descriptor `fd`: the inode must be a socket's
 /// before `private_data` is read as a `struct socket`.
 #[inline(always)]
-fn sock_of_fd(off: &KernelOffsets, fd: u64) -> Option<Sock> {
-    let file = file_of_fd(fd);
-    let inode: u64 = read(file, off.file_f_inode)?;
-    let mode: u16 = read(inode, off.inode_i_mode)?;
+fn sock_of_fd(fd: u64) -> Option<Sock> {
+    let file = FileWindow::of(file_of_fd(fd))?;
+    let inode = InodeWindow::of(file.get(koff!(file_f_inode))?)?;
+    let mode: u16 = inode.get(koff!(inode_i_mode))?;
     if mode & S_IFMT != S_IFSOCK {
         return None;
     }
-    let socket: u64 = read(file, off.file_private_data)?;
-    let sk: u64 = read(socket, off.socket_sk)?;
-    sock_at(off, sk, read(inode, off.inode_i_ino).unwrap_or(0))
+    let socket: u64 = file.get(koff!(file_private_data))?;
+    let sk: u64 = read(socket, koff!(socket_sk))?;
+    sock_at(sk, inode.get(koff!(inode_i_ino)).unwrap_or(0))
 }
 
 #[inline(always)]
@@ -201,26 +201,31 @@ fn set_v4(dst: &mut [u8; 16], v4: [u8; 4]) {
 
 /// Both ends as the socket holds them now.
 #[inline(always)]
-fn sock_addrs(off: &KernelOffsets, s: &Sock) -> SockAddrs {
+fn sock_addrs(s: &Sock) -> SockAddrs {
     let mut a = SockAddrs {
         family: u32::from(s.family),
-        local_port: read(s.sk, off.sock_num).unwrap_or(0),
-        remote_port: u16::from_be(read(s.sk, off.sock_dport).unwrap_or(0)),
+        local_port: 0,
+        remote_port: 0,
         local_addr: [0; 16],
         remote_addr: [0; 16],
     };
+    let Some(w) = SockWindow::of(s.sk) else {
+        return a;
+    };
+    a.local_port = w.get(koff!(sock_num)).unwrap_or(0);
+    a.remote_port = u16::from_be(w.get(koff!(sock_dport)).unwrap_or(0));
     if s.family == AF_INET {
         set_v4(
             &mut a.local_addr,
-            read(s.sk, off.sock_rcv_saddr).unwrap_or([0; 4]),
+            w.get(koff!(sock_rcv_saddr)).unwrap_or([0; 4]),
         );
         set_v4(
             &mut a.remote_addr,
-            read(s.sk, off.sock_daddr).unwrap_or([0; 4]),
+            w.get(koff!(sock_daddr)).unwrap_or([0; 4]),
         );
     } else {
-        a.local_addr = read(s.sk, off.sock_v6_rcv_saddr).unwrap_or([0; 16]);
-        a.remote_addr = read(s.sk, off.sock_v6_daddr).unwrap_or([0; 16]);
+        a.local_addr = w.get(koff!(sock_v6_rcv_saddr)).unwrap_or([0; 16]);
+        a.remote_addr = w.get(koff!(sock_v6_daddr)).unwrap_or([0; 16]);
     }
     a
 }
@@ -228,18 +233,22 @@ fn sock_addrs(off: &KernelOffsets, s: &Sock) -> SockAddrs {
 /// The peer of a connected socket (port 0: not connected), read alone:
 /// cheaper than all of `sock_addrs` on the hot send and receive paths.
 #[inline(always)]
-fn connected_peer(off: &KernelOffsets, s: &Sock) -> Peer {
+fn connected_peer(s: &Sock) -> Peer {
+    // The IPv4 peer and the port sit in the first 16 bytes.
+    let Some(w) = PeerWindow::of(s.sk) else {
+        return NO_PEER;
+    };
     let mut peer = Peer {
-        port: u16::from_be(read(s.sk, off.sock_dport).unwrap_or(0)),
+        port: u16::from_be(w.get(koff!(sock_dport)).unwrap_or(0)),
         ..NO_PEER
     };
     if peer.port == 0 {
         return peer;
     }
     if s.family == AF_INET {
-        set_v4(&mut peer.addr, read(s.sk, off.sock_daddr).unwrap_or([0; 4]));
+        set_v4(&mut peer.addr, w.get(koff!(sock_daddr)).unwrap_or([0; 4]));
     } else {
-        peer.addr = read(s.sk, off.sock_v6_daddr).unwrap_or([0; 16]);
+        peer.addr = w.get(koff!(sock_v6_daddr)).unwrap_or([0; 16]);
     }
     peer
 }
@@ -348,7 +357,6 @@ fn current_tgid() -> u32 {
 /// Sends a network record. `task` is `None` for the current task.
 #[inline(always)]
 fn emit(
-    off: &KernelOffsets,
     task: Option<&TaskInfo>,
     op: u32,
     sock: &Sock,
@@ -370,8 +378,8 @@ fn emit(
     ev.bytes_sent = 0;
     ev.bytes_received = 0;
     if op == net_op::CLOSE {
-        ev.bytes_sent = read(sock.sk, off.tcp_bytes_sent).unwrap_or(0);
-        ev.bytes_received = read(sock.sk, off.tcp_bytes_received).unwrap_or(0);
+        ev.bytes_sent = read(sock.sk, koff!(tcp_bytes_sent)).unwrap_or(0);
+        ev.bytes_received = read(sock.sk, koff!(tcp_bytes_received)).unwrap_or(0);
     }
     let size = core::mem::size_of::<NetEvent>();
     ev.header = header(kind::NET, size);
@@ -397,7 +405,6 @@ fn track(sock: &Sock, addrs: &SockAddrs) -> Option<()> {
 /// `orig_len` bytes) and sends them with the socket's description.
 #[inline(always)]
 fn emit_dns(
-    off: &KernelOffsets,
     sock: &Sock,
     peer: &Peer,
     direction: u32,
@@ -429,7 +436,7 @@ fn emit_dns(
     ev.task = current_task_info();
     ev.direction = direction;
     ev.protocol = u32::from(sock.protocol);
-    ev.addrs = sock_addrs(off, sock);
+    ev.addrs = sock_addrs(sock);
     ev.addrs.remote_port = peer.port;
     ev.addrs.remote_addr = peer.addr;
     ev.sock_ino = sock.ino;
@@ -458,14 +465,13 @@ fn try_exit_connect(ctx: &TracePointContext) -> Option<()> {
     // SAFETY: reading this tracepoint's own record.
     let ret = unsafe { ctx.read_at::<i64>(RET) }.ok()?;
     let cfg = config()?;
-    let off = &cfg.offsets;
     let regs = current_regs();
-    let sock = sock_of_fd(off, regs_syscall_arg(off, regs, 0))?;
+    let sock = sock_of_fd(regs_syscall_arg(regs, 0))?;
     if sock.protocol != IPPROTO_TCP {
         // A UDP connect sends nothing; its first send is reported instead.
         return None;
     }
-    let mut addrs = sock_addrs(off, &sock);
+    let mut addrs = sock_addrs(&sock);
     let connecting = ret == 0 || ret == -EINPROGRESS;
     if is_own(cfg, current_tgid()) {
         if connecting {
@@ -475,9 +481,9 @@ fn try_exit_connect(ctx: &TracePointContext) -> Option<()> {
         return None;
     }
     if addrs.remote_port == 0 {
-        asked_peer(&mut addrs, regs_syscall_arg(off, regs, 1), sock.family)?;
+        asked_peer(&mut addrs, regs_syscall_arg(regs, 1), sock.family)?;
     }
-    emit(off, None, net_op::CONNECT, &sock, &addrs, ret)?;
+    emit(None, net_op::CONNECT, &sock, &addrs, ret)?;
     if connecting {
         let _ = track(&sock, &addrs);
     }
@@ -509,19 +515,18 @@ fn exit_accept(ctx: &TracePointContext) -> Option<()> {
     if is_own(cfg, current_tgid()) {
         return None;
     }
-    let off = &cfg.offsets;
-    let sock = sock_of_fd(off, ret as u64)?;
+    let sock = sock_of_fd(ret as u64)?;
     if sock.protocol != IPPROTO_TCP {
         return None;
     }
-    let addrs = sock_addrs(off, &sock);
+    let addrs = sock_addrs(&sock);
     let peer = endpoint(addrs.family, &addrs.remote_addr, addrs.remote_port);
     // SAFETY: plain key; the value is not kept.
     if unsafe { OWN_ENDPOINTS.get(&peer) }.is_some() {
         // The other end is the sensor (its collector runs on this host).
         return None;
     }
-    emit(off, None, net_op::ACCEPT, &sock, &addrs, 0)?;
+    emit(None, net_op::ACCEPT, &sock, &addrs, 0)?;
     track(&sock, &addrs)
 }
 
@@ -552,13 +557,12 @@ fn exit_on_fd(ctx: &TracePointContext, op: u32) -> Option<()> {
     if is_own(cfg, current_tgid()) {
         return None;
     }
-    let off = &cfg.offsets;
-    let sock = sock_of_fd(off, regs_syscall_arg(off, current_regs(), 0))?;
+    let sock = sock_of_fd(regs_syscall_arg(current_regs(), 0))?;
     if sock.protocol != IPPROTO_TCP && sock.protocol != IPPROTO_UDP {
         return None;
     }
-    let addrs = sock_addrs(off, &sock);
-    emit(off, None, op, &sock, &addrs, 0)
+    let addrs = sock_addrs(&sock);
+    emit(None, op, &sock, &addrs, 0)
 }
 
 /// `bind(int fd, struct sockaddr *umyaddr, int addrlen)`
@@ -583,20 +587,20 @@ fn send_sock(cfg: &Config, fd: u64) -> Option<Sock> {
     if is_own(cfg, current_tgid()) {
         return None;
     }
-    let sock = sock_of_fd(&cfg.offsets, fd)?;
+    let sock = sock_of_fd(fd)?;
     (sock.protocol == IPPROTO_TCP || sock.protocol == IPPROTO_UDP).then_some(sock)
 }
 
 /// Where one message goes: its own address (UDP only; TCP ignores it), else
 /// the connected peer.
 #[inline(always)]
-fn destination(off: &KernelOffsets, sock: &Sock, name: u64) -> Peer {
+fn destination(sock: &Sock, name: u64) -> Peer {
     if sock.protocol == IPPROTO_UDP && name != 0 {
         if let Some(peer) = user_peer(name, sock.family) {
             return peer;
         }
     }
-    connected_peer(off, sock)
+    connected_peer(sock)
 }
 
 /// One message of a send: a DNS copy when it goes to a DNS port. A real
@@ -605,7 +609,7 @@ fn destination(off: &KernelOffsets, sock: &Sock, name: u64) -> Peer {
 #[inline(never)]
 fn send_message(cfg: &Config, sock: &Sock, peer: &Peer, buf: u64, len: u64) {
     if is_dns_port(cfg, peer.port) {
-        let _ = emit_dns(&cfg.offsets, sock, peer, dns_direction::SENT, buf, len, len);
+        let _ = emit_dns(sock, peer, dns_direction::SENT, buf, len, len);
     }
 }
 
@@ -647,7 +651,7 @@ fn try_enter_sendto(ctx: &TracePointContext) -> Option<()> {
         )
     };
     let sock = send_sock(cfg, fd)?;
-    let peer = destination(&cfg.offsets, &sock, name);
+    let peer = destination(&sock, name);
     send_message(cfg, &sock, &peer, buf, len);
     send_pending(&sock, &peer);
     Some(())
@@ -684,7 +688,7 @@ fn try_enter_sendmsg(ctx: &TracePointContext) -> Option<()> {
     };
     let sock = send_sock(cfg, fd)?;
     let name: u64 = read_user(msg + MSG_NAME).unwrap_or(0);
-    let peer = destination(&cfg.offsets, &sock, name);
+    let peer = destination(&sock, name);
     if let Some((buf, len)) = first_iov(msg) {
         send_message(cfg, &sock, &peer, buf, len);
     }
@@ -718,7 +722,7 @@ fn try_enter_sendmmsg(ctx: &TracePointContext) -> Option<()> {
         }
         let msg = mmsg + i * MMSGHDR_SIZE;
         let name: u64 = read_user(msg + MSG_NAME).unwrap_or(0);
-        let peer = destination(&cfg.offsets, &sock, name);
+        let peer = destination(&sock, name);
         if i == 0 {
             first = peer;
         }
@@ -744,11 +748,10 @@ fn exit_send(ctx: &TracePointContext) -> Option<()> {
         peer: p.peer,
     };
     let _ = UDP_PEERS.insert(key, 1, 0);
-    let off = &config()?.offsets;
-    let mut addrs = sock_addrs(off, &p.sock);
+    let mut addrs = sock_addrs(&p.sock);
     addrs.remote_port = p.peer.port;
     addrs.remote_addr = p.peer.addr;
-    emit(off, None, net_op::UDP_SEND, &p.sock, &addrs, 0)
+    emit(None, net_op::UDP_SEND, &p.sock, &addrs, 0)
 }
 
 #[tracepoint(category = "syscalls", name = "sys_exit_sendto")]
@@ -781,7 +784,7 @@ fn enter_recv(fd: u64, buf: u64, cap: u64, addr: u64) -> Option<()> {
         return None;
     }
     let sock = send_sock(cfg, fd)?;
-    let connected = connected_peer(&cfg.offsets, &sock);
+    let connected = connected_peer(&sock);
     if connected.port != 0 {
         if !is_dns_port(cfg, connected.port) {
             return None;
@@ -816,15 +819,7 @@ fn exit_recv(ctx: &TracePointContext) -> Option<()> {
     }
     let ret = ret as u64;
     let len = if ret < p.cap { ret } else { p.cap };
-    emit_dns(
-        &cfg.offsets,
-        &p.sock,
-        &peer,
-        dns_direction::RECEIVED,
-        p.buf,
-        len,
-        ret,
-    )
+    emit_dns(&p.sock, &peer, dns_direction::RECEIVED, p.buf, len, ret)
 }
 
 /// `recvfrom(int fd, void *ubuf, size_t size, unsigned int flags, struct sockaddr *addr, int *addr_len)`
@@ -901,14 +896,6 @@ fn try_set_state(ctx: &RawTracePointContext) -> Option<()> {
     // SAFETY: plain key; the value is copied out at once.
     let owner = unsafe { NET_OWNERS.get(&sk) }.copied()?;
     let _ = NET_OWNERS.remove(&sk);
-    let off = &config()?.offsets;
-    let sock = sock_at(off, sk, owner.ino)?;
-    emit(
-        off,
-        Some(&owner.task),
-        net_op::CLOSE,
-        &sock,
-        &owner.addrs,
-        0,
-    )
+    let sock = sock_at(sk, owner.ino)?;
+    emit(Some(&owner.task), net_op::CLOSE, &sock, &owner.addrs, 0)
 }

@@ -9,13 +9,13 @@ use aya_ebpf::{
     programs::RawTracePointContext,
 };
 use sensor_common::{
-    ARGV_BUF, EXEC_DATA, EXEC_FIXED_LEN, ExecEvent, ExitEvent, ForkEvent, PATH_BUF, exec_flags,
-    kind,
+    ARGV_BUF, EXEC_DATA, EXEC_FIXED_LEN, ExecEvent, ExitEvent, ForkEvent, OFFSET_MISSING, PATH_BUF,
+    exec_flags, kind,
 };
 
 use crate::kernel::{
-    config, current_task_btf, current_task_info, field, header, is_own, join_own_tree, koff,
-    leave_own_tree, output_prefix, read, walk_path,
+    PathRef, config, current_task_btf, current_task_info, field, header, is_own, join_own_tree,
+    koff, leave_own_tree, output_prefix, read, walk_path,
 };
 
 /// Exec records are ~8 KiB: built here, not on the 512-byte stack.
@@ -27,8 +27,9 @@ static EXEC_SCRATCH: PerCpuArray<ExecEvent> = PerCpuArray::with_max_entries(1, 0
 /// `begin_new_exec`, so `current->mm` already describes the new program.
 #[raw_tracepoint(tracepoint = "sched_process_exec")]
 pub fn proc_exec(_ctx: RawTracePointContext) -> u32 {
-    let Some(cfg) = config() else { return 0 };
-    let off = &cfg.offsets;
+    if config().is_none() {
+        return 0;
+    }
     let Some(ev) = EXEC_SCRATCH.get_ptr_mut(0) else {
         return 0;
     };
@@ -46,16 +47,23 @@ pub fn proc_exec(_ctx: RawTracePointContext) -> u32 {
     // first PATH_BUF bytes and argv inside the first 2 * PATH_BUF; the masks
     // change nothing but give the verifier those bounds.
     let exe_file: u64 = field(mm, koff!(mm_exe_file)).unwrap_or(0);
-    let exe = walk_path(off, exe_file, off.file_f_path, data);
+    let exe_path = if exe_file == 0 || koff!(file_f_path) == OFFSET_MISSING {
+        PathRef::NONE
+    } else {
+        PathRef::at(exe_file + u64::from(koff!(file_f_path)))
+    };
+    let exe = walk_path(exe_path, data);
     ev.exe_len = exe.len;
     if exe.truncated {
         ev.flags |= exec_flags::EXE_TRUNCATED;
     }
     let cwd_at = exe.len as usize & (PATH_BUF - 1);
 
-    let fs: u64 = field(task, koff!(task_fs)).unwrap_or(0);
+    let fs: *const u8 = field(task, koff!(task_fs)).unwrap_or(null());
     // SAFETY: cwd_at < PATH_BUF, and the walk writes at most PATH_BUF bytes.
-    let cwd = walk_path(off, fs, off.fs_pwd, unsafe { data.add(cwd_at) });
+    let cwd = walk_path(PathRef::in_btf(fs, koff!(fs_pwd)), unsafe {
+        data.add(cwd_at)
+    });
     ev.cwd_len = cwd.len;
     if cwd.truncated {
         ev.flags |= exec_flags::CWD_TRUNCATED;
@@ -106,18 +114,17 @@ pub fn proc_exec(_ctx: RawTracePointContext) -> u32 {
 #[raw_tracepoint(tracepoint = "sched_process_fork")]
 pub fn proc_fork(ctx: RawTracePointContext) -> u32 {
     let Some(cfg) = config() else { return 0 };
-    let off = &cfg.offsets;
     // A raw tracepoint's arguments are plain numbers to the verifier, so the
     // child's fields take helper reads: its pid and tgid in one when the
     // kernel keeps them side by side (it has since 2.6).
     let child: u64 = ctx.arg(1);
-    let (child_tid, child_tgid) = if off.task_tgid == off.task_pid + 4 {
-        let ids = read::<u64>(child, off.task_pid).unwrap_or(0);
+    let (child_tid, child_tgid) = if koff!(task_tgid) == koff!(task_pid) + 4 {
+        let ids = read::<u64>(child, koff!(task_pid)).unwrap_or(0);
         (ids as u32, (ids >> 32) as u32)
     } else {
         (
-            read::<u32>(child, off.task_pid).unwrap_or(0),
-            read::<u32>(child, off.task_tgid).unwrap_or(0),
+            read::<u32>(child, koff!(task_pid)).unwrap_or(0),
+            read::<u32>(child, koff!(task_tgid)).unwrap_or(0),
         )
     };
     if child_tid != child_tgid {
@@ -130,7 +137,7 @@ pub fn proc_fork(ctx: RawTracePointContext) -> u32 {
     let mut ev = ForkEvent {
         header: header(kind::FORK, size_of::<ForkEvent>()),
         task,
-        child_start_boottime_ns: read(child, off.task_start_boottime).unwrap_or(0),
+        child_start_boottime_ns: read(child, koff!(task_start_boottime)).unwrap_or(0),
         child_tid,
         child_tgid,
     };

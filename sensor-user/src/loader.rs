@@ -10,7 +10,7 @@ use aya::{
 };
 use std::collections::HashSet;
 
-use sensor_common::{Config as KernelConfig, SyscallSpec, maps, programs};
+use sensor_common::{Config as KernelConfig, KernelOffsets, SyscallSpec, maps, programs};
 
 use crate::{
     btf::{Btf, BtfError, kernel_offsets},
@@ -184,8 +184,12 @@ pub struct KernelSettings {
     pub dns_ports: Vec<u16>,
 }
 
-/// What the programs are told: the running kernel's offsets and `settings`.
-fn kernel_config(settings: &KernelSettings, btf_path: &Path) -> Result<KernelConfig, LoadError> {
+/// What the programs are told: the running kernel's offsets (frozen
+/// constants, `KERNEL_OFFSETS`) and `settings` (the `CONFIG` map).
+fn kernel_config(
+    settings: &KernelSettings,
+    btf_path: &Path,
+) -> Result<(KernelOffsets, KernelConfig), LoadError> {
     let btf = Btf::from_file(btf_path)?;
     let offsets = kernel_offsets(&btf)?;
     if let Err(e) = ensure_tracefs() {
@@ -193,8 +197,7 @@ fn kernel_config(settings: &KernelSettings, btf_path: &Path) -> Result<KernelCon
         // needs it, and without it exits fall back to leader exits.
         tracing::warn!("{e}");
     }
-    Ok(KernelConfig {
-        offsets,
+    let config = KernelConfig {
         sensor_tgid: std::process::id(),
         exit_has_group_dead: u32::from(exit_has_group_dead()),
         file_writes: settings.file_writes,
@@ -203,7 +206,8 @@ fn kernel_config(settings: &KernelSettings, btf_path: &Path) -> Result<KernelCon
         // An eighth of the ring: bursts wake the consumer long before it fills.
         wakeup_bytes: settings.ring_bytes / 8,
         dns_ports: crate::config::kernel_dns_ports(&settings.dns_ports),
-    })
+    };
+    Ok((offsets, config))
 }
 
 fn write_config(ebpf: &mut Ebpf, config: KernelConfig) -> Result<(), LoadError> {
@@ -227,10 +231,10 @@ fn open_object(settings: &KernelSettings, btf_path: &Path) -> Result<Ebpf, LoadE
     if !has_privileges() {
         return Err(LoadError::NotPrivileged);
     }
-    let config = kernel_config(settings, btf_path)?;
+    let (offsets, config) = kernel_config(settings, btf_path)?;
     let mut ebpf = EbpfLoader::new()
         .map_max_entries(maps::EVENTS, settings.ring_bytes)
-        .override_global("KERNEL_OFFSETS", &config.offsets, true)
+        .override_global("KERNEL_OFFSETS", &offsets, true)
         .load(OBJECT)
         .map_err(|e| LoadError::Object(Box::new(e)))?;
     write_config(&mut ebpf, config)?;
