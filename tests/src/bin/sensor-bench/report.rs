@@ -457,12 +457,14 @@ impl Report {
             "\nWhat a sensor program does beyond the floor's reserve and submit (from `perf \
              record -a -g` of the JIT'd programs): every helper call, because on this CPU each \
              kernel return goes through the SRSO return thunk. The current task's fields are \
-             plain loads from BTF pointers, but what is reached through a plain number (a raw \
-             tracepoint's argument such as the forked child, a descriptor's `struct file`, a \
-             socket) takes one `bpf_probe_read_kernel` per field, a path one \
-             `bpf_probe_read_kernel_str` per component (exec walks the exe and the cwd and copies \
-             argv), and a hash map operation (connects and accepts remember their socket for its \
-             close) costs more than the whole floor."
+             plain loads from BTF pointers. What is reached through a plain number (a raw \
+             tracepoint's argument such as the forked child, a descriptor's `struct file`, its \
+             inode, a socket, a dentry, a mount) takes a helper read: one per object, whose head \
+             is copied into a per-CPU window and read from there, rather than one per field. A \
+             path costs two calls per component (the dentry and its name; exec walks the exe and \
+             the cwd and copies argv from user memory), and a hash map operation (connects and \
+             accepts remember their socket for its close; open folds repeats) costs about as \
+             much as the whole floor."
         );
 
         let _ = writeln!(
