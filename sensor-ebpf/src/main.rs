@@ -3,8 +3,8 @@
 //! Only raw tracepoints: on the build kernel fentry/LSM loads fail with EPERM
 //! and kprobes are not configured (DEVELOPERS.md). Kernel struct offsets come
 //! from the running kernel's BTF, set by userspace as the read-only global
-//! `KERNEL_OFFSETS` (constants to the verifier, for plain loads from BTF
-//! pointers) and in the `CONFIG` map (for helper reads).
+//! `KERNEL_OFFSETS`: constants to the verifier, for plain loads from BTF
+//! pointers and for one-read windows over other kernel objects.
 #![cfg_attr(target_arch = "bpf", no_std)]
 #![cfg_attr(target_arch = "bpf", no_main)]
 // `atomic_xadd`: the bpf target has no `AtomicU64::fetch_add` (no CAS), but
