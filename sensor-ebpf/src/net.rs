@@ -1,9 +1,10 @@
 //! Network and DNS, from the syscall tracepoints plus one raw tracepoint for
 //! TCP closes.
 //!
-//! - connect: the enter program copies the caller's sockaddr (the kernel may
-//!   clear the socket's peer after a failure); the exit program reads the
-//!   result and describes the socket from fd -> file -> socket -> sock.
+//! - connect: one exit program; its fd is still in the task's registers. It
+//!   reads the result and describes the socket from fd -> file -> socket ->
+//!   sock; a failed connect (the kernel clears the socket's peer) reports the
+//!   peer from the caller's sockaddr.
 //! - accept/accept4: the exit program describes the new descriptor's socket.
 //! - bind/listen: the exit program describes the socket once it succeeded.
 //! - sendto/sendmsg/sendmmsg on UDP: one `UDP_SEND` per (socket, peer), deduped
