@@ -98,7 +98,7 @@ pub fn current_regs() -> u64 {
 /// Argument `idx` (0-5) of the syscall in `regs` (`current_regs`).
 #[inline(always)]
 pub fn regs_syscall_arg(regs: u64, idx: u8) -> u64 {
-    let regs_at: [u32; 6] = koff!(syscall_regs);
+    let regs_at = koff!(syscall_regs);
     let Some(&field) = regs_at.get(usize::from(idx)) else {
         return 0;
     };
@@ -405,10 +405,8 @@ type MountWindow = Window<26, 5>;
 /// `struct sock` up to `skc_v6_rcv_saddr` (88 bytes): both ends' addresses
 /// and ports, IPv4 and IPv6.
 pub type SockWindow = Window<31, 11>;
-/// `struct sock` up to `skc_dport` (16 bytes): an IPv4 peer and its port.
-pub type PeerWindow = Window<42, 2>;
 /// A `struct path`.
-type PathWindow = Window<44, 2>;
+type PathWindow = Window<42, 2>;
 
 #[inline(always)]
 pub fn header(record_kind: u32, size: usize) -> Header {

@@ -34,8 +34,8 @@ use sensor_common::{
 };
 
 use crate::kernel::{
-    FileWindow, InodeWindow, PeerWindow, RET, SockWindow, arg, config, current_regs,
-    current_task_info, file_of_fd, header, is_own, koff, output_prefix, read, regs_syscall_arg,
+    FileWindow, InodeWindow, RET, SockWindow, arg, config, current_regs, current_task_info,
+    file_of_fd, header, is_own, koff, output_prefix, read, regs_syscall_arg,
 };
 
 const AF_INET: u16 = 2;
@@ -231,12 +231,11 @@ fn sock_addrs(s: &Sock) -> SockAddrs {
     a
 }
 
-/// The peer of a connected socket (port 0: not connected), read alone:
-/// cheaper than all of `sock_addrs` on the hot send and receive paths.
+/// The peer of a connected socket (port 0: not connected), for the hot send
+/// and receive paths: one window read, like `sock_addrs`, without the local end.
 #[inline(always)]
 fn connected_peer(s: &Sock) -> Peer {
-    // The IPv4 peer and the port sit in the first 16 bytes.
-    let Some(w) = PeerWindow::of(s.sk) else {
+    let Some(w) = SockWindow::of(s.sk) else {
         return NO_PEER;
     };
     let mut peer = Peer {
