@@ -175,10 +175,11 @@ pub struct Config {
     pub file_writes: u32,
     /// Non-zero: file operations that failed are reported too.
     pub report_failed: u32,
-    /// Bytes waiting in the ring above which a record wakes the consumer.
-    /// Below it records are sent without a wakeup and the consumer finds
-    /// them on its next timed poll: a wakeup is an irq_work, a self-IPI that
-    /// costs microseconds per record in a VM.
+    /// A record wakes the consumer when the bytes waiting in the ring cross
+    /// a multiple of this. Others are sent without a wakeup and the consumer
+    /// finds them as it drains or on its next timed poll: a wakeup is an
+    /// irq_work, a self-IPI that costs microseconds per record in a VM.
+    /// 0: every record wakes.
     pub wakeup_bytes: u32,
     /// Ports whose UDP and TCP payloads are DNS messages, copied for
     /// userspace to parse; 0 marks an unused slot (all zero: no DNS capture).

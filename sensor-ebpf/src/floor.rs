@@ -3,8 +3,8 @@
 //! submitted. `cargo xtask bench` attaches one per sensor program to the same
 //! tracepoints and reads both programs' bpf_stats. The sensor never loads them.
 //!
-//! The floor wakes its consumer as the sensor does (only when an eighth of
-//! the ring is waiting; the consumer also polls every 10 ms), so the two
+//! The floor wakes its consumer as the sensor does (each time another eighth
+//! of the ring is waiting; the consumer also polls every 100 ms), so the two
 //! differ only in the work each program does. With default flags the ring
 //! wakes a sleeping consumer through irq_work on nearly every record, which
 //! in a VM costs microseconds per event (kernel/bpf/ringbuf.c,
@@ -25,7 +25,7 @@ fn submit_floor() {
         // SAFETY: helper without arguments.
         let now = unsafe { bpf_ktime_get_ns() };
         entry.write([now, 0, 0, 0, 0, 0, 0, 0]);
-        entry.submit(wakeup_flags());
+        entry.submit(wakeup_flags(RECORD_BYTES as u64));
     }
 }
 

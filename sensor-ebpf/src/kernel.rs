@@ -208,16 +208,24 @@ fn bump(map: &PerCpuArray<u64>, index: u32) {
     }
 }
 
-/// Output flags: wake the consumer only once `wakeup_bytes` wait in the
-/// ring (it also polls every 100 ms, `capture::POLL_MS`). A wakeup per record is an irq_work
-/// self-IPI, which dominated the cost of every program in a VM.
+/// Output flags for a record of `size` bytes: wake the consumer only when
+/// the bytes waiting in the ring cross a multiple of `wakeup_bytes` (it also
+/// polls every 100 ms, `capture::POLL_MS`). A wakeup is an irq_work, a
+/// self-IPI that costs microseconds in a VM, and bpf_ringbuf_commit raises
+/// it for every forced record (kernel/bpf/ringbuf.c): waking on every record
+/// above the mark would tax each event exactly while the consumer is behind.
+/// Each later multiple wakes again, so two CPUs racing past one mark without
+/// either waking cost at most one more mark's worth of delay.
 #[inline(always)]
-pub fn wakeup_flags() -> u64 {
+pub fn wakeup_flags(size: u64) -> u64 {
     let ring = (&raw const EVENTS).cast_mut().cast();
     let wakeup_bytes = config().map_or(0, |c| u64::from(c.wakeup_bytes));
+    if wakeup_bytes == 0 {
+        return BPF_RB_FORCE_WAKEUP;
+    }
     // SAFETY: querying our own ring map.
     let waiting = unsafe { bpf_ringbuf_query(ring, BPF_RB_AVAIL_DATA) };
-    if waiting >= wakeup_bytes {
+    if waiting / wakeup_bytes != (waiting + size) / wakeup_bytes {
         BPF_RB_FORCE_WAKEUP
     } else {
         BPF_RB_NO_WAKEUP
@@ -233,7 +241,7 @@ pub fn output_prefix<T>(record: &mut T, size: usize, record_kind: u32) -> bool {
         return false;
     }
     let ring = (&raw const EVENTS).cast_mut().cast();
-    let flags = wakeup_flags();
+    let flags = wakeup_flags(size as u64);
     // SAFETY: `record` is `size_of::<T>()` readable bytes and size fits in it.
     let rc = unsafe { bpf_ringbuf_output(ring, (record as *mut T).cast(), size as u64, flags) };
     if rc != 0 {

@@ -126,8 +126,8 @@ pub fn run(mut ring: RingBuf<MapData>, out: &Sender<RawBatch>, stats: &Stats, st
             events: libc::POLLIN,
             revents: 0,
         };
-        // SAFETY: one valid pollfd. The kernel wakes us only once the ring
-        // holds `wakeup_bytes` (see sensor_common::Config), so the timeout
+        // SAFETY: one valid pollfd. The kernel wakes us only as the ring
+        // fills past each `wakeup_bytes` (see sensor_common::Config), so the timeout
         // is what bounds the latency of a quiet host's events.
         unsafe { libc::poll(&raw mut pfd, 1, POLL_MS) };
     }
