@@ -14,7 +14,17 @@ use sensor_proto::v1::{Event, Process};
 #[derive(Debug)]
 pub struct Enriched {
     pub event: Event,
-    pub process: Option<Arc<Process>>,
+    pub process: Option<Context>,
+}
+
+/// A process context shared by the events of all the process's threads:
+/// its `tid` is 0, and the thread that caused the event is `tid` here. Kept
+/// apart, the threads of one process share one context (and its encoding,
+/// `spool::Contexts`) instead of each event copying it to change the tid.
+#[derive(Debug, Clone)]
+pub struct Context {
+    pub process: Arc<Process>,
+    pub tid: u32,
 }
 
 impl Enriched {
@@ -31,8 +41,10 @@ impl Enriched {
     #[must_use]
     pub fn into_event(self) -> Event {
         let mut event = self.event;
-        if let Some(p) = self.process {
-            event.process = Some(Arc::unwrap_or_clone(p));
+        if let Some(c) = self.process {
+            let mut p = Arc::unwrap_or_clone(c.process);
+            p.tid = c.tid;
+            event.process = Some(p);
         }
         event
     }

@@ -26,10 +26,13 @@ use std::{
 use prost::Message as _;
 use sensor_proto::{
     encoded::EncodedBatch,
-    v1::{DeliveryGap, Event, Process, event::Body},
+    v1::{DeliveryGap, Event, event::Body},
 };
 
-use crate::stats::Stats;
+use self::contexts::Contexts;
+use crate::{encode::Context, stats::Stats};
+
+mod contexts;
 
 const MAGIC: u32 = 0x4c4f_5053; // "SPOL"
 /// A `DeliveryGap` record: marked so a segment's gaps are known without
@@ -176,6 +179,14 @@ fn has_envelope(event: &Event) -> bool {
     !(event.sensor_id.is_empty() && event.host_id.is_empty() && event.host_name.is_empty())
 }
 
+/// A process context held apart from its event, encoded (`Contexts`), and
+/// the thread the event is of.
+#[derive(Clone, Copy)]
+struct EncodedContext<'a> {
+    process: &'a [u8],
+    tid: u32,
+}
+
 /// Encodes `envelope` (encoded envelope fields, or nothing), then `event`
 /// with `process` as its process context, as one record into `rec`, which
 /// is reused from record to record (no allocation per event once it has
@@ -186,17 +197,17 @@ fn encode_record(
     seq: u64,
     envelope: &[u8],
     event: &Event,
-    process: Option<&Process>,
+    process: Option<EncodedContext<'_>>,
 ) {
     rec.clear();
     rec.resize(HEADER, 0);
     rec.extend_from_slice(envelope);
     // Encoding into a Vec only fails for want of capacity, which a Vec grows.
     let _ = event.encode(rec);
-    if let Some(p) = process {
+    if let Some(c) = process {
         // Protobuf fields may come in any order: `Event.process` after the
         // body decodes as if it were in its place.
-        prost::encoding::message::encode(EVENT_PROCESS_FIELD, p, rec);
+        contexts::append(rec, EVENT_PROCESS_FIELD, c.process, c.tid);
     }
     let len = u32::try_from(rec.len() - HEADER).unwrap_or(u32::MAX);
     let mut hasher = crc32fast::Hasher::new();
@@ -261,6 +272,8 @@ pub struct Spool {
     seq_floor: u64,
     /// The record being written, kept for its capacity.
     record: Vec<u8>,
+    /// The process contexts of the last events, encoded.
+    contexts: Contexts,
     /// The segment the shipper reads, kept open between batches.
     reader: Option<(u64, File)>,
     /// What the shipper last read, kept for its capacity.
@@ -335,6 +348,7 @@ impl Spool {
             envelope: envelope.encode_to_vec(),
             seq_floor: 0,
             record: Vec::new(),
+            contexts: Contexts::default(),
             reader: None,
             read_buf: Vec::new(),
             batch_bytes: 0,
@@ -466,7 +480,7 @@ impl Spool {
             body: Some(Body::Gap(gap)),
             ..Event::default()
         };
-        self.write(event, None)?;
+        self.write(event)?;
         if let Some(seg) = self.segments.back_mut() {
             seg.gap_events = seg.gap_events.saturating_add(count);
             seg.gap_records += 1;
@@ -491,7 +505,7 @@ impl Spool {
     pub fn append_with(
         &mut self,
         mut event: Event,
-        process: Option<&Process>,
+        process: Option<&Context>,
         stats: &Stats,
     ) -> Result<u64, SpoolError> {
         if let Some(gap) = self.pending_gap.take() {
@@ -513,6 +527,11 @@ impl Spool {
         // segment may write gap records, so the event is encoded again at
         // the seq that is then next.
         let mut rec = std::mem::take(&mut self.record);
+        let mut contexts = std::mem::take(&mut self.contexts);
+        let process = process.map(|c| EncodedContext {
+            process: contexts.encoded(&c.process),
+            tid: c.tid,
+        });
         let written = loop {
             let seq = self.next_seq;
             self.encode(&mut rec, &mut event, process);
@@ -533,6 +552,7 @@ impl Spool {
             }
         };
         self.record = rec;
+        self.contexts = contexts;
         written
     }
 
@@ -605,16 +625,16 @@ impl Spool {
             .min()
     }
 
-    fn write(&mut self, mut event: Event, process: Option<&Process>) -> Result<u64, SpoolError> {
+    fn write(&mut self, mut event: Event) -> Result<u64, SpoolError> {
         let mut rec = std::mem::take(&mut self.record);
-        self.encode(&mut rec, &mut event, process);
+        self.encode(&mut rec, &mut event, None);
         let written = self.write_encoded(&rec);
         self.record = rec;
         written
     }
 
     /// Encodes `event` as the record of the next seq into `rec`.
-    fn encode(&self, rec: &mut Vec<u8>, event: &mut Event, process: Option<&Process>) {
+    fn encode(&self, rec: &mut Vec<u8>, event: &mut Event, process: Option<EncodedContext<'_>>) {
         let seq = self.next_seq;
         event.seq = seq;
         let magic = if matches!(event.body, Some(Body::Gap(_))) {
@@ -908,6 +928,10 @@ impl Spool {
 
 #[cfg(test)]
 mod tests {
+    use std::sync::Arc;
+
+    use sensor_proto::v1::Process;
+
     use super::*;
 
     fn cfg(dir: &Path, max_bytes: u64, policy: FullPolicy) -> SpoolConfig {
@@ -1063,13 +1087,17 @@ mod tests {
             path: "/etc/passwd".into(),
             ..Default::default()
         }));
+        let context = Context {
+            process: Arc::new(process.clone()),
+            tid: 9,
+        };
         spool
-            .append_with(file.clone(), Some(&process), &stats)
+            .append_with(file.clone(), Some(&context), &stats)
             .unwrap();
         spool.append(event(2), &stats).unwrap();
         spool.flush().unwrap();
         let read = read_all(&mut spool);
-        file.process = Some(process);
+        file.process = Some(Process { tid: 9, ..process });
         file.seq = 1;
         assert_eq!(read, vec![file, Event { seq: 2, ..event(2) }]);
     }

@@ -272,3 +272,34 @@ fn each_open_flavour_reports_its_flags_and_mode_from_the_syscall_itself() {
         assert_describes(&events[0], &target);
     }
 }
+
+#[test]
+fn two_threads_of_one_process_create_files_and_each_event_names_its_thread() {
+    let rig = Rig::start();
+    let (_dir, dir) = canonical_tempdir();
+    // Both threads live at once, so their tids differ; the process's
+    // context is shared by both events, the tid is each event's own.
+    let barrier = std::sync::Barrier::new(2);
+    let create = |name: &str| {
+        barrier.wait();
+        let path = dir.join(name);
+        std::fs::write(&path, b"x").unwrap();
+        // SAFETY: no arguments.
+        (path, u64::from(unsafe { libc::gettid() }.unsigned_abs()))
+    };
+    let created = std::thread::scope(|s| {
+        let a = s.spawn(|| create("a.txt"));
+        let b = s.spawn(|| create("b.txt"));
+        [a.join().unwrap(), b.join().unwrap()]
+    });
+    assert_ne!(created[0].1, created[1].1);
+    for (path, tid) in created {
+        let events = file_events(&rig, std::process::id(), &path, 1);
+        assert_eq!(events[0]["file"]["op"], "FILE_OP_CREATE");
+        assert_eq!(events[0].u64_at("/process/tid"), tid, "{:#?}", events[0]);
+        assert_eq!(
+            events[0].u64_at("/process/pid"),
+            u64::from(std::process::id())
+        );
+    }
+}

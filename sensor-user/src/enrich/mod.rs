@@ -35,7 +35,7 @@ use self::{
 };
 use crate::{
     decode::{Exec, Exit, File, Fork, Record, Task},
-    encode::Enriched,
+    encode::{Context, Enriched},
     host::HostInfo,
     stats::Stats,
 };
@@ -144,7 +144,8 @@ impl Enricher {
         self.table.len()
     }
 
-    fn event(&self, ktime_ns: u64, process: Arc<Process>, body: Body) -> Enriched {
+    /// An event of thread `tid` of `process`.
+    fn event(&self, ktime_ns: u64, process: Arc<Process>, tid: u32, body: Body) -> Enriched {
         Enriched {
             event: Event {
                 time: Some(timestamp_from_unix_ns(self.host.unix_ns(ktime_ns))),
@@ -152,7 +153,7 @@ impl Enricher {
                 body: Some(body),
                 ..Event::default()
             },
-            process: Some(process),
+            process: Some(Context { process, tid }),
         }
     }
 
@@ -182,9 +183,9 @@ impl Enricher {
     }
 
     /// Fills the ids, credentials and names of `p` from a kernel task record.
+    /// Not the tid: a context is shared by all threads (`Context::tid`).
     fn apply_task(&mut self, p: &mut Process, t: &Task) {
         p.pid = t.tgid;
-        p.tid = t.tid;
         p.ppid = t.ppid;
         p.uid = t.uid;
         p.gid = t.gid;
@@ -214,7 +215,6 @@ impl Enricher {
     /// Whether `p` already holds what `apply_task` would write from `t`.
     fn task_applied(p: &Process, t: &Task) -> bool {
         p.pid == t.tgid
-            && p.tid == t.tid
             && p.ppid == t.ppid
             && p.uid == t.uid
             && p.gid == t.gid
@@ -324,7 +324,7 @@ impl Enricher {
             procfs: false,
             previous_exec_id,
         });
-        self.event(e.ktime_ns, p, body)
+        self.event(e.ktime_ns, p, e.task.tid, body)
     }
 
     fn fork(&mut self, f: Fork) -> Enriched {
@@ -354,13 +354,13 @@ impl Enricher {
         };
         self.apply_task(&mut child, &f.task);
         child.pid = f.child_tgid;
-        child.tid = f.child_tgid;
         child.ppid = f.task.tgid;
         let child = Arc::new(child);
         self.insert(child.clone());
         self.event(
             f.ktime_ns,
             child,
+            f.child_tgid,
             Body::Fork(ProcessFork {
                 parent_tid: f.task.tid,
             }),
@@ -382,6 +382,7 @@ impl Enricher {
         self.event(
             x.ktime_ns,
             p,
+            x.task.tid,
             Body::Exit(ProcessExit {
                 exit_code,
                 signal,
@@ -414,7 +415,7 @@ impl Enricher {
             length: f.length,
             repeats: f.repeats,
         });
-        self.event(f.ktime_ns, p, body)
+        self.event(f.ktime_ns, p, f.task.tid, body)
     }
 
     /// One decoded record in, at most one event out: file records taken at
@@ -495,6 +496,7 @@ impl Enricher {
         self.event(
             now_boot_ns,
             p,
+            proc.pid,
             Body::Exec(ProcessExec {
                 argv_raw,
                 argc,

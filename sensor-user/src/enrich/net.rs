@@ -65,7 +65,7 @@ impl Enricher {
             bytes_sent: n.bytes_sent,
             bytes_received: n.bytes_received,
         });
-        self.event(n.ktime_ns, p, body)
+        self.event(n.ktime_ns, p, n.task.tid, body)
     }
 
     pub(super) fn dns(&mut self, d: Dns) -> Enriched {
@@ -98,7 +98,7 @@ impl Enricher {
                 })
                 .collect(),
         });
-        self.event(d.ktime_ns, p, body)
+        self.event(d.ktime_ns, p, d.task.tid, body)
     }
 }
 

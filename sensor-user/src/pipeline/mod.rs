@@ -24,12 +24,12 @@ use std::{
 
 use anyhow::{Context as _, Result};
 use crossbeam_channel::{Receiver, Sender};
-use sensor_proto::v1::{Event, Process};
+use sensor_proto::v1::Event;
 use tokio::sync::mpsc;
 
 use crate::{
     config::{Config, FullPolicyConfig},
-    encode::{Encoder, Enriched},
+    encode::{Context, Encoder, Enriched},
     ship::{Feed, SharedSpool, ShipConfig, Shipper, lock, print_json},
     spool::{FullPolicy, Spool, SpoolConfig},
     stats::Stats,
@@ -126,7 +126,7 @@ fn open_sink(
 }
 
 /// Appends to the spool; a failed write is a counted loss.
-fn append(spool: &mut Spool, event: Event, process: Option<&Process>, stats: &Stats) {
+fn append(spool: &mut Spool, event: Event, process: Option<&Context>, stats: &Stats) {
     if let Err(e) = spool.append_with(event, process, stats) {
         Stats::inc(&stats.spool_write_failed);
         tracing::error!("{e}");
@@ -194,7 +194,7 @@ fn encode_stage<E: Events>(
                 let mut encoded = 0;
                 batch.each(|item| {
                     // The spool writes the envelope: no copy of it per event.
-                    append(&mut s, item.event, item.process.as_deref(), stats);
+                    append(&mut s, item.event, item.process.as_ref(), stats);
                     encoded += 1;
                 });
                 // Counted once a batch: the counters share cache lines with
