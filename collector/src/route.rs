@@ -1,7 +1,8 @@
 //! The `Collector` gRPC service's route, written out instead of generated so
-//! that batches arrive as [`ReceivedBatch`]es: each event decoded and its
-//! bytes kept as they came, to be stored without encoding it again. On the
-//! wire it is the generated service: same path, same messages.
+//! that batches arrive as the handler's own message type: for the collector
+//! a [`ReceivedBatch`], each event decoded and its bytes kept as they came,
+//! to be stored without encoding it again. On the wire it is the generated
+//! service: same path, same messages.
 
 use std::{convert::Infallible, future::Future, pin::Pin};
 
@@ -18,17 +19,36 @@ use tonic::{
 
 use crate::server::{AckStream, CollectorService};
 
-/// Routes `Collector.Stream` to a [`CollectorService`]; any other path gets
+/// What serves `Collector.Stream` calls, with batches decoded as `Batch`.
+/// The collector's is [`CollectorService`]; the benchmark's sensor-alone
+/// capacity run acknowledges batches without storing them.
+pub trait StreamHandler: Clone + Send + Sync + 'static {
+    /// How a batch message is decoded (it is an `EventBatch` on the wire).
+    type Batch: prost::Message + Default + Send + 'static;
+
+    /// Serves one call; its acks go to the stream returned.
+    fn stream(&self, request: Request<Streaming<Self::Batch>>) -> Response<AckStream>;
+}
+
+impl StreamHandler for CollectorService {
+    type Batch = ReceivedBatch;
+
+    fn stream(&self, request: Request<Streaming<ReceivedBatch>>) -> Response<AckStream> {
+        CollectorService::stream(self, request)
+    }
+}
+
+/// Routes `Collector.Stream` to a [`StreamHandler`]; any other path gets
 /// UNIMPLEMENTED, as from a generated server.
 #[derive(Debug, Clone)]
-pub struct CollectorRoute {
-    service: CollectorService,
+pub struct CollectorRoute<S = CollectorService> {
+    service: S,
     /// Largest batch message accepted, bytes (tonic answers OUT_OF_RANGE).
     max_message_bytes: usize,
 }
 
-impl CollectorRoute {
-    pub fn new(service: CollectorService, max_message_bytes: usize) -> Self {
+impl<S: StreamHandler> CollectorRoute<S> {
+    pub fn new(service: S, max_message_bytes: usize) -> Self {
         Self {
             service,
             max_message_bytes,
@@ -36,14 +56,15 @@ impl CollectorRoute {
     }
 }
 
-impl NamedService for CollectorRoute {
+impl<S> NamedService for CollectorRoute<S> {
     const NAME: &'static str = SERVICE_NAME;
 }
 
 type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send + 'static>>;
 
-impl<B> Service<http::Request<B>> for CollectorRoute
+impl<S, B> Service<http::Request<B>> for CollectorRoute<S>
 where
+    S: StreamHandler,
     B: HttpBody + Send + 'static,
     B::Error: Into<StdError> + Send + 'static,
 {
@@ -62,7 +83,7 @@ where
         let method = StreamMethod(self.service.clone());
         let max = self.max_message_bytes;
         Box::pin(async move {
-            let mut grpc = Grpc::new(tonic_prost::ProstCodec::<Ack, ReceivedBatch>::default())
+            let mut grpc = Grpc::new(tonic_prost::ProstCodec::<Ack, S::Batch>::default())
                 .apply_max_message_size_config(Some(max), None);
             Ok(grpc.streaming(method, request).await)
         })
@@ -70,14 +91,14 @@ where
 }
 
 /// The one method, as tonic's server calls it.
-struct StreamMethod(CollectorService);
+struct StreamMethod<S>(S);
 
-impl StreamingService<ReceivedBatch> for StreamMethod {
+impl<S: StreamHandler> StreamingService<S::Batch> for StreamMethod<S> {
     type Response = Ack;
     type ResponseStream = AckStream;
     type Future = BoxFuture<Result<Response<AckStream>, Status>>;
 
-    fn call(&mut self, request: Request<Streaming<ReceivedBatch>>) -> Self::Future {
+    fn call(&mut self, request: Request<Streaming<S::Batch>>) -> Self::Future {
         let service = self.0.clone();
         Box::pin(async move { Ok(service.stream(request)) })
     }

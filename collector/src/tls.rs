@@ -166,7 +166,7 @@ pub(crate) fn accept_plaintext(listener: TcpListener) -> mpsc::Receiver<io::Resu
 
 /// See [`accept_plaintext`]. Each handshake runs in its own task, so a slow
 /// or silent client holds up nobody else.
-pub(crate) fn accept_tls(
+pub fn accept_tls(
     listener: TcpListener,
     tls: &ServerTls,
     handshake_timeout: Duration,

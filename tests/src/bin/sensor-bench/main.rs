@@ -9,11 +9,13 @@
 //! 10,000 live processes, and latency from the collector's commit times.
 
 mod auditd;
+mod capacity;
 mod floor;
 mod kstats;
 mod load;
 mod procstat;
 mod report;
+mod sink;
 mod store;
 mod workload;
 
@@ -28,7 +30,7 @@ use clap::{Parser, Subcommand};
 use tests::{Collector, Sensor};
 
 use crate::{
-    report::{CapacityRow, CpuRow, KernelRow, Latency, Memory, Report, WorkloadRow},
+    report::{CpuRow, KernelRow, Latency, Memory, Report, WorkloadRow},
     store::Store,
     workload::{Run, Scratch},
 };
@@ -86,6 +88,16 @@ enum Cmd {
         /// for the benchmark that spawned this process.
         #[arg(long, hide = true)]
         raw: bool,
+    },
+    /// (internal) Acknowledge a sensor's batches without storing them, for
+    /// the sensor-alone capacity run; counts file events under `prefix`.
+    Sink {
+        #[arg(long)]
+        certs: PathBuf,
+        #[arg(long)]
+        prefix: String,
+        #[arg(long)]
+        state: PathBuf,
     },
 }
 
@@ -322,151 +334,6 @@ fn run_mode(
 
 /// The capacity ramp: a sensor and a collector per step (so the sensor's
 /// final health report covers exactly that step).
-fn capacity(d: &Durations, quick: bool, report: &mut Report) -> Result<()> {
-    // The collector's database on its own tmpfs, which the sensor ignores
-    // (in the kernel, by mount): the collector's writes would otherwise be
-    // events too (writes = "all"), and under overload their drops would mix
-    // with the workload's in the accounting.
-    let db_mount = TmpfsMount::new("/run/sensor-bench-db")?;
-    let config = config_file(&format!(
-        "[files]\nwrites = \"all\"\nignore_prefixes = [\"/proc\", \"/sys\", \"/dev/pts\", \"{}\"]\n[spool]\nmax_bytes = 4294967296\n",
-        db_mount.0.display()
-    ))?;
-    let config_path = config
-        .path()
-        .to_str()
-        .context("UTF-8 temp path")?
-        .to_owned();
-    let threads = 2;
-    // The baseline: the same writers as fast as they go with nothing attached.
-    {
-        let scratch = Scratch::new("flood-bare")?;
-        eprintln!("bench: capacity workload bare for {:?}", d.step_time);
-        report.capacity_bare = Some(workload::write_flood(&scratch, threads, None, d.step_time)?);
-    }
-    let ramp: Vec<Option<u64>> = if quick {
-        vec![Some(20_000), None]
-    } else {
-        vec![
-            Some(25_000),
-            Some(50_000),
-            Some(100_000),
-            Some(150_000),
-            Some(200_000),
-            Some(300_000),
-            Some(400_000),
-            None,
-        ]
-    };
-    // Ramp up until a step loses events, then hold the best lossless rate
-    // for the full confirmation time; if it does not hold, step down to the
-    // next lossless rate (at most CONFIRM_TRIES holds in all).
-    let mut lossless_steps: Vec<Option<u64>> = Vec::new();
-    let mut tries = 0;
-    let mut plan: Vec<(Option<u64>, Duration)> = ramp.iter().map(|&t| (t, d.step_time)).collect();
-    let mut i = 0;
-    while i < plan.len() {
-        let (target, time) = plan[i];
-        let confirming = i + 1 == plan.len() && time == d.confirm_time;
-        let id = format!("bench-capacity-{i}");
-        let scratch = Scratch::new(&format!("flood{i}"))?;
-        let prefix = format!("{}/", scratch.0.display());
-        eprintln!("bench: capacity step {target:?} for {time:?}");
-        // A collector per step: every step's events in one database would
-        // outgrow the tmpfs.
-        let collector = Collector::start_in(&db_mount.0);
-        let store = Store::open(&collector.db)?;
-        let sensor = Sensor::start(&collector, &["--sensor-id", &id, "--config", &config_path]);
-        let spid = sensor.pid();
-        let cpid = collector.pid();
-        let cpu0 = cpu_ms(spid);
-        let ccpu0 = cpu_ms(cpid);
-        // Profile the first step at 100,000 events/s or more.
-        let heavy = target.is_none_or(|t| t >= 100_000);
-        // perf's own events (its exec, its file writes) are not the
-        // workload's: its file goes on the ignored tmpfs, and it starts a
-        // second before the flood and stops after it, so that no drop of
-        // theirs mixes into the step's accounting.
-        let profile = (heavy && report.profile.is_empty()).then(|| {
-            let perf = Perf::start(spid, &db_mount.0.join("sensor.perf"));
-            std::thread::sleep(Duration::from_secs(1));
-            perf
-        });
-        let ticks0 = procstat::machine_ticks();
-        let run = workload::write_flood(&scratch, threads, target, time)?;
-        let machine_busy = procstat::busy_between(ticks0, procstat::machine_ticks());
-        let sensor_cpu_ms = cpu_ms(spid) - cpu0;
-        let collector_cpu_ms = cpu_ms(cpid) - ccpu0;
-        if let Some(p) = profile {
-            report.profile = p
-                .finish("of the sensor during the first capacity step at 100,000 events/s or more");
-        }
-        report.memory.load_peak_kib = report
-            .memory
-            .load_peak_kib
-            .max(procstat::peak_rss_kib(spid).unwrap_or(0));
-        // Everything spooled reaches the store, then a graceful stop: the
-        // last health report counts every drop.
-        store.settle(Duration::from_secs(3), Duration::from_secs(600))?;
-        sensor.stop();
-        let health = store
-            .last_health(&id)?
-            .context("no health report from the capacity sensor")?;
-        let row = CapacityRow {
-            target,
-            seconds: run.elapsed.as_secs_f64(),
-            generated: run.iterations + u64::from(threads),
-            stored: store.files_of(&id, &prefix)?,
-            dropped: health.dropped_total,
-            dropped_at: store::drops(&health),
-            sensor_cpu_ms,
-            collector_cpu_ms,
-            workload_cpu_ms: run.cpu.as_secs_f64() * 1e3,
-            machine_busy,
-            held: confirming,
-        };
-        eprintln!(
-            "bench:   {:.0} events/s generated {} stored {} dropped {} ({})",
-            row.rate(),
-            row.generated,
-            row.stored,
-            row.dropped,
-            row.dropped_at
-        );
-        let lossless = row.lossless();
-        report.capacity.push(row);
-        if confirming {
-            tries += 1;
-            // The step just held is the last lossless one; the next below.
-            lossless_steps.pop();
-            match lossless_steps.last() {
-                Some(&lower) if !lossless && tries < CONFIRM_TRIES => {
-                    plan.push((lower, d.confirm_time));
-                    i += 1;
-                    continue;
-                }
-                _ => break,
-            }
-        }
-        if lossless {
-            lossless_steps.push(target);
-        }
-        let last_of_ramp = i + 1 == ramp.len();
-        if (!lossless || last_of_ramp)
-            && let Some(&best) = lossless_steps.last()
-        {
-            plan.truncate(i + 1);
-            plan.push((best, d.confirm_time));
-        }
-        i += 1;
-    }
-    Ok(())
-}
-
-/// Most holds of a rate for the confirmation time: the best lossless rate of
-/// the ramp, then the lossless steps below it while one loses events.
-const CONFIRM_TRIES: usize = 3;
-
 /// A tmpfs mounted for the benchmark; unmounted on drop.
 struct TmpfsMount(PathBuf);
 
@@ -677,6 +544,11 @@ fn main() -> Result<()> {
     let cli = Cli::parse();
     match cli.command {
         Some(Cmd::Floor { ring_bytes }) => return floor::run(ring_bytes),
+        Some(Cmd::Sink {
+            certs,
+            prefix,
+            state,
+        }) => return sink::run(&certs, prefix, state),
         Some(Cmd::Workload {
             index,
             seconds,
@@ -728,6 +600,7 @@ fn main() -> Result<()> {
             .collect(),
         cpu: Vec::new(),
         capacity: Vec::new(),
+        capacity_alone: Vec::new(),
         capacity_bare: None,
         collector_rate: 0.0,
         collector_cpu_percent: 0.0,
@@ -799,7 +672,8 @@ fn main() -> Result<()> {
     report.latency = std::mem::take(&mut side.latency);
     report.memory.rest_kib = side.rest_kib;
     if runs(Part::Capacity) {
-        capacity(&d, cli.quick, &mut report)?;
+        capacity::run(&d, cli.quick, capacity::Receiver::Sink, &mut report)?;
+        capacity::run(&d, cli.quick, capacity::Receiver::Collector, &mut report)?;
     }
     if runs(Part::Collector) {
         collector_capacity(&d, &mut report)?;
