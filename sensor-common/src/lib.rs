@@ -24,9 +24,14 @@ pub mod maps {
     pub const DROPS: &str = "DROPS";
     /// `Array<Config>` with one entry, written by userspace before attaching.
     pub const CONFIG: &str = "CONFIG";
-    /// `HashMap<u32, u8>`: mount ids (`mount::mnt_id`) whose files are
-    /// never reported (mounts at or under an ignored path prefix).
+    /// `Array<u64>` of `IGNORED_MOUNT_WORDS`: a bitmap of the mount ids
+    /// (`mount::mnt_id`) whose files are never reported (mounts at or under
+    /// an ignored path prefix); bit `id % 64` of word `id / 64`.
     pub const IGNORED_MOUNTS: &str = "IGNORED_MOUNTS";
+    /// Words of the `IGNORED_MOUNTS` bitmap: mount ids below 65,536. The
+    /// kernel hands out the lowest free id (an IDA), so ids stay far below
+    /// unless as many mounts exist at once.
+    pub const IGNORED_MOUNT_WORDS: u32 = 1024;
     /// `Array<SyscallSpec>` of `SYSCALL_SPEC_SLOTS`, indexed by syscall
     /// number; `op` 0 where a syscall has none.
     pub const SYSCALL_SPECS: &str = "SYSCALL_SPECS";

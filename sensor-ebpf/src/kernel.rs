@@ -110,9 +110,13 @@ pub fn regs_syscall_arg(regs: u64, idx: u8) -> u64 {
 #[map]
 pub static OWN_TGIDS: HashMap<u32, u8> = HashMap::with_max_entries(1024, 0);
 
-/// Mount ids whose files are never reported (from the ignored path prefixes).
+/// Mount ids whose files are never reported (from the ignored path
+/// prefixes), as a bitmap: checking one is an array load (the verifier
+/// inlines array lookups), where a hash lookup was a helper call and a hash
+/// on every file event.
 #[map]
-pub static IGNORED_MOUNTS: HashMap<u32, u8> = HashMap::with_max_entries(256, 0);
+pub static IGNORED_MOUNTS: Array<u64> =
+    Array::with_max_entries(sensor_common::maps::IGNORED_MOUNT_WORDS, 0);
 
 /// Whether the mount of `path` is ignored. Checked before any walk, so
 /// ignored files (e.g. /proc) cost one read and one lookup.
@@ -124,8 +128,10 @@ pub fn on_ignored_mount(path: &PathRef) -> bool {
     let Some(id) = read::<i32>(path.mnt - u64::from(koff!(mount_mnt)), koff!(mount_mnt_id)) else {
         return false;
     };
-    // SAFETY: plain integer key; the value is not kept.
-    unsafe { IGNORED_MOUNTS.get(&(id as u32)) }.is_some()
+    let id = id as u32;
+    IGNORED_MOUNTS
+        .get(id / 64)
+        .is_some_and(|word| word >> (id % 64) & 1 != 0)
 }
 
 /// How many tgids `OWN_TGIDS` holds: the sensor's live descendants. While

@@ -5,7 +5,7 @@ use std::path::Path;
 
 use aya::{
     Ebpf, EbpfLoader,
-    maps::{Array, HashMap, MapData, PerCpuArray, RingBuf},
+    maps::{Array, MapData, PerCpuArray, RingBuf},
     programs::{RawTracePoint, TracePoint},
 };
 use std::collections::HashSet;
@@ -210,6 +210,23 @@ fn kernel_config(
     Ok((offsets, config))
 }
 
+/// The words of the `IGNORED_MOUNTS` bitmap that have bits set, for mount
+/// ids `ids`. An id beyond the bitmap cannot be ignored: its files are
+/// reported (more events, none lost), with a warning.
+fn ignored_mount_bitmap(ids: &[u32]) -> Vec<(u32, u64)> {
+    let mut words: std::collections::BTreeMap<u32, u64> = std::collections::BTreeMap::new();
+    for &id in ids {
+        if id / 64 >= maps::IGNORED_MOUNT_WORDS {
+            tracing::warn!(
+                "mount id {id} is beyond the ignored-mount bitmap: its files are reported"
+            );
+            continue;
+        }
+        *words.entry(id / 64).or_default() |= 1 << (id % 64);
+    }
+    words.into_iter().collect()
+}
+
 fn write_config(ebpf: &mut Ebpf, config: KernelConfig) -> Result<(), LoadError> {
     let err = |e| LoadError::Map {
         name: maps::CONFIG,
@@ -254,11 +271,11 @@ pub fn load(settings: &KernelSettings, btf_path: &Path) -> Result<Loaded, LoadEr
         let map = ebpf
             .map_mut(maps::IGNORED_MOUNTS)
             .ok_or(LoadError::MissingMap(maps::IGNORED_MOUNTS))?;
-        let mut ignored: HashMap<_, u32, u8> =
-            HashMap::try_from(map).map_err(map_err(maps::IGNORED_MOUNTS))?;
-        for id in &settings.ignored_mounts {
+        let mut ignored: Array<_, u64> =
+            Array::try_from(map).map_err(map_err(maps::IGNORED_MOUNTS))?;
+        for (word, bits) in ignored_mount_bitmap(&settings.ignored_mounts) {
             ignored
-                .insert(id, 1, 0)
+                .set(word, bits, 0)
                 .map_err(map_err(maps::IGNORED_MOUNTS))?;
         }
     }
@@ -478,6 +495,13 @@ mod tests {
     use std::collections::HashMap;
 
     use super::*;
+
+    #[test]
+    fn ignored_mount_ids_become_bits_of_their_words_and_too_large_ones_are_left_out() {
+        let words = ignored_mount_bitmap(&[3, 64, 65, 1, 64 * 1024, 70_000]);
+        assert_eq!(words, vec![(0, (1 << 3) | (1 << 1)), (1, 0b11)]);
+        assert!(ignored_mount_bitmap(&[]).is_empty());
+    }
 
     #[test]
     fn every_program_name_is_unique_in_the_15_bytes_the_kernel_keeps() {
