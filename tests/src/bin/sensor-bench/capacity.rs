@@ -144,7 +144,10 @@ impl Running {
                 // The final report was acknowledged on arrival; the state
                 // file shows it within 100 ms.
                 std::thread::sleep(Duration::from_millis(500));
-                let s = SinkState::read(state)?;
+                let s = SinkState::read(state).or_else(|_| {
+                    std::thread::sleep(Duration::from_millis(200));
+                    SinkState::read(state)
+                })?;
                 let (dropped, at) = s
                     .health
                     .context("no health report from the capacity sensor")?;
@@ -198,6 +201,7 @@ pub fn run(d: &Durations, quick: bool, receiver: Receiver, report: &mut Report) 
             Some(300_000),
             Some(400_000),
             Some(500_000),
+            Some(550_000),
             None,
         ]
     };

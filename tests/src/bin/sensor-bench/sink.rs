@@ -46,6 +46,10 @@ struct FilePeek {
     path: String,
 }
 
+/// Bytes of the state line (padded with spaces), so that each rewrite
+/// covers the last.
+const STATE_LINE: usize = 512;
+
 /// The path prefix of the workload's files (one sink per capacity step).
 static PREFIX: OnceLock<String> = OnceLock::new();
 
@@ -147,6 +151,7 @@ impl SinkState {
     pub fn read(path: &Path) -> Result<Self> {
         let text = std::fs::read_to_string(path).context("reading the sink's state")?;
         let mut parts = text.trim_end().splitn(3, ' ');
+        // A read racing a rewrite may see a torn line: the caller reads again.
         let matched = parts.next().unwrap_or("").parse().context("sink state")?;
         let health = match parts.next() {
             Some(total) => Some((
@@ -160,7 +165,7 @@ impl SinkState {
 }
 
 /// Serves until killed: prints `listening ADDR` once ready, rewrites
-/// `state` (through a rename) every 100 ms.
+/// `state` every 100 ms.
 pub fn run(certs: &Path, prefix: String, state: PathBuf) -> Result<()> {
     let _ = PREFIX.set(prefix);
     let server_tls = ServerTls::load(
@@ -174,8 +179,11 @@ pub fn run(certs: &Path, prefix: String, state: PathBuf) -> Result<()> {
         println!("listening {}", listener.local_addr()?);
         let sink = Sink::default();
         let counts = sink.0.clone();
+        // Written in place, one fixed-width line: a write to the ignored
+        // mount is no event, while a rename would be one, and the sensor's
+        // drops of it would mix into the step's accounting under overload.
+        let file = std::fs::File::create(&state)?;
         tokio::spawn(async move {
-            let tmp = state.with_extension("tmp");
             loop {
                 let health = counts
                     .health
@@ -187,9 +195,8 @@ pub fn run(certs: &Path, prefix: String, state: PathBuf) -> Result<()> {
                     matched: counts.matched.load(Ordering::Relaxed),
                     health,
                 };
-                if std::fs::write(&tmp, now.line()).is_ok() {
-                    let _ = std::fs::rename(&tmp, &state);
-                }
+                let line = format!("{:<STATE_LINE$}", now.line().trim_end());
+                let _ = std::os::unix::fs::FileExt::write_all_at(&file, line.as_bytes(), 0);
                 tokio::time::sleep(Duration::from_millis(100)).await;
             }
         });
