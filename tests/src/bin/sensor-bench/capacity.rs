@@ -209,7 +209,7 @@ pub fn run(d: &Durations, quick: bool, receiver: Receiver, report: &mut Report) 
     // for the full confirmation time; if it does not hold, step down to the
     // next lossless rate (at most CONFIRM_TRIES holds in all).
     let mut rows = Vec::new();
-    let mut lossless_steps: Vec<Option<u64>> = Vec::new();
+    let mut lossless_steps = Lossless::default();
     let mut tries = 0;
     let mut plan: Vec<(Option<u64>, Duration)> = ramp.iter().map(|&t| (t, d.step_time)).collect();
     let mut i = 0;
@@ -281,14 +281,14 @@ pub fn run(d: &Durations, quick: bool, receiver: Receiver, report: &mut Report) 
             row.dropped,
             row.dropped_at
         );
-        let lossless = row.lossless();
+        let (lossless, rate) = (row.lossless(), row.rate());
         rows.push(row);
         if confirming {
             tries += 1;
             // The step just held is the last lossless one; the next below.
-            lossless_steps.pop();
-            match lossless_steps.last() {
-                Some(&lower) if !lossless && tries < CONFIRM_TRIES => {
+            lossless_steps.remove_best();
+            match lossless_steps.best() {
+                Some(lower) if !lossless && tries < CONFIRM_TRIES => {
                     plan.push((lower, d.confirm_time));
                     i += 1;
                     continue;
@@ -297,11 +297,11 @@ pub fn run(d: &Durations, quick: bool, receiver: Receiver, report: &mut Report) 
             }
         }
         if lossless {
-            lossless_steps.push(target);
+            lossless_steps.0.push((target, rate));
         }
         let last_of_ramp = i + 1 == ramp.len();
         if (!lossless || last_of_ramp)
-            && let Some(&best) = lossless_steps.last()
+            && let Some(best) = lossless_steps.best()
         {
             plan.truncate(i + 1);
             plan.push((best, d.confirm_time));
@@ -324,6 +324,48 @@ impl Receiver {
     }
 }
 
+/// The lossless steps of a ramp (target, rate achieved), to choose what to
+/// hold: the one that achieved the highest rate (a paced step may carry
+/// more than the unpaced one, whose writers crowd the sensor out), then the
+/// next best while a hold loses events.
+#[derive(Default)]
+struct Lossless(Vec<(Option<u64>, f64)>);
+
+impl Lossless {
+    fn best_at(&self) -> Option<usize> {
+        (0..self.0.len()).max_by(|&a, &b| self.0[a].1.total_cmp(&self.0[b].1))
+    }
+
+    fn best(&self) -> Option<Option<u64>> {
+        self.best_at().map(|i| self.0[i].0)
+    }
+
+    fn remove_best(&mut self) {
+        if let Some(i) = self.best_at() {
+            self.0.remove(i);
+        }
+    }
+}
+
 /// Most holds of a rate for the confirmation time: the best lossless rate of
 /// the ramp, then the lossless steps below it while one loses events.
 const CONFIRM_TRIES: usize = 3;
+
+#[cfg(test)]
+mod tests {
+    use super::Lossless;
+
+    #[test]
+    fn the_hold_is_the_step_that_carried_most_then_the_next_best() {
+        let mut steps = Lossless::default();
+        steps.0.push((Some(500_000), 479_163.0));
+        steps.0.push((Some(550_000), 517_362.0));
+        steps.0.push((None, 445_494.0));
+        assert_eq!(steps.best(), Some(Some(550_000)));
+        steps.remove_best();
+        assert_eq!(steps.best(), Some(Some(500_000)));
+        steps.remove_best();
+        steps.remove_best();
+        assert_eq!(steps.best(), None);
+    }
+}

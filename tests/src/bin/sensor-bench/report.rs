@@ -522,8 +522,9 @@ impl Report {
              that reached the receiver; dropped = `dropped_total` of the sensor's final health \
              report (every stage's drop counters, kernel ring included; dropped where: the \
              counters that are not 0). unexplained = generated − received − dropped. The ramp's \
-             steps last 10 s; then the best lossless rate is held for 30 s, and while a hold \
-             loses events the next lossless step below it is held (at most 3 holds). Two ramps: \
+             steps last 10 s; then the lossless step that achieved the highest rate is held for \
+             30 s at its target, and while a hold loses events the next best lossless step is \
+             held (at most 3 holds). Two ramps: \
              the sensor shipping over mutual TLS to a sink (`sensor-bench sink`: the collector's \
              own gRPC route and TLS, acknowledging each batch on arrival and storing nothing), \
              which is what the sensor pipeline carries; then the same to the collector, which \
