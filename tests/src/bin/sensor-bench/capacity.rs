@@ -10,8 +10,8 @@ use std::{
     time::{Duration, Instant},
 };
 
+use ::tests::{Certs, Collector, Sensor, binary};
 use anyhow::{Context as _, Result, bail};
-use tests::{Certs, Collector, Sensor, binary};
 
 use crate::{
     Durations, Perf, TmpfsMount, config_file, cpu_ms, procstat,
