@@ -35,6 +35,28 @@ fn frame_event(event: &[u8], buf: &mut impl BufMut) {
     buf.put_slice(event);
 }
 
+/// Reads one field of an `EventBatch`: an event's bytes as they came (a
+/// slice of the message buffer when that is a `Bytes`), with prost's own
+/// `bytes` checks of the wire type and length; `None` for another field,
+/// which is skipped.
+///
+/// # Errors
+/// The field is malformed.
+pub fn merge_event_bytes(
+    tag: u32,
+    wire_type: WireType,
+    buf: &mut impl Buf,
+    ctx: DecodeContext,
+) -> Result<Option<Bytes>, DecodeError> {
+    if tag != EVENTS_FIELD {
+        skip_field(wire_type, tag, buf, ctx)?;
+        return Ok(None);
+    }
+    let mut encoded = Bytes::new();
+    prost::encoding::bytes::merge(wire_type, &mut encoded, buf, ctx)?;
+    Ok(Some(encoded))
+}
+
 /// An `EventBatch` built from encoded `Event`s; encodes to exactly the bytes
 /// of the `EventBatch` holding those events.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
@@ -137,14 +159,9 @@ impl Message for ReceivedBatch {
         buf: &mut impl Buf,
         ctx: DecodeContext,
     ) -> Result<(), DecodeError> {
-        if tag != EVENTS_FIELD {
-            return skip_field(wire_type, tag, buf, ctx);
-        }
-        // prost's own `bytes` field decoding: it checks the wire type and the
-        // length, and takes the bytes with `copy_to_bytes`, a slice of the
-        // message buffer when that is a `Bytes`.
-        let mut encoded = Bytes::new();
-        prost::encoding::bytes::merge(wire_type, &mut encoded, buf, ctx)?;
+        let Some(encoded) = merge_event_bytes(tag, wire_type, buf, ctx)? else {
+            return Ok(());
+        };
         let event = Event::decode(encoded.clone())?;
         self.events.push(ReceivedEvent { event, encoded });
         Ok(())

@@ -22,10 +22,13 @@ use collector::{
 };
 use prost::{
     DecodeError, Message,
-    bytes::{Buf, BufMut, Bytes},
-    encoding::{DecodeContext, WireType, skip_field},
+    bytes::{Buf, BufMut},
+    encoding::{DecodeContext, WireType},
 };
-use sensor_proto::v1::{Ack, SensorHealth};
+use sensor_proto::{
+    encoded::merge_event_bytes,
+    v1::{Ack, SensorHealth},
+};
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Streaming};
 
@@ -71,11 +74,9 @@ impl Message for SinkBatch {
         buf: &mut impl Buf,
         ctx: DecodeContext,
     ) -> Result<(), DecodeError> {
-        if tag != 1 {
-            return skip_field(wire_type, tag, buf, ctx);
-        }
-        let mut encoded = Bytes::new();
-        prost::encoding::bytes::merge(wire_type, &mut encoded, buf, ctx)?;
+        let Some(encoded) = merge_event_bytes(tag, wire_type, buf, ctx)? else {
+            return Ok(());
+        };
         let event = EventPeek::decode(encoded)?;
         self.highest_seq = self.highest_seq.max(event.seq);
         let prefix = PREFIX.get().map_or("", String::as_str);
