@@ -1031,11 +1031,11 @@ mod tests {
             sensor_id: "a".into(),
             host_name: "web-1".into(),
             seq,
-            process: Some(Process {
+            process: Some(Box::new(Process {
                 exec_id: format!("image-{}", seq % 3),
                 pid: 7,
                 ..Process::default()
-            }),
+            })),
             ..Event::default()
         };
         let found = |store: &Store, filter: EventFilter| store.query(&filter).unwrap().len() as u64;

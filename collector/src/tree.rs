@@ -136,7 +136,6 @@ fn quote_if_needed(s: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use sensor_proto::v1::Process;
 
     fn ancestor(argv: &[&str]) -> Ancestor {
         Ancestor {
@@ -146,7 +145,7 @@ mod tests {
             exe: "/bin/sh".into(),
             argv: argv.iter().map(|s| (*s).to_owned()).collect(),
             event: Event {
-                process: Some(Process::default()),
+                process: Some(Box::default()),
                 ..Event::default()
             },
         }

@@ -530,12 +530,12 @@ fn event(seq: u64, body: Body) -> Event {
             1_760_000_000_000_000_000 + seq * 1_000_000,
         )),
         monotonic_ns: 52_000_000_000 + seq * 1_000_000,
-        process: Some(process(
+        process: Some(Box::new(process(
             4242,
             "curl",
             "/usr/bin/curl",
             &["curl", "-s", "https://example.com/install.sh"],
-        )),
+        ))),
         body: Some(body),
     }
 }
@@ -601,6 +601,7 @@ fn events() -> Vec<Event> {
                 file_mode: 0o100_755,
                 result: 0,
                 length: 0,
+                repeats: 0,
             }),
         ),
         event(

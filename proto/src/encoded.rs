@@ -211,10 +211,10 @@ mod tests {
         Event {
             sensor_id: "s".into(),
             seq,
-            process: Some(crate::v1::Process {
+            process: Some(Box::new(crate::v1::Process {
                 comm: comm.into(),
                 ..Default::default()
-            }),
+            })),
             ..Default::default()
         }
     }

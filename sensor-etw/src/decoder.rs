@@ -143,7 +143,7 @@ impl Decoder {
         Event {
             time: Some(timestamp_from_unix_ns(unix_ns)),
             monotonic_ns: unix_ns.saturating_sub(self.cfg.boot_unix_ns),
-            process: Some(process),
+            process: Some(Box::new(process)),
             body: Some(body),
             ..Event::default()
         }

@@ -44,7 +44,7 @@ impl Enriched {
         if let Some(c) = self.process {
             let mut p = Arc::unwrap_or_clone(c.process);
             p.tid = c.tid;
-            event.process = Some(p);
+            event.process = Some(Box::new(p));
         }
         event
     }

@@ -72,7 +72,7 @@ pub fn envelope(sensor: &str, seq: u64, time_ns: u64, process: Process, body: Bo
         seq,
         time: Some(sensor_proto::timestamp_from_unix_ns(time_ns)),
         monotonic_ns: time_ns / 1000,
-        process: Some(process),
+        process: Some(Box::new(process)),
         body: Some(body),
     }
 }

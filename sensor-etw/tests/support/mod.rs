@@ -122,7 +122,7 @@ pub fn event(ft: i64, process: Process, body: Body) -> Event {
     Event {
         time: Some(timestamp_from_unix_ns(ns)),
         monotonic_ns: ns - BOOT_UNIX_NS,
-        process: Some(process),
+        process: Some(Box::new(process)),
         body: Some(body),
         ..Event::default()
     }

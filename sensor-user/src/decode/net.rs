@@ -3,7 +3,9 @@
 
 use sensor_common::{DNS_BUF, DNS_FIXED_LEN, DnsPacket, Header, NetEvent, SockAddrs};
 
-use super::{DecodeError, Task, dns, fixed, tail_len, variable};
+use std::mem::offset_of;
+
+use super::{DecodeError, Sent, Task, dns, field, fixed, tail_len};
 
 const IPPROTO_TCP: u32 = 6;
 
@@ -62,18 +64,26 @@ pub(super) fn decode_net(bytes: &[u8], header: &Header) -> Result<Net, DecodeErr
 }
 
 pub(super) fn decode_dns(bytes: &[u8], header: &Header) -> Result<Dns, DecodeError> {
-    let ev: DnsPacket = variable(bytes, header, "dns", DNS_FIXED_LEN)?;
-    let len = tail_len("payload", ev.len, DNS_BUF, DNS_FIXED_LEN, header)?;
-    check_family(&ev.addrs)?;
-    let cut = ev.orig_len as usize > len;
-    let message = dns::parse(&ev.payload[..len], ev.protocol == IPPROTO_TCP, cut)?;
+    let ev = Sent::<DnsPacket>::new(bytes, header, "dns", DNS_FIXED_LEN)?;
+    let len = tail_len(
+        "payload",
+        field!(ev, DnsPacket, len),
+        DNS_BUF,
+        DNS_FIXED_LEN,
+        header,
+    )?;
+    let addrs = field!(ev, DnsPacket, addrs);
+    check_family(&addrs)?;
+    let protocol = field!(ev, DnsPacket, protocol);
+    let cut = field!(ev, DnsPacket, orig_len) as usize > len;
+    let message = dns::parse(&ev.tail()[..len], protocol == IPPROTO_TCP, cut)?;
     Ok(Dns {
         ktime_ns: header.ktime_ns,
-        task: Task::from(&ev.task),
-        direction: ev.direction,
-        protocol: ev.protocol,
-        addrs: ev.addrs,
-        sock_ino: ev.sock_ino,
+        task: Task::from(&field!(ev, DnsPacket, task)),
+        direction: field!(ev, DnsPacket, direction),
+        protocol,
+        addrs,
+        sock_ino: field!(ev, DnsPacket, sock_ino),
         message,
     })
 }

@@ -99,7 +99,7 @@ mod tests {
             tid: 9,
             ..(*p).clone()
         };
-        assert_eq!(event.process, Some(expected));
+        assert_eq!(event.process.as_deref(), Some(&expected));
     }
 
     #[test]

@@ -169,7 +169,14 @@ impl Drop for Running {
 
 /// Ramps the write flood with the sensor shipping to `receiver`, then holds
 /// the best lossless rate; the rows go to the report's table for `receiver`.
-pub fn run(d: &Durations, quick: bool, receiver: Receiver, report: &mut Report) -> Result<()> {
+/// `steps`: these rates instead of the ramp, with no hold.
+pub fn run(
+    d: &Durations,
+    quick: bool,
+    receiver: Receiver,
+    steps: Option<Vec<Option<u64>>>,
+    report: &mut Report,
+) -> Result<()> {
     // The receiver's files on their own tmpfs, which the sensor ignores (in
     // the kernel, by mount): the collector's writes would otherwise be
     // events too (writes = "all"), and under overload their drops would mix
@@ -191,7 +198,10 @@ pub fn run(d: &Durations, quick: bool, receiver: Receiver, report: &mut Report) 
         eprintln!("bench: capacity workload bare for {:?}", d.step_time);
         report.capacity_bare = Some(workload::write_flood(&scratch, threads, None, d.step_time)?);
     }
-    let ramp: Vec<Option<u64>> = if quick {
+    let fixed = steps.is_some();
+    let ramp: Vec<Option<u64>> = if let Some(steps) = steps {
+        steps
+    } else if quick {
         vec![Some(20_000), None]
     } else {
         vec![
@@ -300,7 +310,8 @@ pub fn run(d: &Durations, quick: bool, receiver: Receiver, report: &mut Report) 
             lossless_steps.0.push((target, rate));
         }
         let last_of_ramp = i + 1 == ramp.len();
-        if (!lossless || last_of_ramp)
+        if !fixed
+            && (!lossless || last_of_ramp)
             && let Some(best) = lossless_steps.best()
         {
             plan.truncate(i + 1);

@@ -98,7 +98,7 @@ fn event(sensor_id: &str, seq: u64, now: Duration) -> Event {
             nanos: now.subsec_nanos() as i32,
         }),
         monotonic_ns: seq,
-        process: Some(Process {
+        process: Some(Box::new(Process {
             exec_id: format!("{:064x}", u64::from(pid)),
             parent_exec_id: format!("{:064x}", 1),
             pid,
@@ -110,7 +110,7 @@ fn event(sensor_id: &str, seq: u64, now: Duration) -> Event {
             cwd: "/var/lib/bench".into(),
             user: "root".into(),
             ..Process::default()
-        }),
+        })),
         body: Some(Body::File(FileEvent {
             op: FileOp::Write.into(),
             path: format!("/var/lib/bench/data/file-{}.log", seq % PATHS),

@@ -56,6 +56,10 @@ struct Cli {
     /// files: for profiling one part without the whole run.
     #[arg(long, value_enum)]
     only: Vec<Part>,
+    /// Capacity: these steps (events/s, 0 = as fast as possible, repeatable)
+    /// instead of the ramp, to the sink only: for A/B runs of the pipeline.
+    #[arg(long)]
+    rate: Vec<u64>,
 }
 
 /// The benchmark's parts, in the order a full run takes them.
@@ -672,8 +676,24 @@ fn main() -> Result<()> {
     report.latency = std::mem::take(&mut side.latency);
     report.memory.rest_kib = side.rest_kib;
     if runs(Part::Capacity) {
-        capacity::run(&d, cli.quick, capacity::Receiver::Sink, &mut report)?;
-        capacity::run(&d, cli.quick, capacity::Receiver::Collector, &mut report)?;
+        let steps = (!cli.rate.is_empty())
+            .then(|| cli.rate.iter().map(|&r| (r > 0).then_some(r)).collect());
+        capacity::run(
+            &d,
+            cli.quick,
+            capacity::Receiver::Sink,
+            steps.clone(),
+            &mut report,
+        )?;
+        if steps.is_none() {
+            capacity::run(
+                &d,
+                cli.quick,
+                capacity::Receiver::Collector,
+                None,
+                &mut report,
+            )?;
+        }
     }
     if runs(Part::Collector) {
         collector_capacity(&d, &mut report)?;
