@@ -18,7 +18,7 @@
 use std::{
     collections::VecDeque,
     fs::{self, File, OpenOptions},
-    io::{self, BufWriter, Read as _, Seek as _, SeekFrom, Write as _},
+    io::{self, Read as _, Seek as _, SeekFrom, Write as _},
     path::{Path, PathBuf},
     time::{Duration, Instant},
 };
@@ -29,10 +29,11 @@ use sensor_proto::{
     v1::{DeliveryGap, Event, event::Body},
 };
 
-use self::contexts::Contexts;
+use self::{contexts::Contexts, tail::Tail};
 use crate::{encode::Context, stats::Stats};
 
 mod contexts;
+mod tail;
 
 const MAGIC: u32 = 0x4c4f_5053; // "SPOL"
 /// A `DeliveryGap` record: marked so a segment's gaps are known without
@@ -144,6 +145,17 @@ pub fn scan_records(bytes: &[u8]) -> usize {
 
 /// The (payload length, seq, is a gap record) of a valid record at `at`.
 fn record_at(bytes: &[u8], at: usize) -> Option<(usize, u64, bool)> {
+    let (len, seq, gap, crc) = record_head(bytes, at)?;
+    let payload = bytes.get(at + HEADER..at + HEADER + len)?;
+    let mut hasher = crc32fast::Hasher::new();
+    hasher.update(&seq.to_le_bytes());
+    hasher.update(payload);
+    (hasher.finalize() == crc).then_some((len, seq, gap))
+}
+
+/// The (payload length, seq, is a gap record, CRC) in a record's header at
+/// `at`, if it is one; the CRC is not checked.
+fn record_head(bytes: &[u8], at: usize) -> Option<(usize, u64, bool, u32)> {
     let word = |o: usize| -> Option<u32> {
         Some(u32::from_le_bytes(
             bytes.get(at + o..at + o + 4)?.try_into().ok()?,
@@ -163,12 +175,71 @@ fn record_at(bytes: &[u8], at: usize) -> Option<(usize, u64, bool)> {
     if i64::try_from(seq).is_err() {
         return None;
     }
-    let crc = word(16)?;
-    let payload = bytes.get(at + HEADER..at + HEADER + len)?;
-    let mut hasher = crc32fast::Hasher::new();
-    hasher.update(&seq.to_le_bytes());
-    hasher.update(payload);
-    (hasher.finalize() == crc).then_some((len, seq, magic == MAGIC_GAP))
+    Some((len, seq, magic == MAGIC_GAP, word(16)?))
+}
+
+impl Drop for Spool {
+    /// What was appended and not flushed goes to the file (as the file's
+    /// write buffer did when this held one).
+    fn drop(&mut self) {
+        if let Err(e) = self.flush() {
+            tracing::warn!("{e}");
+        }
+    }
+}
+
+/// Where [`take_records`] stopped in a chunk.
+enum Taken {
+    /// At its end, or with the batch full.
+    All,
+    /// At a record (of this payload length) that runs past the chunk.
+    Split(usize),
+    /// At something that is not a valid record: the segment ends here.
+    Bad,
+}
+
+/// Hands on the records in `chunk`, the bytes of the cursor's segment from
+/// `cursor.offset`, up to `max` in all (`read` counts them), advancing the
+/// cursor past each and skipping those acknowledged. `verify`: check each
+/// record's CRC (bytes read back from the file).
+fn take_records(
+    chunk: &[u8],
+    verify: bool,
+    readable: u64,
+    max: usize,
+    cursor: &mut Cursor,
+    read: &mut usize,
+    each: &mut impl FnMut(&[u8]),
+) -> Taken {
+    let mut at = 0;
+    while *read < max && at + HEADER <= chunk.len() {
+        let len = u32::from_le_bytes([chunk[at + 4], chunk[at + 5], chunk[at + 6], chunk[at + 7]])
+            as usize;
+        if len > MAX_RECORD || cursor.offset + (HEADER + len) as u64 > readable {
+            return Taken::Bad;
+        }
+        if at + HEADER + len > chunk.len() {
+            return Taken::Split(len);
+        }
+        let record = &chunk[at..at + HEADER + len];
+        let seq = if verify {
+            record_at(record, 0).map(|(_, seq, _)| seq)
+        } else {
+            record_head(record, 0).map(|(_, seq, _, _)| seq)
+        };
+        let Some(seq) = seq else {
+            return Taken::Bad;
+        };
+        at += HEADER + len;
+        cursor.offset += (HEADER + len) as u64;
+        if seq <= cursor.skip_through {
+            continue;
+        }
+        each(&record[HEADER..]);
+        *read += 1;
+        cursor.last_seq = seq;
+    }
+    Taken::All
 }
 
 /// `Event.process`'s field number (events.proto).
@@ -252,7 +323,11 @@ fn create_private(path: &Path) -> io::Result<File> {
 pub struct Spool {
     cfg: SpoolConfig,
     segments: VecDeque<Segment>,
-    writer: Option<BufWriter<File>>,
+    /// The last segment's file, written at each flush from `tail`.
+    writer: Option<File>,
+    /// The last segment's newest bytes: unflushed, and recently flushed for
+    /// the shipper.
+    tail: Tail,
     /// Bytes of the last segment that were flushed and may be read.
     flushed_bytes: u64,
     segment_limit: u64,
@@ -341,6 +416,7 @@ impl Spool {
             cfg,
             segments: VecDeque::new(),
             writer: None,
+            tail: Tail::default(),
             flushed_bytes: 0,
             total_bytes: 0,
             next_seq: first_seq,
@@ -682,8 +758,8 @@ impl Spool {
             self.flush()?;
             let id = self.segments.back().map_or(1, |s| s.id + 1);
             let path = self.cfg.dir.join(format!("{id:020}.seg"));
-            let file = create_private(&path).map_err(io_err(&path))?;
-            self.writer = Some(BufWriter::with_capacity(256 << 10, file));
+            self.writer = Some(create_private(&path).map_err(io_err(&path))?);
+            self.tail.reset(id, 0);
             self.segments.push_back(Segment {
                 id,
                 path,
@@ -696,21 +772,18 @@ impl Spool {
             });
             self.flushed_bytes = 0;
         }
-        if self.writer.is_none() {
+        if self.writer.is_none()
+            && let Some(seg) = self.segments.back()
+        {
             // Reopened spool: append to its last segment.
-            let path = self
-                .segments
-                .back()
-                .map(|s| s.path.clone())
-                .unwrap_or_default();
-            let file = create_private(&path).map_err(io_err(&path))?;
-            self.writer = Some(BufWriter::with_capacity(256 << 10, file));
+            self.writer = Some(create_private(&seg.path).map_err(io_err(&seg.path))?);
+            self.tail.reset(seg.id, seg.bytes);
         }
-        let (Some(seg), Some(writer)) = (self.segments.back_mut(), self.writer.as_mut()) else {
-            // Unreachable: rotation above made both.
+        let Some(seg) = self.segments.back_mut() else {
+            // Unreachable: rotation above made one.
             return Ok(seq);
         };
-        writer.write_all(rec).map_err(io_err(&seg.path))?;
+        self.tail.append(rec);
         seg.last_seq = seq;
         seg.records += 1;
         seg.bytes += rec.len() as u64;
@@ -725,13 +798,8 @@ impl Spool {
     /// # Errors
     /// The segment cannot be written.
     pub fn flush(&mut self) -> Result<(), SpoolError> {
-        if let Some(w) = self.writer.as_mut() {
-            let path = self
-                .segments
-                .back()
-                .map(|s| s.path.clone())
-                .unwrap_or_default();
-            w.flush().map_err(io_err(&path))?;
+        if let (Some(file), Some(seg)) = (self.writer.as_mut(), self.segments.back()) {
+            self.tail.flush(file).map_err(io_err(&seg.path))?;
         }
         if let Some(seg) = self.segments.back() {
             self.flushed_bytes = seg.bytes;
@@ -828,42 +896,33 @@ impl Spool {
                         .1
                 }
             };
-            // What is flushed, in chunks: no more than the batch needs
+            // What is flushed, in chunks: from memory while the tail still
+            // holds it, else from the file, no more than the batch needs
             // beyond one chunk, and one read per chunk, not per record.
             let mut want = READ_CHUNK;
-            'chunks: while read < max && cursor.offset + HEADER as u64 <= readable {
-                let n = usize::try_from(readable - cursor.offset).map_or(want, |a| a.min(want));
+            while read < max && cursor.offset + HEADER as u64 <= readable {
+                let (chunk, on_disk) = match self.tail.get(id, cursor.offset, readable) {
+                    Some(bytes) => (bytes, false),
+                    None => {
+                        let n =
+                            usize::try_from(readable - cursor.offset).map_or(want, |a| a.min(want));
+                        buf.resize(n, 0);
+                        file.seek(SeekFrom::Start(cursor.offset))
+                            .and_then(|_| file.read_exact(&mut buf))
+                            .map_err(io_err(&path))?;
+                        (&buf[..], true)
+                    }
+                };
                 want = READ_CHUNK;
-                buf.resize(n, 0);
-                file.seek(SeekFrom::Start(cursor.offset))
-                    .and_then(|_| file.read_exact(&mut buf))
-                    .map_err(io_err(&path))?;
-                let mut at = 0;
-                while read < max && at + HEADER <= n {
-                    let len =
-                        u32::from_le_bytes([buf[at + 4], buf[at + 5], buf[at + 6], buf[at + 7]])
-                            as usize;
-                    if len > MAX_RECORD || cursor.offset + (HEADER + len) as u64 > readable {
-                        break 'chunks;
-                    }
-                    if at + HEADER + len > n {
-                        // A record longer than a chunk is read whole next time.
-                        if at == 0 {
-                            want = HEADER + len;
-                        }
-                        break;
-                    }
-                    let Some((_, seq, _)) = record_at(&buf[at..at + HEADER + len], 0) else {
-                        break 'chunks;
-                    };
-                    at += HEADER + len;
-                    cursor.offset += (HEADER + len) as u64;
-                    if seq <= cursor.skip_through {
-                        continue;
-                    }
-                    each(&buf[at - len..at]);
-                    read += 1;
-                    cursor.last_seq = seq;
+                let before = cursor.offset;
+                match take_records(chunk, on_disk, readable, max, cursor, &mut read, &mut each) {
+                    Taken::Bad => break,
+                    // A record longer than a chunk is read whole next time.
+                    Taken::Split(len) if on_disk && cursor.offset == before => want = HEADER + len,
+                    // The tail holds whole records, so this cannot happen
+                    // there; stop rather than spin.
+                    Taken::All | Taken::Split(_) if cursor.offset == before && read < max => break,
+                    Taken::All | Taken::Split(_) => {}
                 }
             }
         }
@@ -1000,6 +1059,42 @@ mod tests {
                 _ => None,
             })
             .collect()
+    }
+
+    #[test]
+    fn a_reader_gets_the_same_records_from_memory_as_from_the_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let stats = Stats::default();
+        let mut spool = open(dir.path(), 1 << 30, FullPolicy::DropOldest, &stats);
+        // ~3 MiB in flushes of 100 events: the tail turns over, so the
+        // oldest records are only in the file.
+        for n in 0..30_000 {
+            let padded = Event {
+                host_name: "x".repeat(80),
+                ..event(n)
+            };
+            spool.append(padded, &stats).unwrap();
+            if n % 100 == 99 {
+                spool.flush().unwrap();
+            }
+        }
+        spool.flush().unwrap();
+        let mut cursor = spool.cursor();
+        let mut live = Vec::new();
+        // In batches, as the shipper reads.
+        loop {
+            let batch = spool.read(&mut cursor, 512).unwrap();
+            if batch.is_empty() {
+                break;
+            }
+            live.extend(batch);
+        }
+        drop(spool);
+        let mut reopened = open(dir.path(), 1 << 30, FullPolicy::DropOldest, &stats);
+        let from_disk = read_all(&mut reopened);
+        assert_eq!(live.len(), 30_000);
+        assert_eq!(live, from_disk);
+        assert!(live.iter().zip(1..).all(|(e, seq)| e.seq == seq));
     }
 
     #[test]
