@@ -13,14 +13,6 @@ use sensor_user::{
     tls::CollectorUrl,
 };
 
-/// The pipeline's stages allocate on one thread and free on the next (a
-/// record's strings are made by decode, dropped after encode). glibc's
-/// malloc returns each such free to the allocating thread's arena under its
-/// lock; mimalloc frees to the owning page without one.
-#[cfg(target_os = "linux")]
-#[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
 #[derive(Parser)]
 #[command(
     name = "sensor",

@@ -347,8 +347,15 @@ impl Lossless {
         (0..self.0.len()).max_by(|&a, &b| self.0[a].1.total_cmp(&self.0[b].1))
     }
 
+    /// The target to hold: the best step's, or for the unpaced step the
+    /// rate it achieved (in thousands, rounded down). Held unpaced for 30 s,
+    /// the writers outran what that step had carried lossless, and the
+    /// overload filled the collector's tmpfs.
     fn best(&self) -> Option<Option<u64>> {
-        self.best_at().map(|i| self.0[i].0)
+        self.best_at().map(|i| {
+            let (target, rate) = self.0[i];
+            target.or(Some(rate as u64 / 1000 * 1000))
+        })
     }
 
     fn remove_best(&mut self) {
@@ -376,6 +383,11 @@ mod tests {
         steps.remove_best();
         assert_eq!(steps.best(), Some(Some(500_000)));
         steps.remove_best();
+        assert_eq!(
+            steps.best(),
+            Some(Some(445_000)),
+            "unpaced: held at what it carried"
+        );
         steps.remove_best();
         assert_eq!(steps.best(), None);
     }
