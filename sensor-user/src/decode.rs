@@ -296,6 +296,23 @@ impl<'a, T> Sent<'a, T> {
     fn tail(&self) -> &'a [u8] {
         &self.bytes[self.fixed_len..]
     }
+
+    /// The first `len` bytes of the tail (its used length, from the
+    /// record), which must be within `cap` and within what was sent.
+    fn used_tail(
+        &self,
+        field: &'static str,
+        len: u32,
+        cap: usize,
+    ) -> Result<&'a [u8], DecodeError> {
+        let len = check_len(field, len, cap)?;
+        let tail = self.tail();
+        tail.get(..len).ok_or(DecodeError::BadLength {
+            field,
+            len,
+            cap: tail.len(),
+        })
+    }
 }
 
 /// `field!(record, Type, name)`: a fixed field of a [`Sent`] record, read
@@ -330,26 +347,6 @@ fn split_areas<'a, const N: usize>(
     Ok(out)
 }
 
-/// The used length of a variable tail, which must lie within what was sent.
-fn tail_len(
-    field: &'static str,
-    len: u32,
-    cap: usize,
-    fixed_len: usize,
-    header: &Header,
-) -> Result<usize, DecodeError> {
-    let len = check_len(field, len, cap)?;
-    let sent = header.size as usize - fixed_len;
-    if len > sent {
-        return Err(DecodeError::BadLength {
-            field,
-            len,
-            cap: sent,
-        });
-    }
-    Ok(len)
-}
-
 /// An empty, truncated walk means the kernel could not read the path at all.
 fn walked_path(walked: &[u8], truncated: bool) -> Option<Vec<u8>> {
     (!walked.is_empty() || !truncated).then(|| path_from_components(walked))
@@ -357,13 +354,7 @@ fn walked_path(walked: &[u8], truncated: bool) -> Option<Vec<u8>> {
 
 fn decode_file(bytes: &[u8], header: &Header) -> Result<File, DecodeError> {
     let ev = Sent::<FileEvent>::new(bytes, header, "file", FILE_FIXED_LEN)?;
-    let path_len = tail_len(
-        "path",
-        field!(ev, FileEvent, path_len),
-        PATH_BUF,
-        FILE_FIXED_LEN,
-        header,
-    )?;
+    let path = ev.used_tail("path", field!(ev, FileEvent, path_len), PATH_BUF)?;
     let path_flags = field!(ev, FileEvent, path_flags);
     let truncated = path_flags & path_flags::TRUNCATED != 0;
     Ok(File {
@@ -379,7 +370,7 @@ fn decode_file(bytes: &[u8], header: &Header) -> Result<File, DecodeError> {
         ino: field!(ev, FileEvent, ino),
         result: field!(ev, FileEvent, result),
         f_mode: field!(ev, FileEvent, f_mode),
-        path: walked_path(&ev.tail()[..path_len], truncated),
+        path: walked_path(path, truncated),
         path_truncated: truncated,
         old_path: None,
         req_uid: field!(ev, FileEvent, req_uid),

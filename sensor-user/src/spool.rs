@@ -178,16 +178,6 @@ fn record_head(bytes: &[u8], at: usize) -> Option<(usize, u64, bool, u32)> {
     Some((len, seq, magic == MAGIC_GAP, word(16)?))
 }
 
-impl Drop for Spool {
-    /// What was appended and not flushed goes to the file (as the file's
-    /// write buffer did when this held one).
-    fn drop(&mut self) {
-        if let Err(e) = self.flush() {
-            tracing::warn!("{e}");
-        }
-    }
-}
-
 /// Where [`take_records`] stopped in a chunk.
 enum Taken {
     /// At its end, or with the batch full.
@@ -984,6 +974,16 @@ impl Spool {
                 let _ = fs::remove_file(&seg.path);
                 self.total_bytes -= seg.bytes;
             }
+        }
+    }
+}
+
+impl Drop for Spool {
+    /// What was appended and not flushed goes to the file (as the file's
+    /// write buffer did when this held one).
+    fn drop(&mut self) {
+        if let Err(e) = self.flush() {
+            tracing::warn!("{e}");
         }
     }
 }

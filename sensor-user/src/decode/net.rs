@@ -5,7 +5,7 @@ use sensor_common::{DNS_BUF, DNS_FIXED_LEN, DnsPacket, Header, NetEvent, SockAdd
 
 use std::mem::offset_of;
 
-use super::{DecodeError, Sent, Task, dns, field, fixed, tail_len};
+use super::{DecodeError, Sent, Task, dns, field, fixed};
 
 const IPPROTO_TCP: u32 = 6;
 
@@ -65,18 +65,12 @@ pub(super) fn decode_net(bytes: &[u8], header: &Header) -> Result<Net, DecodeErr
 
 pub(super) fn decode_dns(bytes: &[u8], header: &Header) -> Result<Dns, DecodeError> {
     let ev = Sent::<DnsPacket>::new(bytes, header, "dns", DNS_FIXED_LEN)?;
-    let len = tail_len(
-        "payload",
-        field!(ev, DnsPacket, len),
-        DNS_BUF,
-        DNS_FIXED_LEN,
-        header,
-    )?;
+    let payload = ev.used_tail("payload", field!(ev, DnsPacket, len), DNS_BUF)?;
     let addrs = field!(ev, DnsPacket, addrs);
     check_family(&addrs)?;
     let protocol = field!(ev, DnsPacket, protocol);
-    let cut = field!(ev, DnsPacket, orig_len) as usize > len;
-    let message = dns::parse(&ev.tail()[..len], protocol == IPPROTO_TCP, cut)?;
+    let cut = field!(ev, DnsPacket, orig_len) as usize > payload.len();
+    let message = dns::parse(payload, protocol == IPPROTO_TCP, cut)?;
     Ok(Dns {
         ktime_ns: header.ktime_ns,
         task: Task::from(&field!(ev, DnsPacket, task)),
