@@ -64,6 +64,8 @@ pub struct KernelOffsets {
     // struct dentry (d_name is a struct qstr; this is d_name.name)
     pub dentry_parent: u32,
     pub dentry_name: u32,
+    /// `linux_binprm::argc`, the argument count of an exec.
+    pub binprm_argc: u32,
     // struct mount (which embeds struct vfsmount at `mount_mnt`), struct vfsmount
     pub mount_parent: u32,
     pub mount_mountpoint: u32,
@@ -140,6 +142,7 @@ impl KernelOffsets {
         fs_pwd: OFFSET_MISSING,
         dentry_parent: OFFSET_MISSING,
         dentry_name: OFFSET_MISSING,
+        binprm_argc: OFFSET_MISSING,
         mount_parent: OFFSET_MISSING,
         mount_mountpoint: OFFSET_MISSING,
         mount_mnt: OFFSET_MISSING,
@@ -215,7 +218,7 @@ impl Config {
     };
 }
 
-const _: () = assert!(size_of::<KernelOffsets>() == 66 * 4);
+const _: () = assert!(size_of::<KernelOffsets>() == 67 * 4);
 const _: () = assert!(size_of::<Config>() == 8 * 4);
 const _: () = assert!(offset_of!(Config, open_repeat_window_ms) == 7 * 4);
 const _: () = assert!(offset_of!(Config, dns_ports) == 5 * 4);

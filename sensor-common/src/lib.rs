@@ -42,6 +42,23 @@ pub mod maps {
     pub const COUNTERS: &str = "COUNTERS";
 }
 
+/// Kernel functions (kfuncs) the programs call. aya 0.14 does not resolve
+/// kfunc externs (`__ksym` in libbpf), so a program calls each as if it were
+/// a helper with a number no helper has, and the loader rewrites those calls
+/// before loading: into the kfunc's call where the running kernel takes it,
+/// else into `r0 = r1` with the program's frozen flag saying not to use it.
+pub mod kfunc {
+    /// `bpf_rdonly_cast(obj, 0)`: `obj` as read-only memory the program may
+    /// load from, each load fault-safe (Linux 6.17+ for the untyped cast; the
+    /// verifier turns the call into a register copy).
+    pub const RDONLY_CAST_MARKER: u32 = 0x5ec0_ca57;
+    /// Its name in the kernel's BTF.
+    pub const RDONLY_CAST: &str = "bpf_rdonly_cast";
+    /// The programs' read-only global the loader sets to 1 where the calls
+    /// became the kfunc: then kernel objects are read with plain loads.
+    pub const KERNEL_LOADS: &str = "KERNEL_LOADS";
+}
+
 /// Indexes of the `COUNTERS` map.
 pub mod counter {
     /// Opens for writing folded into an earlier report of the same file by

@@ -309,7 +309,9 @@ pub struct ResultEvent {
 
 /// A socket address pair as the kernel's `struct sock` holds it.
 /// IPv4 addresses use the first 4 bytes of `*_addr`; ports are host order.
-#[repr(C)]
+/// Aligned to 8 (it sits at 8-aligned offsets anyway) so that the programs
+/// copy an address as two words, not sixteen bytes.
+#[repr(C, align(8))]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct SockAddrs {
     /// `AF_INET` (2) or `AF_INET6` (10).

@@ -10,7 +10,7 @@ use core::{
 };
 
 use aya_ebpf::{
-    helpers::{bpf_get_current_pid_tgid, bpf_probe_read_user, generated::bpf_ktime_get_boot_ns},
+    helpers::{bpf_probe_read_user, generated::bpf_ktime_get_boot_ns},
     macros::{map, tracepoint},
     maps::{LruHashMap, PerCpuArray},
     programs::TracePointContext,
@@ -21,10 +21,10 @@ use sensor_common::{
 };
 
 use crate::kernel::{
-    FileWindow, InodeWindow, RET, arg, config, config_for_others, count, current_regs,
-    current_task_btf, current_task_info, file_of_fd, forget_result, header, is_own, koff,
-    leader_start_boottime, on_ignored_mount, output_prefix, read, regs_syscall_arg,
-    remember_result, send_result, syscall_arg, syscall_spec, walk_path,
+    FileWindow, InodeWindow, RET, arg, config, config_for_others, count, current_task_btf,
+    file_of_fd, forget_result, header, is_own, koff, leader_start_boottime, on_ignored_mount,
+    output_prefix, read, record, regs_syscall_arg, remember_result, send_result, syscall_spec,
+    task_info, task_regs, task_tgid, walk_path,
 };
 
 const O_ACCMODE: u32 = 0o3;
@@ -151,13 +151,13 @@ static OPENS_SEEN: LruHashMap<OpenKey, OpenSeen> = LruHashMap::with_max_entries(
 /// one file (a log, a lock file) then costs a map lookup per open instead of
 /// a path walk and an event.
 #[inline(always)]
-fn unfolded(cfg: &Config, file: &FileWindow, flags: u32, f_mode: u32) -> Option<u32> {
+fn unfolded(cfg: &Config, tgid: u32, file: &FileWindow, flags: u32, f_mode: u32) -> Option<u32> {
     if cfg.open_repeat_window_ms == 0 || f_mode & FMODE_CREATED != 0 {
         return Some(0);
     }
     let key = OpenKey {
         inode: file.get(koff!(file_f_inode)).unwrap_or(0),
-        tgid: (bpf_get_current_pid_tgid() >> 32) as u32,
+        tgid,
         flags: flags & FOLD_FLAGS,
     };
     // SAFETY: helper without preconditions.
@@ -202,8 +202,8 @@ pub fn writes(flags: u32) -> bool {
 /// (`SYSCALL_SPECS` says which; creat has no flags argument, openat2 keeps
 /// them in user memory). The mode is read only for an open that writes.
 #[inline(always)]
-fn open_args(spec: &SyscallSpec) -> (u32, u32) {
-    let regs = current_regs();
+fn open_args(task: *const u8, spec: &SyscallSpec) -> (u32, u32) {
+    let regs = task_regs(task);
     let arg = |i: u8| regs_syscall_arg(regs, i);
     match spec.flags {
         spec_arg::NONE => (O_CREAT | O_WRONLY | O_TRUNC, arg(spec.mode) as u32),
@@ -232,8 +232,8 @@ fn ignored(file: &FileWindow) -> bool {
 
 /// Fills `ev` with the identity and path of `file`, whose inode is `inode`.
 #[inline(always)]
-fn describe_file(ev: &mut FileEvent, file: &FileWindow, inode: &InodeWindow) {
-    ev.task = current_task_info();
+fn describe_file(ev: &mut FileEvent, task: *const u8, file: &FileWindow, inode: &InodeWindow) {
+    ev.task = task_info(task);
     ev.f_mode = file.get(koff!(file_f_mode)).unwrap_or(0);
     ev.ino = inode.get(koff!(inode_i_ino)).unwrap_or(0);
     ev.file_mode = u32::from(inode.get::<u16>(koff!(inode_i_mode)).unwrap_or(0));
@@ -284,12 +284,12 @@ pub fn sys_exit_open(ctx: TracePointContext) -> u32 {
     let Some(spec) = syscall_spec(&ctx) else {
         return 0;
     };
-    let (flags, mode) = open_args(&spec);
+    let task = current_task_btf();
+    let (flags, mode) = open_args(task, &spec);
     if !writes(flags) {
         return 0;
     }
-    // SAFETY: reading this tracepoint's own record.
-    let ret = unsafe { ctx.read_at::<i64>(RET) }.unwrap_or(-1);
+    let ret: i64 = record(&ctx, RET);
     if ret < 0 {
         // Completes the named record sys_enter_named took when failures
         // are reported; nothing otherwise.
@@ -300,17 +300,18 @@ pub fn sys_exit_open(ctx: TracePointContext) -> u32 {
         // The open succeeded: its own record below replaces the named one.
         forget_result();
     }
-    if is_own(cfg, (bpf_get_current_pid_tgid() >> 32) as u32) {
+    let tgid = task_tgid(task);
+    if is_own(cfg, tgid) {
         return 0;
     }
-    let Some(file) = FileWindow::of(file_of_fd(ret as u64)) else {
+    let Some(file) = FileWindow::of(file_of_fd(task, ret as u64)) else {
         return 0;
     };
     if ignored(&file) {
         return 0;
     }
     let f_mode: u32 = file.get(koff!(file_f_mode)).unwrap_or(0);
-    let Some(repeats) = unfolded(cfg, &file, flags, f_mode) else {
+    let Some(repeats) = unfolded(cfg, tgid, &file, flags, f_mode) else {
         return 0;
     };
     let Some(inode) = InodeWindow::of(file.get(koff!(file_f_inode)).unwrap_or(0)) else {
@@ -319,7 +320,7 @@ pub fn sys_exit_open(ctx: TracePointContext) -> u32 {
     let Some(ev) = scratch(file_op::OPEN_WRITE) else {
         return 0;
     };
-    describe_file(ev, &file, &inode);
+    describe_file(ev, task, &file, &inode);
     ev.repeats = repeats;
     ev.flags = flags;
     ev.mode = mode;
@@ -341,12 +342,12 @@ pub fn sys_enter_write(ctx: TracePointContext) -> u32 {
     if cfg.file_writes == file_writes::NONE {
         return 0;
     }
-    // SAFETY: reading this tracepoint's own record.
-    let fd = unsafe { ctx.read_at::<u64>(arg(0)) }.unwrap_or(u64::MAX);
-    let Some(file) = FileWindow::of(file_of_fd(fd)) else {
+    let fd: u64 = record(&ctx, arg(0));
+    let task = current_task_btf();
+    let Some(file) = FileWindow::of(file_of_fd(task, fd)) else {
         return 0;
     };
-    let tgid = (bpf_get_current_pid_tgid() >> 32) as u32;
+    let tgid = task_tgid(task);
     let first_only = cfg.file_writes == file_writes::FIRST;
     if first_only && seen_last(&file, u64::from(tgid)) {
         return 0;
@@ -364,7 +365,7 @@ pub fn sys_enter_write(ctx: TracePointContext) -> u32 {
     if first_only {
         let key = WriterKey {
             inode: inode.base(),
-            start_boottime_ns: leader_start_boottime(current_task_btf()),
+            start_boottime_ns: leader_start_boottime(task),
             tgid,
             _pad0: 0,
         };
@@ -388,7 +389,7 @@ pub fn sys_enter_write(ctx: TracePointContext) -> u32 {
     let Some(ev) = scratch(file_op::WRITE) else {
         return 0;
     };
-    describe_file(ev, &file, &inode);
+    describe_file(ev, task, &file, &inode);
     submit(ev);
     0
 }
@@ -404,7 +405,9 @@ pub fn sys_enter_fd_change(ctx: TracePointContext) -> u32 {
     let Some(spec) = syscall_spec(&ctx) else {
         return 0;
     };
-    let Some(file) = FileWindow::of(file_of_fd(syscall_arg(&ctx, spec.dfd1))) else {
+    let task = current_task_btf();
+    let regs = task_regs(task);
+    let Some(file) = FileWindow::of(file_of_fd(task, regs_syscall_arg(regs, spec.dfd1))) else {
         return 0;
     };
     if ignored(&file) {
@@ -414,16 +417,16 @@ pub fn sys_enter_fd_change(ctx: TracePointContext) -> u32 {
         return 0;
     };
     let Some(ev) = scratch(spec.op) else { return 0 };
-    describe_file(ev, &file, &inode);
+    describe_file(ev, task, &file, &inode);
     if spec.mode != spec_arg::NONE {
-        ev.mode = syscall_arg(&ctx, spec.mode) as u32;
+        ev.mode = regs_syscall_arg(regs, spec.mode) as u32;
     }
     if spec.uid != spec_arg::NONE {
-        ev.req_uid = syscall_arg(&ctx, spec.uid) as u32;
-        ev.req_gid = syscall_arg(&ctx, spec.uid + 1) as u32;
+        ev.req_uid = regs_syscall_arg(regs, spec.uid) as u32;
+        ev.req_gid = regs_syscall_arg(regs, spec.uid + 1) as u32;
     }
     if spec.length != spec_arg::NONE {
-        ev.length = syscall_arg(&ctx, spec.length);
+        ev.length = regs_syscall_arg(regs, spec.length);
     }
     ev.path_flags |= path_flags::AWAIT_RESULT;
     if submit(ev) {

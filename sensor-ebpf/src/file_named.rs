@@ -23,9 +23,9 @@ use sensor_common::{
 
 use crate::file::writes;
 use crate::kernel::{
-    FileWindow, PathRef, RET, config, config_for_others, current_task_btf, current_task_info,
-    field, file_of_fd, header, koff, on_ignored_mount, output_prefix, remember_result, send_result,
-    syscall_arg, syscall_spec, walk_path,
+    FileWindow, PathRef, RET, config, config_for_others, current_regs, current_task_btf,
+    current_task_info, field, file_of_fd, header, koff, on_ignored_mount, output_prefix, record,
+    regs_syscall_arg, remember_result, send_result, syscall_spec, walk_path,
 };
 
 const AT_FDCWD: i64 = -100;
@@ -125,11 +125,12 @@ fn path_area(path: PathArg, ev: *mut FileNamedEvent, start: usize, slots: Slots)
     if flags & named_flags::NO_BASE != 0 {
         return true;
     }
+    let task = current_task_btf();
     let base = if path.dfd == AT_FDCWD {
-        let fs: *const u8 = field(current_task_btf(), koff!(task_fs)).unwrap_or(null());
+        let fs: *const u8 = field(task, koff!(task_fs)).unwrap_or(null());
         PathRef::in_btf(fs, koff!(fs_pwd))
     } else if path.dfd >= 0 {
-        FileWindow::of(file_of_fd(path.dfd as u64))
+        FileWindow::of(file_of_fd(task, path.dfd as u64))
             .map_or(PathRef::NONE, |f| f.path(koff!(file_f_path)))
     } else {
         PathRef::NONE
@@ -211,15 +212,15 @@ fn named_enter(n: &Named) -> u32 {
 
 /// A path argument as the spec describes it.
 #[inline(always)]
-fn path_arg(ctx: &TracePointContext, dfd: u8, name: u8) -> PathArg {
+fn path_arg(regs: u64, dfd: u8, name: u8) -> PathArg {
     let dfd = match dfd {
         spec_arg::CWD => AT_FDCWD,
         spec_arg::NO_BASE => NO_BASE,
-        i => i64::from(syscall_arg(ctx, i) as i32),
+        i => i64::from(regs_syscall_arg(regs, i) as i32),
     };
     PathArg {
         dfd,
-        name: syscall_arg(ctx, name),
+        name: regs_syscall_arg(regs, name),
     }
 }
 
@@ -232,7 +233,8 @@ pub fn sys_enter_named(ctx: TracePointContext) -> u32 {
     let Some(spec) = syscall_spec(&ctx) else {
         return 0;
     };
-    let opt = |i: u8| (i != spec_arg::NONE).then(|| syscall_arg(&ctx, i));
+    let regs = current_regs();
+    let opt = |i: u8| (i != spec_arg::NONE).then(|| regs_syscall_arg(regs, i));
     let op_flags = opt(spec.flags).unwrap_or(0);
     if spec.op == file_op::OPEN_WRITE {
         // Attached to the opens only when failures are reported: the exit
@@ -248,15 +250,15 @@ pub fn sys_enter_named(ctx: TracePointContext) -> u32 {
     } else {
         spec.op
     };
-    let mut n = Named::new(op, path_arg(&ctx, spec.dfd1, spec.name1));
+    let mut n = Named::new(op, path_arg(regs, spec.dfd1, spec.name1));
     if spec.name2 != spec_arg::NONE {
-        n.second = Some(path_arg(&ctx, spec.dfd2, spec.name2));
+        n.second = Some(path_arg(regs, spec.dfd2, spec.name2));
     }
     n.op_flags = op_flags as u32;
     n.mode = opt(spec.mode).unwrap_or(0) as u32;
     if spec.uid != spec_arg::NONE {
-        n.uid = syscall_arg(&ctx, spec.uid) as u32;
-        n.gid = syscall_arg(&ctx, spec.uid + 1) as u32;
+        n.uid = regs_syscall_arg(regs, spec.uid) as u32;
+        n.gid = regs_syscall_arg(regs, spec.uid + 1) as u32;
     }
     n.length = opt(spec.length).unwrap_or(0);
     named_enter(&n)
@@ -265,7 +267,6 @@ pub fn sys_enter_named(ctx: TracePointContext) -> u32 {
 /// Attached to the exit of every syscall whose entry may have sent a record.
 #[tracepoint]
 pub fn sys_exit_result(ctx: TracePointContext) -> u32 {
-    // SAFETY: reading this tracepoint's own record.
-    send_result(unsafe { ctx.read_at::<i64>(RET) }.unwrap_or(0));
+    send_result(record(&ctx, RET));
     0
 }

@@ -4,10 +4,11 @@
 use core::{
     ffi::c_void,
     intrinsics::{AtomicOrdering::Relaxed, atomic_xadd},
-    ptr::{null, read_unaligned, read_volatile},
+    ptr::{null, read_volatile},
 };
 
 use aya_ebpf::{
+    EbpfContext,
     helpers::{
         bpf_get_current_pid_tgid, bpf_probe_read_kernel,
         generated::{
@@ -22,7 +23,7 @@ use aya_ebpf::{
 };
 use sensor_common::{
     Config, Header, KernelOffsets, NAME_READ, OFFSET_MISSING, PATH_BUF, PATH_DEPTH, ResultEvent,
-    SYSCALL_SPEC_SLOTS, SyscallSpec, TaskInfo, counter, kind,
+    SYSCALL_SPEC_SLOTS, SyscallSpec, TaskInfo, counter, kfunc, kind,
 };
 
 /// include/uapi/linux/bpf.h: `bpf_ringbuf_query` and output flags.
@@ -61,48 +62,72 @@ pub const RET: usize = 16;
 #[map]
 pub static SYSCALL_SPECS: Array<SyscallSpec> = Array::with_max_entries(SYSCALL_SPEC_SLOTS, 0);
 
+/// The field at `off` of this tracepoint's record, with a plain load: the
+/// verifier lets a tracepoint program load its record (tp_prog_is_valid_access
+/// in kernel/trace/bpf_trace.c) at constant, aligned offsets from 8 on, where
+/// aya's `read_at` copies it with a helper call.
+#[inline(always)]
+pub fn record<T: Copy>(ctx: &TracePointContext, off: usize) -> T {
+    // SAFETY: `off` is a constant inside the record (callers pass `RET`,
+    // `arg(i)` or 8); the verifier checks it.
+    unsafe { read_volatile(ctx.as_ptr().cast::<u8>().add(off).cast::<T>()) }
+}
+
 /// The spec of the syscall that fired, by its number at offset 8. (The
 /// record's `common_type` is not there for BPF: perf_call_bpf_enter() in
 /// kernel/trace/trace_syscalls.c puts a pt_regs pointer in its place.)
 #[inline(always)]
 pub fn syscall_spec(ctx: &TracePointContext) -> Option<SyscallSpec> {
-    // SAFETY: reading this tracepoint's own record.
-    let nr = unsafe { ctx.read_at::<i32>(8) }.ok()?;
+    let nr: i32 = record(ctx, 8);
     SYSCALL_SPECS
         .get(nr as u32)
         .copied()
         .filter(|spec| spec.op != 0)
 }
 
-/// Syscall argument `idx` (0-5) of this tracepoint's record; 0 for any other index.
-#[inline(always)]
-pub fn syscall_arg(ctx: &TracePointContext, idx: u8) -> u64 {
-    if idx > 5 {
-        return 0;
-    }
-    // SAFETY: reading this tracepoint's own record.
-    unsafe { ctx.read_at::<u64>(arg(idx as usize)) }.unwrap_or(0)
-}
-
 /// The current task's user registers (`bpf_task_pt_regs`). They keep a
 /// syscall's arguments until it returns: the syscall writes its value to ax
-/// only. (The pt_regs pointer at the head of a syscall tracepoint's record is
+/// only. Programs that pick arguments by a spec's index read them here, not
+/// from their record: loading the record at an argument a syscall lacks
+/// would make the kernel refuse to attach the program to that syscall's
+/// tracepoint (perf_event_set_bpf_prog: max_ctx_offset). (The pt_regs pointer at the head of a syscall tracepoint's record is
 /// no use at exit: in current kernels perf_call_bpf_exit() in
 /// kernel/trace/trace_syscalls.c passes the tracer's own registers there.)
 #[inline(always)]
 pub fn current_regs() -> u64 {
-    // SAFETY: helpers without preconditions; the task is the current one.
-    unsafe { bpf_task_pt_regs(bpf_get_current_task_btf()) as u64 }
+    task_regs(current_task_btf())
 }
 
-/// Argument `idx` (0-5) of the syscall in `regs` (`current_regs`).
+/// `current_regs` of the current task already in hand (`current_task_btf`).
+#[inline(always)]
+pub fn task_regs(task: *const u8) -> u64 {
+    // SAFETY: a helper taking the task's BTF pointer.
+    unsafe { bpf_task_pt_regs(task.cast_mut().cast()) as u64 }
+}
+
+/// Argument `idx` (0-5) of the syscall in `regs` (`current_regs`). The
+/// offsets sit in an 8-slot table indexed by `idx & 7` taken through a
+/// volatile copy: LLVM, which knows `idx <= 5`, would drop a plain mask,
+/// and the verifier, which does not, would refuse the variable read.
 #[inline(always)]
 pub fn regs_syscall_arg(regs: u64, idx: u8) -> u64 {
-    let regs_at = koff!(syscall_regs);
-    let Some(&field) = regs_at.get(usize::from(idx)) else {
+    if idx > 5 {
         return 0;
-    };
-    read(regs, field).unwrap_or(0)
+    }
+    let at = koff!(syscall_regs);
+    let table = [
+        at[0],
+        at[1],
+        at[2],
+        at[3],
+        at[4],
+        at[5],
+        OFFSET_MISSING,
+        OFFSET_MISSING,
+    ];
+    // SAFETY: a local.
+    let slot = unsafe { read_volatile(&idx) } & 7;
+    read(regs, table[usize::from(slot)]).unwrap_or(0)
 }
 
 /// tgids of the sensor's own process tree (the sensor adds itself; the fork
@@ -189,8 +214,7 @@ pub fn config() -> Option<&'static Config> {
 #[inline(always)]
 pub fn config_for_others() -> Option<&'static Config> {
     let cfg = config()?;
-    let tgid = (bpf_get_current_pid_tgid() >> 32) as u32;
-    (!is_own(cfg, tgid)).then_some(cfg)
+    (!is_own(cfg, task_tgid(current_task_btf()))).then_some(cfg)
 }
 
 /// Counts a record the ring could not take.
@@ -292,6 +316,38 @@ pub fn send_result(ret: i64) {
     output_prefix(&mut ev, core::mem::size_of::<ResultEvent>(), kind::RESULT);
 }
 
+/// Set by the loader (`.rodata`, frozen before the programs load): 1 where
+/// the kernel took the `bpf_rdonly_cast` kfunc (`kernel_mem`), so kernel
+/// objects reached through plain numbers are read with plain loads; 0 where
+/// each read is a `bpf_probe_read_kernel` call. A constant to the verifier,
+/// so it never walks the branch not taken.
+#[unsafe(no_mangle)]
+pub(crate) static KERNEL_LOADS: u32 = 0;
+
+#[inline(always)]
+fn kernel_loads() -> bool {
+    // SAFETY: reading our own static; volatile so that LLVM does not fold
+    // in the value it was compiled with.
+    unsafe { read_volatile(&raw const KERNEL_LOADS) != 0 }
+}
+
+/// `addr` as memory the program may load from: `bpf_rdonly_cast(addr, 0)`,
+/// which the verifier turns into a register copy and whose loads the JIT
+/// makes fault-safe (BPF_PROBE_MEM: a bad address reads as zeros). A helper
+/// call costs ~30-50 ns on a CPU whose returns go through a return thunk;
+/// a load costs about nothing. Called by the marker number the loader
+/// rewrites (`sensor_common::kfunc`); only where `kernel_loads()`.
+#[inline(always)]
+fn kernel_mem(addr: u64) -> *const u8 {
+    // SAFETY: a call by number, as aya-ebpf makes its helper calls; the
+    // loader turns it into the kfunc's call (or `r0 = r1`, unused then).
+    unsafe {
+        let cast: unsafe extern "C" fn(u64, u32) -> *const u8 =
+            core::mem::transmute(kfunc::RDONLY_CAST_MARKER as usize);
+        cast(addr, 0)
+    }
+}
+
 /// Reads a `T` at `base + off`; `None` for a null base or a field the running
 /// kernel does not have.
 #[inline(always)]
@@ -299,8 +355,19 @@ pub fn read<T>(base: u64, off: u32) -> Option<T> {
     if base == 0 || off == OFFSET_MISSING {
         return None;
     }
+    let addr = base + u64::from(off);
+    if kernel_loads() {
+        // SAFETY: a fault-safe load (see `kernel_mem`) of a kernel field.
+        return Some(unsafe { read_volatile(kernel_mem(addr).cast::<T>()) });
+    }
+    probe_read(addr)
+}
+
+/// Copies a `T` at `addr` with bpf_probe_read_kernel.
+#[inline(always)]
+fn probe_read<T>(addr: u64) -> Option<T> {
     // SAFETY: bpf_probe_read_kernel copes with any address, faulting safely.
-    unsafe { bpf_probe_read_kernel((base + u64::from(off)) as *const T).ok() }
+    unsafe { bpf_probe_read_kernel(addr as *const T).ok() }
 }
 
 /// The first `W` words of a kernel object, copied with one helper read: each
@@ -331,12 +398,19 @@ impl<const AT: usize, const W: usize> Window<AT, W> {
         self.base
     }
 
-    /// `None` for a null or unreadable object.
+    /// `None` for a null or unreadable object. Where the programs load
+    /// kernel memory directly, the window is the object itself: no copy.
     #[inline(always)]
     pub fn of(base: u64) -> Option<Self> {
         let () = Self::FITS;
         if base == 0 {
             return None;
+        }
+        if kernel_loads() {
+            return Some(Self {
+                base,
+                words: kernel_mem(base),
+            });
         }
         let area = WINDOWS.get_ptr_mut(0)?;
         // SAFETY: AT + W <= WINDOW_WORDS, inside this CPU's scratch area.
@@ -358,12 +432,25 @@ impl<const AT: usize, const W: usize> Window<AT, W> {
         if off == OFFSET_MISSING {
             return None;
         }
-        if off as usize + size_of::<T>() <= W * 8 {
-            // SAFETY: off + size_of::<T>() <= the window's bytes.
-            Some(unsafe { read_unaligned(self.words.add(off as usize).cast::<T>()) })
+        if kernel_loads() || off as usize + size_of::<T>() <= W * 8 {
+            // SAFETY: the object itself, or off + size_of::<T>() <= the
+            // window's bytes; a kernel field of type T is aligned for it.
+            Some(unsafe { read_volatile(self.words.add(off as usize).cast::<T>()) })
         } else {
-            read(self.base, off)
+            probe_read(self.base + u64::from(off))
         }
+    }
+
+    /// A 16-byte address at `off` (an `in6_addr`), read as two words:
+    /// read as bytes it took sixteen loads, and as many stack slots.
+    #[inline(always)]
+    pub fn get_addr16(&self, off: u32) -> Option<[u8; 16]> {
+        if off == OFFSET_MISSING {
+            return None;
+        }
+        let words: [u64; 2] = [self.get(off)?, self.get(off + 8)?];
+        // SAFETY: any 16 bytes are a valid [u8; 16].
+        Some(unsafe { core::mem::transmute::<[u64; 2], [u8; 16]>(words) })
     }
 
     /// The `struct path` embedded at `off`.
@@ -460,27 +547,47 @@ pub fn field<T: Copy>(base: *const u8, off: u32) -> Option<T> {
     Some(unsafe { read_volatile(base.add(off as usize).cast::<T>()) })
 }
 
-/// The current task as a BTF pointer.
+/// The current task as a BTF pointer. A helper call: a program takes it
+/// once and hands it on.
 #[inline(always)]
 pub fn current_task_btf() -> *const u8 {
     // SAFETY: helper without preconditions.
     unsafe { bpf_get_current_task_btf() as *const u8 }
 }
 
-/// Who the current task is: ids, credentials, cgroup, name, read with plain
-/// loads from the task's BTF pointer. A helper call per field (each a
+/// The thread group (process) id of `task`, a BTF pointer: a load, where
+/// bpf_get_current_pid_tgid() is a helper call.
+#[inline(always)]
+pub fn task_tgid(task: *const u8) -> u32 {
+    field(task, koff!(task_tgid)).unwrap_or(0)
+}
+
+/// What bpf_get_current_pid_tgid() returns for `task`: tgid << 32 | tid.
+#[inline(always)]
+pub fn task_pid_tgid(task: *const u8) -> u64 {
+    let tid: u32 = field(task, koff!(task_pid)).unwrap_or(0);
+    u64::from(task_tgid(task)) << 32 | u64::from(tid)
+}
+
+/// `task_info` of the current task.
+#[inline(always)]
+pub fn current_task_info() -> TaskInfo {
+    task_info(current_task_btf())
+}
+
+/// Who `task` (the current task's BTF pointer) is: ids, credentials,
+/// cgroup, name, read with plain loads. A helper call per field (each a
 /// call and a return through the kernel's return thunk on this CPU) cost
 /// ~30 ns apiece; these loads cost about nothing.
 #[inline(always)]
-pub fn current_task_info() -> TaskInfo {
-    let task = current_task_btf();
+pub fn task_info(task: *const u8) -> TaskInfo {
     let parent: *const u8 = field(task, koff!(task_real_parent)).unwrap_or(null());
     let cred: *const u8 = field(task, koff!(task_cred)).unwrap_or(null());
     TaskInfo {
         start_boottime_ns: leader_start_boottime(task),
         cgroup_id: task_cgroup_id(task),
         tid: field(task, koff!(task_pid)).unwrap_or(0),
-        tgid: field(task, koff!(task_tgid)).unwrap_or(0),
+        tgid: task_tgid(task),
         ppid: field(parent, koff!(task_tgid)).unwrap_or(0),
         uid: field(cred, koff!(cred_uid)).unwrap_or(u32::MAX),
         gid: field(cred, koff!(cred_gid)).unwrap_or(u32::MAX),
@@ -511,12 +618,13 @@ fn task_cgroup_id(task: *const u8) -> u64 {
     field(kn, koff!(kernfs_node_id)).unwrap_or(0)
 }
 
-/// The file behind descriptor `fd` of the current task: files->fdt->fd[fd].
+/// The file behind descriptor `fd` of `task` (the current task's BTF
+/// pointer): files->fdt->fd[fd].
 /// The table is reached with loads; the slot, a `struct file **` element
-/// (a plain number to the verifier), takes one helper read.
+/// (a plain number to the verifier), with a `read`.
 #[inline(always)]
-pub fn file_of_fd(fd: u64) -> u64 {
-    let files: *const u8 = field(current_task_btf(), koff!(task_files)).unwrap_or(null());
+pub fn file_of_fd(task: *const u8, fd: u64) -> u64 {
+    let files: *const u8 = field(task, koff!(task_files)).unwrap_or(null());
     let fdt: *const u8 = field(files, koff!(files_fdt)).unwrap_or(null());
     let max_fds: u32 = field(fdt, koff!(fdtable_max_fds)).unwrap_or(0);
     if fd >= u64::from(max_fds) {
@@ -571,8 +679,9 @@ pub struct Walk {
 ///
 /// Walking leaf-first avoids the variable-offset backwards writes that C
 /// sensors use, which the verifier finds hard to bound in Rust codegen.
-/// Each component costs two helper calls (its dentry's head, its name) and
-/// each mount crossed one.
+/// Each component's name takes a helper call; with plain loads
+/// (`kernel_loads`) that is all, otherwise its dentry's head takes another,
+/// and each mount crossed one.
 #[inline(always)]
 pub fn walk_path(path: PathRef, buf: *mut u8) -> Walk {
     let mut out = Walk {

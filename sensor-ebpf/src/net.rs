@@ -19,11 +19,10 @@
 //! connections are remembered so that their accept on a collector running on
 //! this host is not reported either.
 
+use core::ptr::null;
+
 use aya_ebpf::{
-    helpers::{
-        bpf_get_current_pid_tgid, bpf_probe_read_user,
-        generated::bpf_probe_read_user as probe_read_user_buf,
-    },
+    helpers::{bpf_probe_read_user, generated::bpf_probe_read_user as probe_read_user_buf},
     macros::{map, raw_tracepoint, tracepoint},
     maps::{LruHashMap, PerCpuArray},
     programs::{RawTracePointContext, TracePointContext},
@@ -34,8 +33,9 @@ use sensor_common::{
 };
 
 use crate::kernel::{
-    FileWindow, InodeWindow, RET, SockWindow, arg, config, current_regs, current_task_info,
-    file_of_fd, header, is_own, koff, output_prefix, read, regs_syscall_arg,
+    FileWindow, InodeWindow, RET, SockWindow, arg, config, current_task_btf, file_of_fd, header,
+    is_own, koff, output_prefix, read, record, regs_syscall_arg, task_info, task_pid_tgid,
+    task_regs, task_tgid,
 };
 
 const AF_INET: u16 = 2;
@@ -77,9 +77,10 @@ struct Sock {
 }
 
 /// An address and port, in the socket's own family (IPv4 in the first four
-/// bytes; an IPv4 peer of an IPv6 socket as v4-mapped IPv6).
+/// bytes; an IPv4 peer of an IPv6 socket as v4-mapped IPv6). Aligned to 8
+/// so that an address is copied as two words, not sixteen bytes.
 #[derive(Clone, Copy)]
-#[repr(C)]
+#[repr(C, align(8))]
 struct Peer {
     port: u16,
     _pad0: u16,
@@ -180,8 +181,8 @@ fn sock_at(sk: u64, ino: u64) -> Option<Sock> {
 /// The inet socket behind descriptor `fd`: the inode must be a socket's
 /// before `private_data` is read as a `struct socket`.
 #[inline(always)]
-fn sock_of_fd(fd: u64) -> Option<Sock> {
-    let file = FileWindow::of(file_of_fd(fd))?;
+fn sock_of_fd(task: *const u8, fd: u64) -> Option<Sock> {
+    let file = FileWindow::of(file_of_fd(task, fd))?;
     let inode = InodeWindow::of(file.get(koff!(file_f_inode))?)?;
     let mode: u16 = inode.get(koff!(inode_i_mode))?;
     if mode & S_IFMT != S_IFSOCK {
@@ -225,8 +226,8 @@ fn sock_addrs(s: &Sock) -> SockAddrs {
             w.get(koff!(sock_daddr)).unwrap_or([0; 4]),
         );
     } else {
-        a.local_addr = w.get(koff!(sock_v6_rcv_saddr)).unwrap_or([0; 16]);
-        a.remote_addr = w.get(koff!(sock_v6_daddr)).unwrap_or([0; 16]);
+        a.local_addr = w.get_addr16(koff!(sock_v6_rcv_saddr)).unwrap_or([0; 16]);
+        a.remote_addr = w.get_addr16(koff!(sock_v6_daddr)).unwrap_or([0; 16]);
     }
     a
 }
@@ -248,7 +249,7 @@ fn connected_peer(s: &Sock) -> Peer {
     if s.family == AF_INET {
         set_v4(&mut peer.addr, w.get(koff!(sock_daddr)).unwrap_or([0; 4]));
     } else {
-        peer.addr = w.get(koff!(sock_v6_daddr)).unwrap_or([0; 16]);
+        peer.addr = w.get_addr16(koff!(sock_v6_daddr)).unwrap_or([0; 16]);
     }
     peer
 }
@@ -315,15 +316,10 @@ fn dns_enabled(cfg: &Config) -> bool {
     p[0] | p[1] | p[2] | p[3] != 0
 }
 
+/// The pending entry of thread `task` for `call`, removed.
 #[inline(always)]
-fn tid_key() -> u64 {
-    bpf_get_current_pid_tgid()
-}
-
-/// The pending entry of this thread for `call`, removed.
-#[inline(always)]
-fn take(call: u32) -> Option<Pending> {
-    let key = tid_key();
+fn take(task: *const u8, call: u32) -> Option<Pending> {
+    let key = task_pid_tgid(task);
     // SAFETY: the key is a plain integer; the value is copied out at once.
     let pending = unsafe { NET_PENDING.get(&key) }.copied()?;
     let _ = NET_PENDING.remove(&key);
@@ -331,9 +327,9 @@ fn take(call: u32) -> Option<Pending> {
 }
 
 #[inline(always)]
-fn remember(pending: &Pending) {
+fn remember(task: *const u8, pending: &Pending) {
     // LRU: an insert makes room; nothing is waited on.
-    let _ = NET_PENDING.insert(tid_key(), pending, 0);
+    let _ = NET_PENDING.insert(task_pid_tgid(task), pending, 0);
 }
 
 #[inline(always)]
@@ -349,15 +345,12 @@ fn pending(call: u32, sock: Sock, peer: Peer) -> Pending {
     }
 }
 
-#[inline(always)]
-fn current_tgid() -> u32 {
-    (bpf_get_current_pid_tgid() >> 32) as u32
-}
-
-/// Sends a network record. `task` is `None` for the current task.
+/// Sends a network record: of `owner`, or else of `task` (the current
+/// task's BTF pointer).
 #[inline(always)]
 fn emit(
-    task: Option<&TaskInfo>,
+    task: *const u8,
+    owner: Option<&TaskInfo>,
     op: u32,
     sock: &Sock,
     addrs: &SockAddrs,
@@ -366,9 +359,9 @@ fn emit(
     let ev = NET_SCRATCH.get_ptr_mut(0)?;
     // SAFETY: per-CPU scratch owned by this program run.
     let ev = unsafe { &mut *ev };
-    ev.task = match task {
+    ev.task = match owner {
         Some(t) => *t,
-        None => current_task_info(),
+        None => task_info(task),
     };
     ev.op = op;
     ev.protocol = u32::from(sock.protocol);
@@ -405,6 +398,7 @@ fn track(sock: &Sock, addrs: &SockAddrs) -> Option<()> {
 /// `orig_len` bytes) and sends them with the socket's description.
 #[inline(always)]
 fn emit_dns(
+    task: *const u8,
     sock: &Sock,
     peer: &Peer,
     direction: u32,
@@ -433,7 +427,7 @@ fn emit_dns(
     if rc != 0 {
         return None;
     }
-    ev.task = current_task_info();
+    ev.task = task_info(task);
     ev.direction = direction;
     ev.protocol = u32::from(sock.protocol);
     ev.addrs = sock_addrs(sock);
@@ -462,18 +456,18 @@ pub fn sys_exit_connect(ctx: TracePointContext) -> u32 {
 
 #[inline(always)]
 fn try_exit_connect(ctx: &TracePointContext) -> Option<()> {
-    // SAFETY: reading this tracepoint's own record.
-    let ret = unsafe { ctx.read_at::<i64>(RET) }.ok()?;
+    let ret: i64 = record(ctx, RET);
     let cfg = config()?;
-    let regs = current_regs();
-    let sock = sock_of_fd(regs_syscall_arg(regs, 0))?;
+    let task = current_task_btf();
+    let regs = task_regs(task);
+    let sock = sock_of_fd(task, regs_syscall_arg(regs, 0))?;
     if sock.protocol != IPPROTO_TCP {
         // A UDP connect sends nothing; its first send is reported instead.
         return None;
     }
     let mut addrs = sock_addrs(&sock);
     let connecting = ret == 0 || ret == -EINPROGRESS;
-    if is_own(cfg, current_tgid()) {
+    if is_own(cfg, task_tgid(task)) {
         if connecting {
             let key = endpoint(addrs.family, &addrs.local_addr, addrs.local_port);
             let _ = OWN_ENDPOINTS.insert(key, 1, 0);
@@ -483,7 +477,7 @@ fn try_exit_connect(ctx: &TracePointContext) -> Option<()> {
     if addrs.remote_port == 0 {
         asked_peer(&mut addrs, regs_syscall_arg(regs, 1), sock.family)?;
     }
-    emit(None, net_op::CONNECT, &sock, &addrs, ret)?;
+    emit(task, None, net_op::CONNECT, &sock, &addrs, ret)?;
     if connecting {
         let _ = track(&sock, &addrs);
     }
@@ -506,16 +500,16 @@ fn asked_peer(addrs: &mut SockAddrs, sockaddr: u64, sock_family: u16) -> Option<
 
 #[inline(always)]
 fn exit_accept(ctx: &TracePointContext) -> Option<()> {
-    // SAFETY: reading this tracepoint's own record.
-    let ret = unsafe { ctx.read_at::<i64>(RET) }.ok()?;
+    let ret: i64 = record(ctx, RET);
     if ret < 0 {
         return None;
     }
     let cfg = config()?;
-    if is_own(cfg, current_tgid()) {
+    let task = current_task_btf();
+    if is_own(cfg, task_tgid(task)) {
         return None;
     }
-    let sock = sock_of_fd(ret as u64)?;
+    let sock = sock_of_fd(task, ret as u64)?;
     if sock.protocol != IPPROTO_TCP {
         return None;
     }
@@ -526,7 +520,7 @@ fn exit_accept(ctx: &TracePointContext) -> Option<()> {
         // The other end is the sensor (its collector runs on this host).
         return None;
     }
-    emit(None, net_op::ACCEPT, &sock, &addrs, 0)?;
+    emit(task, None, net_op::ACCEPT, &sock, &addrs, 0)?;
     track(&sock, &addrs)
 }
 
@@ -548,21 +542,21 @@ pub fn exit_accept4(ctx: TracePointContext) -> u32 {
 /// its fd is still in the task's registers at the exit.
 #[inline(always)]
 fn exit_on_fd(ctx: &TracePointContext, op: u32) -> Option<()> {
-    // SAFETY: reading this tracepoint's own record.
-    let ret = unsafe { ctx.read_at::<i64>(RET) }.ok()?;
+    let ret: i64 = record(ctx, RET);
     if ret != 0 {
         return None;
     }
     let cfg = config()?;
-    if is_own(cfg, current_tgid()) {
+    let task = current_task_btf();
+    if is_own(cfg, task_tgid(task)) {
         return None;
     }
-    let sock = sock_of_fd(regs_syscall_arg(current_regs(), 0))?;
+    let sock = sock_of_fd(task, regs_syscall_arg(task_regs(task), 0))?;
     if sock.protocol != IPPROTO_TCP && sock.protocol != IPPROTO_UDP {
         return None;
     }
     let addrs = sock_addrs(&sock);
-    emit(None, op, &sock, &addrs, 0)
+    emit(task, None, op, &sock, &addrs, 0)
 }
 
 /// `bind(int fd, struct sockaddr *umyaddr, int addrlen)`
@@ -583,11 +577,11 @@ pub fn sys_exit_listen(ctx: TracePointContext) -> u32 {
 
 /// The socket of a send, when it is inet TCP or UDP and not the sensor's.
 #[inline(always)]
-fn send_sock(cfg: &Config, fd: u64) -> Option<Sock> {
-    if is_own(cfg, current_tgid()) {
+fn send_sock(cfg: &Config, task: *const u8, fd: u64) -> Option<Sock> {
+    if is_own(cfg, task_tgid(task)) {
         return None;
     }
-    let sock = sock_of_fd(fd)?;
+    let sock = sock_of_fd(task, fd)?;
     (sock.protocol == IPPROTO_TCP || sock.protocol == IPPROTO_UDP).then_some(sock)
 }
 
@@ -607,16 +601,18 @@ fn destination(sock: &Sock, name: u64) -> Peer {
 /// function (a BPF subprogram), so sendmmsg's messages share one stack frame
 /// instead of each inlined copy taking its own.
 #[inline(never)]
-fn send_message(cfg: &Config, sock: &Sock, peer: &Peer, buf: u64, len: u64) {
-    if is_dns_port(cfg, peer.port) {
-        let _ = emit_dns(sock, peer, dns_direction::SENT, buf, len, len);
+fn send_message(task: *const u8, sock: &Sock, peer: &Peer, buf: u64, len: u64) {
+    // The config is looked up again (an inlined array load): a BPF function
+    // takes at most five arguments.
+    if config().is_some_and(|cfg| is_dns_port(cfg, peer.port)) {
+        let _ = emit_dns(task, sock, peer, dns_direction::SENT, buf, len, len);
     }
 }
 
 /// After the messages: a UDP send to a peer not reported yet waits for its
 /// result (the socket's local port is bound only by the send itself).
 #[inline(always)]
-fn send_pending(sock: &Sock, peer: &Peer) {
+fn send_pending(task: *const u8, sock: &Sock, peer: &Peer) {
     if sock.protocol != IPPROTO_UDP || peer.port == 0 {
         return;
     }
@@ -628,7 +624,7 @@ fn send_pending(sock: &Sock, peer: &Peer) {
     if unsafe { UDP_PEERS.get(&key) }.is_some() {
         return;
     }
-    remember(&pending(CALL_SEND, *sock, *peer));
+    remember(task, &pending(CALL_SEND, *sock, *peer));
 }
 
 /// `sendto(int fd, void *buff, size_t len, unsigned int flags, struct sockaddr *addr, int addr_len)`
@@ -641,19 +637,17 @@ pub fn sys_enter_sendto(ctx: TracePointContext) -> u32 {
 #[inline(always)]
 fn try_enter_sendto(ctx: &TracePointContext) -> Option<()> {
     let cfg = config()?;
-    // SAFETY: reading this tracepoint's own record.
-    let (fd, buf, len, name) = unsafe {
-        (
-            ctx.read_at::<u64>(arg(0)).ok()?,
-            ctx.read_at::<u64>(arg(1)).ok()?,
-            ctx.read_at::<u64>(arg(2)).ok()?,
-            ctx.read_at::<u64>(arg(4)).ok()?,
-        )
-    };
-    let sock = send_sock(cfg, fd)?;
+    let (fd, buf, len, name) = (
+        record::<u64>(ctx, arg(0)),
+        record::<u64>(ctx, arg(1)),
+        record::<u64>(ctx, arg(2)),
+        record::<u64>(ctx, arg(4)),
+    );
+    let task = current_task_btf();
+    let sock = send_sock(cfg, task, fd)?;
     let peer = destination(&sock, name);
-    send_message(cfg, &sock, &peer, buf, len);
-    send_pending(&sock, &peer);
+    send_message(task, &sock, &peer, buf, len);
+    send_pending(task, &sock, &peer);
     Some(())
 }
 
@@ -679,20 +673,15 @@ pub fn sys_enter_sendmsg(ctx: TracePointContext) -> u32 {
 #[inline(always)]
 fn try_enter_sendmsg(ctx: &TracePointContext) -> Option<()> {
     let cfg = config()?;
-    // SAFETY: reading this tracepoint's own record.
-    let (fd, msg) = unsafe {
-        (
-            ctx.read_at::<u64>(arg(0)).ok()?,
-            ctx.read_at::<u64>(arg(1)).ok()?,
-        )
-    };
-    let sock = send_sock(cfg, fd)?;
+    let (fd, msg) = (record::<u64>(ctx, arg(0)), record::<u64>(ctx, arg(1)));
+    let task = current_task_btf();
+    let sock = send_sock(cfg, task, fd)?;
     let name: u64 = read_user(msg + MSG_NAME).unwrap_or(0);
     let peer = destination(&sock, name);
     if let Some((buf, len)) = first_iov(msg) {
-        send_message(cfg, &sock, &peer, buf, len);
+        send_message(task, &sock, &peer, buf, len);
     }
-    send_pending(&sock, &peer);
+    send_pending(task, &sock, &peer);
     Some(())
 }
 
@@ -706,15 +695,13 @@ pub fn enter_sendmmsg(ctx: TracePointContext) -> u32 {
 #[inline(always)]
 fn try_enter_sendmmsg(ctx: &TracePointContext) -> Option<()> {
     let cfg = config()?;
-    // SAFETY: reading this tracepoint's own record.
-    let (fd, mmsg, vlen) = unsafe {
-        (
-            ctx.read_at::<u64>(arg(0)).ok()?,
-            ctx.read_at::<u64>(arg(1)).ok()?,
-            ctx.read_at::<u64>(arg(2)).ok()?,
-        )
-    };
-    let sock = send_sock(cfg, fd)?;
+    let (fd, mmsg, vlen) = (
+        record::<u64>(ctx, arg(0)),
+        record::<u64>(ctx, arg(1)),
+        record::<u64>(ctx, arg(2)),
+    );
+    let task = current_task_btf();
+    let sock = send_sock(cfg, task, fd)?;
     let mut first = NO_PEER;
     for i in 0..MMSG_MAX {
         if i >= (vlen & 0xffff_ffff) {
@@ -727,19 +714,19 @@ fn try_enter_sendmmsg(ctx: &TracePointContext) -> Option<()> {
             first = peer;
         }
         if let Some((buf, len)) = first_iov(msg) {
-            send_message(cfg, &sock, &peer, buf, len);
+            send_message(task, &sock, &peer, buf, len);
         }
     }
-    send_pending(&sock, &first);
+    send_pending(task, &sock, &first);
     Some(())
 }
 
 /// Reports a UDP send to a new peer once the kernel took it.
 #[inline(always)]
 fn exit_send(ctx: &TracePointContext) -> Option<()> {
-    let p = take(CALL_SEND)?;
-    // SAFETY: reading this tracepoint's own record.
-    let ret = unsafe { ctx.read_at::<i64>(RET) }.ok()?;
+    let task = current_task_btf();
+    let p = take(task, CALL_SEND)?;
+    let ret: i64 = record(ctx, RET);
     if ret < 0 {
         return None;
     }
@@ -751,7 +738,7 @@ fn exit_send(ctx: &TracePointContext) -> Option<()> {
     let mut addrs = sock_addrs(&p.sock);
     addrs.remote_port = p.peer.port;
     addrs.remote_addr = p.peer.addr;
-    emit(None, net_op::UDP_SEND, &p.sock, &addrs, 0)
+    emit(task, None, net_op::UDP_SEND, &p.sock, &addrs, 0)
 }
 
 #[tracepoint(category = "syscalls", name = "sys_exit_sendto")]
@@ -783,7 +770,8 @@ fn enter_recv(fd: u64, buf: u64, cap: u64, addr: u64) -> Option<()> {
     if !dns_enabled(cfg) || buf == 0 {
         return None;
     }
-    let sock = send_sock(cfg, fd)?;
+    let task = current_task_btf();
+    let sock = send_sock(cfg, task, fd)?;
     let connected = connected_peer(&sock);
     if connected.port != 0 {
         if !is_dns_port(cfg, connected.port) {
@@ -796,16 +784,16 @@ fn enter_recv(fd: u64, buf: u64, cap: u64, addr: u64) -> Option<()> {
     p.buf = buf;
     p.cap = cap;
     p.addr = addr;
-    remember(&p);
+    remember(task, &p);
     Some(())
 }
 
 /// Copies what a receive brought from a DNS port.
 #[inline(always)]
 fn exit_recv(ctx: &TracePointContext) -> Option<()> {
-    let p = take(CALL_RECV)?;
-    // SAFETY: reading this tracepoint's own record.
-    let ret = unsafe { ctx.read_at::<i64>(RET) }.ok()?;
+    let task = current_task_btf();
+    let p = take(task, CALL_RECV)?;
+    let ret: i64 = record(ctx, RET);
     if ret <= 0 {
         return None;
     }
@@ -819,24 +807,26 @@ fn exit_recv(ctx: &TracePointContext) -> Option<()> {
     }
     let ret = ret as u64;
     let len = if ret < p.cap { ret } else { p.cap };
-    emit_dns(&p.sock, &peer, dns_direction::RECEIVED, p.buf, len, ret)
+    emit_dns(
+        task,
+        &p.sock,
+        &peer,
+        dns_direction::RECEIVED,
+        p.buf,
+        len,
+        ret,
+    )
 }
 
 /// `recvfrom(int fd, void *ubuf, size_t size, unsigned int flags, struct sockaddr *addr, int *addr_len)`
 #[tracepoint(category = "syscalls", name = "sys_enter_recvfrom")]
 pub fn sys_enter_recvfrom(ctx: TracePointContext) -> u32 {
-    // SAFETY: reading this tracepoint's own record.
-    let args = unsafe {
-        (
-            ctx.read_at::<u64>(arg(0)),
-            ctx.read_at::<u64>(arg(1)),
-            ctx.read_at::<u64>(arg(2)),
-            ctx.read_at::<u64>(arg(4)),
-        )
-    };
-    if let (Ok(fd), Ok(buf), Ok(cap), Ok(addr)) = args {
-        let _ = enter_recv(fd, buf, cap, addr);
-    }
+    let _ = enter_recv(
+        record(&ctx, arg(0)),
+        record(&ctx, arg(1)),
+        record(&ctx, arg(2)),
+        record(&ctx, arg(4)),
+    );
     0
 }
 
@@ -856,13 +846,7 @@ pub fn sys_enter_recvmsg(ctx: TracePointContext) -> u32 {
 
 #[inline(always)]
 fn try_enter_recvmsg(ctx: &TracePointContext) -> Option<()> {
-    // SAFETY: reading this tracepoint's own record.
-    let (fd, msg) = unsafe {
-        (
-            ctx.read_at::<u64>(arg(0)).ok()?,
-            ctx.read_at::<u64>(arg(1)).ok()?,
-        )
-    };
+    let (fd, msg) = (record::<u64>(ctx, arg(0)), record::<u64>(ctx, arg(1)));
     let name: u64 = read_user(msg + MSG_NAME).unwrap_or(0);
     let (buf, cap) = first_iov(msg)?;
     enter_recv(fd, buf, cap, name)
@@ -897,5 +881,12 @@ fn try_set_state(ctx: &RawTracePointContext) -> Option<()> {
     let owner = unsafe { NET_OWNERS.get(&sk) }.copied()?;
     let _ = NET_OWNERS.remove(&sk);
     let sock = sock_at(sk, owner.ino)?;
-    emit(Some(&owner.task), net_op::CLOSE, &sock, &owner.addrs, 0)
+    emit(
+        null(),
+        Some(&owner.task),
+        net_op::CLOSE,
+        &sock,
+        &owner.addrs,
+        0,
+    )
 }

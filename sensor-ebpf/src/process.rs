@@ -15,7 +15,7 @@ use sensor_common::{
 
 use crate::kernel::{
     PathRef, config, current_task_btf, current_task_info, field, header, is_own, join_own_tree,
-    koff, leave_own_tree, output_prefix, read, walk_path,
+    koff, leave_own_tree, output_prefix, read, task_info, walk_path,
 };
 
 /// Exec records are ~8 KiB: built here, not on the 512-byte stack.
@@ -26,7 +26,7 @@ static EXEC_SCRATCH: PerCpuArray<ExecEvent> = PerCpuArray::with_max_entries(1, 0
 /// (include/trace/events/sched.h). Runs in the new image, after
 /// `begin_new_exec`, so `current->mm` already describes the new program.
 #[raw_tracepoint(tracepoint = "sched_process_exec")]
-pub fn proc_exec(_ctx: RawTracePointContext) -> u32 {
+pub fn proc_exec(ctx: RawTracePointContext) -> u32 {
     if config().is_none() {
         return 0;
     }
@@ -35,10 +35,10 @@ pub fn proc_exec(_ctx: RawTracePointContext) -> u32 {
     };
     // SAFETY: per-CPU scratch owned by this program run.
     let ev = unsafe { &mut *ev };
-    ev.task = current_task_info();
+    let task = current_task_btf();
+    ev.task = task_info(task);
     ev.flags = 0;
 
-    let task = current_task_btf();
     let mm: *const u8 = field(task, koff!(task_mm)).unwrap_or(null());
     let data = ev.data.as_mut_ptr();
 
@@ -91,15 +91,23 @@ pub fn proc_exec(_ctx: RawTracePointContext) -> u32 {
         0
     };
 
-    // argc: create_elf_tables() puts it at the top of the new stack, which
-    // is where mm->start_stack points.
-    let start_stack: u64 = field(mm, koff!(mm_start_stack)).unwrap_or(0);
-    // SAFETY: as above.
-    ev.argc = match unsafe { bpf_probe_read_user(start_stack as *const u64) } {
-        Ok(argc) if start_stack != 0 => argc as u32,
+    // argc as the exec counted it: linux_binprm::argc (the raw tracepoint's
+    // third argument), a load where the top of the new stack took a helper
+    // call; from there (create_elf_tables() puts it where mm->start_stack
+    // points) only if the kernel's BTF lacks the field.
+    let bprm: u64 = ctx.arg(2);
+    ev.argc = match read::<i32>(bprm, koff!(binprm_argc)) {
+        Some(argc) if argc >= 0 => argc as u32,
         _ => {
-            ev.flags |= exec_flags::ARGC_UNKNOWN;
-            0
+            let start_stack: u64 = field(mm, koff!(mm_start_stack)).unwrap_or(0);
+            // SAFETY: reads user memory of the current task, fault-safe.
+            match unsafe { bpf_probe_read_user(start_stack as *const u64) } {
+                Ok(argc) if start_stack != 0 => argc as u32,
+                _ => {
+                    ev.flags |= exec_flags::ARGC_UNKNOWN;
+                    0
+                }
+            }
         }
     };
 
@@ -151,7 +159,8 @@ pub fn proc_fork(ctx: RawTracePointContext) -> u32 {
 #[raw_tracepoint(tracepoint = "sched_process_exit")]
 pub fn proc_exit(ctx: RawTracePointContext) -> u32 {
     let Some(cfg) = config() else { return 0 };
-    let task = current_task_info();
+    let current = current_task_btf();
+    let task = task_info(current);
     let last = if cfg.exit_has_group_dead != 0 {
         ctx.arg::<u64>(1) & 0xff != 0
     } else {
@@ -164,7 +173,7 @@ pub fn proc_exit(ctx: RawTracePointContext) -> u32 {
     let mut ev = ExitEvent {
         header: header(kind::EXIT, size_of::<ExitEvent>()),
         task,
-        exit_status: field(current_task_btf(), koff!(task_exit_code)).unwrap_or(0),
+        exit_status: field(current, koff!(task_exit_code)).unwrap_or(0),
         _pad0: 0,
     };
     output_prefix(&mut ev, size_of::<ExitEvent>(), kind::EXIT);

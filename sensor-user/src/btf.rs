@@ -35,6 +35,7 @@ mod btf_kind {
     pub const VOLATILE: u32 = 9;
     pub const CONST: u32 = 10;
     pub const RESTRICT: u32 = 11;
+    pub const FUNC: u32 = 12;
     pub const FUNC_PROTO: u32 = 13;
     pub const VAR: u32 = 14;
     pub const DATASEC: u32 = 15;
@@ -170,6 +171,16 @@ impl Btf {
         std::str::from_utf8(&rest[..end]).unwrap_or("")
     }
 
+    /// The type id of function `name` (a `BTF_KIND_FUNC`): how a program
+    /// names a kfunc in its call.
+    #[must_use]
+    pub fn func_id(&self, name: &str) -> Option<u32> {
+        self.types
+            .iter()
+            .position(|t| t.kind == btf_kind::FUNC && self.name(t.name) == name)
+            .map(|id| id as u32)
+    }
+
     /// Follows typedefs and qualifiers to the underlying type.
     fn resolve(&self, mut id: u32) -> Option<&Type> {
         for _ in 0..32 {
@@ -273,6 +284,7 @@ pub fn kernel_offsets(btf: &Btf) -> Result<KernelOffsets, BtfError> {
         fs_pwd: opt("fs_struct", &["pwd"]),
         dentry_parent: opt("dentry", &["d_parent"]),
         dentry_name: opt("dentry", &["d_name", "name"]),
+        binprm_argc: opt("linux_binprm", &["argc"]),
         mount_parent: opt("mount", &["mnt_parent"]),
         mount_mountpoint: opt("mount", &["mnt_mountpoint"]),
         mount_mnt: opt("mount", &["mnt"]),
@@ -380,6 +392,7 @@ mod tests {
             btf.offset("dentry", &["d_name"]).unwrap() + 8
         );
         assert_ne!(off.mm_start_stack, OFFSET_MISSING);
+        assert_ne!(off.binprm_argc, OFFSET_MISSING);
         assert!(off.mm_arg_end == off.mm_arg_start + 8);
     }
 }

@@ -184,6 +184,10 @@ pub struct CaptureConfig {
     /// batches of up to `capture::BATCH`). Capture waits on a full first
     /// queue, leaving records in the kernel ring.
     pub queue_capacity: usize,
+    /// Let the programs read kernel objects with plain loads where the
+    /// kernel allows it (Linux 6.17+: the `bpf_rdonly_cast` kfunc); false
+    /// copies each with `bpf_probe_read_kernel`, as on older kernels.
+    pub direct_kernel_reads: bool,
 }
 
 #[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
@@ -286,6 +290,7 @@ impl Default for CaptureConfig {
         Self {
             ring_buffer_bytes: 8 << 20,
             queue_capacity: 8_192,
+            direct_kernel_reads: true,
         }
     }
 }

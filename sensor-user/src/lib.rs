@@ -15,6 +15,8 @@ pub mod enrich;
 pub mod health;
 pub mod host;
 #[cfg(target_os = "linux")]
+pub mod kfunc;
+#[cfg(target_os = "linux")]
 pub mod loader;
 #[cfg(target_os = "linux")]
 pub mod mounts;

@@ -10,10 +10,11 @@ use aya::{
 };
 use std::collections::HashSet;
 
-use sensor_common::{Config as KernelConfig, KernelOffsets, SyscallSpec, maps, programs};
+use sensor_common::{Config as KernelConfig, KernelOffsets, SyscallSpec, kfunc, maps, programs};
 
 use crate::{
     btf::{Btf, BtfError, kernel_offsets},
+    kfunc::{KfuncError, prepare},
     syscalls,
 };
 
@@ -29,6 +30,8 @@ pub enum LoadError {
     Stub,
     #[error(transparent)]
     Btf(#[from] BtfError),
+    #[error(transparent)]
+    Kfunc(#[from] KfuncError),
     #[error("cannot mount tracefs at {TRACEFS}: {0}")]
     Tracefs(std::io::Error),
     #[error("loading the eBPF object failed: {0}")]
@@ -182,16 +185,18 @@ pub struct KernelSettings {
     /// Ports whose messages are copied as DNS (at most `DNS_PORTS`,
     /// validated by the config).
     pub dns_ports: Vec<u16>,
+    /// Read kernel objects with plain loads where the kernel allows it
+    /// (`capture.direct_kernel_reads`).
+    pub direct_kernel_reads: bool,
 }
 
 /// What the programs are told: the running kernel's offsets (frozen
 /// constants, `KERNEL_OFFSETS`) and `settings` (the `CONFIG` map).
 fn kernel_config(
     settings: &KernelSettings,
-    btf_path: &Path,
+    btf: &Btf,
 ) -> Result<(KernelOffsets, KernelConfig), LoadError> {
-    let btf = Btf::from_file(btf_path)?;
-    let offsets = kernel_offsets(&btf)?;
+    let offsets = kernel_offsets(btf)?;
     if let Err(e) = ensure_tracefs() {
         // Raw tracepoints attach without tracefs; only the group_dead probe
         // needs it, and without it exits fall back to leader exits.
@@ -248,11 +253,19 @@ fn open_object(settings: &KernelSettings, btf_path: &Path) -> Result<Ebpf, LoadE
     if !has_privileges() {
         return Err(LoadError::NotPrivileged);
     }
-    let (offsets, config) = kernel_config(settings, btf_path)?;
+    let btf = Btf::from_file(btf_path)?;
+    let (offsets, config) = kernel_config(settings, &btf)?;
+    let object = prepare(OBJECT, &btf, settings.direct_kernel_reads)?;
+    if object.kernel_loads {
+        tracing::info!("kernel objects are read with plain loads (bpf_rdonly_cast)");
+    } else {
+        tracing::info!("kernel objects are read with bpf_probe_read_kernel");
+    }
     let mut ebpf = EbpfLoader::new()
         .map_max_entries(maps::EVENTS, settings.ring_bytes)
         .override_global("KERNEL_OFFSETS", &offsets, true)
-        .load(OBJECT)
+        .override_global(kfunc::KERNEL_LOADS, &u32::from(object.kernel_loads), true)
+        .load(object.bytes())
         .map_err(|e| LoadError::Object(Box::new(e)))?;
     write_config(&mut ebpf, config)?;
     Ok(ebpf)
@@ -450,6 +463,7 @@ pub fn load_floor(
         open_repeat_window_ms: 0,
         ignored_mounts: Vec::new(),
         dns_ports: Vec::new(),
+        direct_kernel_reads: true,
     };
     let mut ebpf = open_object(&settings, btf_path)?;
     let pairs = floor_pairs(report_failed)?;
@@ -501,6 +515,28 @@ mod tests {
         let words = ignored_mount_bitmap(&[3, 64, 65, 1, 64 * 1024, 70_000]);
         assert_eq!(words, vec![(0, (1 << 3) | (1 << 1)), (1, 0b11)]);
         assert!(ignored_mount_bitmap(&[]).is_empty());
+    }
+
+    #[test]
+    fn the_programs_call_the_cast_kfunc_by_its_marker() {
+        assert!(!OBJECT.is_empty(), "built with AYA_BUILD_SKIP");
+        let mut object = OBJECT.to_vec();
+        let calls = crate::kfunc::rewrite_calls(
+            &mut object,
+            kfunc::RDONLY_CAST_MARKER,
+            crate::kfunc::Rewrite::Unused,
+        )
+        .unwrap();
+        assert!(calls > 10, "{calls} marked calls");
+    }
+
+    #[test]
+    fn on_this_kernel_the_programs_read_with_plain_loads_unless_configured_not_to() {
+        let btf = Btf::from_file(Path::new("/sys/kernel/btf/vmlinux")).unwrap();
+        assert!(prepare(OBJECT, &btf, true).unwrap().kernel_loads);
+        let helpers = prepare(OBJECT, &btf, false).unwrap();
+        assert!(!helpers.kernel_loads);
+        assert_eq!(helpers.bytes().len(), OBJECT.len());
     }
 
     #[test]

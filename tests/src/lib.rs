@@ -498,6 +498,14 @@ impl Rig {
         rig
     }
 
+    /// A rig whose kernel programs copy every kernel object with
+    /// `bpf_probe_read_kernel`, as on kernels without plain loads of them
+    /// (`capture.direct_kernel_reads = false`).
+    #[must_use]
+    pub fn with_helper_reads() -> Self {
+        Self::with_config("[capture]\ndirect_kernel_reads = false\n")
+    }
+
     /// A rig whose sensor gets `extra` arguments (e.g. `--config PATH`).
     #[must_use]
     pub fn start_with(extra: &[&str]) -> Self {

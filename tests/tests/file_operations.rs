@@ -59,7 +59,18 @@ fn ops_and_paths(events: &[Value]) -> Vec<(String, String, String)> {
 
 #[test]
 fn each_named_change_arrives_once_with_its_paths_and_arguments() {
-    let rig = Rig::start();
+    named_changes(&Rig::start());
+}
+
+#[test]
+fn the_same_with_kernel_objects_copied_by_helpers() {
+    named_changes(&Rig::with_helper_reads());
+    descriptor_changes(&Rig::with_helper_reads());
+}
+
+/// Rename, mkdir, rmdir, chmod, chown, truncate, link, symlink and unlink
+/// by name: each once, in order, with its paths and arguments.
+fn named_changes(rig: &Rig) {
     let (_dir, dir) = canonical_tempdir();
     let p = |name: &str| dir.join(name);
     std::fs::write(p("a"), b"0123456789").unwrap();
@@ -75,7 +86,7 @@ fn each_named_change_arrives_once_with_its_paths_and_arguments() {
     std::fs::remove_file(p("c")).unwrap();
     std::fs::remove_file(p("s")).unwrap();
 
-    let events = settled_file_events(&rig, &dir);
+    let events = settled_file_events(rig, &dir);
     let s = |x: &str| x.to_owned();
     let at = |name: &str| p(name).to_str().unwrap().to_owned();
     assert_eq!(
@@ -111,7 +122,11 @@ fn each_named_change_arrives_once_with_its_paths_and_arguments() {
 
 #[test]
 fn changes_through_descriptors_describe_the_file_itself() {
-    let rig = Rig::start();
+    descriptor_changes(&Rig::start());
+}
+
+/// fchmod, fchown and ftruncate of a created file: each describes the file.
+fn descriptor_changes(rig: &Rig) {
     let (_dir, dir) = canonical_tempdir();
     let target = dir.join("f");
     let file = std::fs::File::create(&target).unwrap();
@@ -121,7 +136,7 @@ fn changes_through_descriptors_describe_the_file_itself() {
     file.set_len(5).unwrap();
     drop(file);
 
-    let events = settled_file_events(&rig, &dir);
+    let events = settled_file_events(rig, &dir);
     let path = target.to_str().unwrap();
     let ops: Vec<_> = ops_and_paths(&events)
         .into_iter()

@@ -48,8 +48,7 @@ fn ends(e: &Value) -> (String, u64, String, u64) {
 
 /// Connects to a listener on `ip`, exchanges 5 bytes one way and 7 the
 /// other, closes both ends, and checks connect, accept and both closes.
-fn connect_accept_and_close(ip: &str, family: u64) {
-    let rig = Rig::start();
+fn connect_accept_and_close(rig: &Rig, ip: &str, family: u64) {
     let listener = TcpListener::bind((ip, 0)).unwrap();
     let server_port = listener.local_addr().unwrap().port();
     let mut client = TcpStream::connect(listener.local_addr().unwrap()).unwrap();
@@ -65,7 +64,7 @@ fn connect_accept_and_close(ip: &str, family: u64) {
     drop(client);
     drop(accepted);
 
-    let connect = &network_events(&rig, "CONNECT", server_port, 1)[0];
+    let connect = &network_events(rig, "CONNECT", server_port, 1)[0];
     assert_eq!(
         ends(connect),
         (
@@ -84,7 +83,7 @@ fn connect_accept_and_close(ip: &str, family: u64) {
         u64::from(std::process::id())
     );
 
-    let accept = &network_events(&rig, "ACCEPT", server_port, 1)[0];
+    let accept = &network_events(rig, "ACCEPT", server_port, 1)[0];
     assert_eq!(
         ends(accept),
         (
@@ -96,7 +95,7 @@ fn connect_accept_and_close(ip: &str, family: u64) {
     );
     assert_eq!(accept.u64_at("/network/socket_inode"), accepted_ino);
 
-    let listen = &network_events(&rig, "LISTEN", server_port, 1)[0];
+    let listen = &network_events(rig, "LISTEN", server_port, 1)[0];
     assert_eq!(
         ends(listen),
         (ip.to_owned(), server_port.into(), String::new(), 0)
@@ -104,7 +103,7 @@ fn connect_accept_and_close(ip: &str, family: u64) {
 
     // Both ends close once each side sent its FIN; each close counts the
     // peer's FIN as one received byte, as the kernel does.
-    let closes = network_events(&rig, "CLOSE", client_port, 2);
+    let closes = network_events(rig, "CLOSE", client_port, 2);
     let by_inode = |ino: u64| {
         closes
             .iter()
@@ -132,12 +131,17 @@ fn connect_accept_and_close(ip: &str, family: u64) {
 
 #[test]
 fn a_tcp_connection_on_ipv4_loopback_is_seen_from_both_ends() {
-    connect_accept_and_close("127.0.0.1", 2);
+    connect_accept_and_close(&Rig::start(), "127.0.0.1", 2);
+}
+
+#[test]
+fn the_same_with_kernel_objects_copied_by_helpers() {
+    connect_accept_and_close(&Rig::with_helper_reads(), "127.0.0.1", 2);
 }
 
 #[test]
 fn a_tcp_connection_on_ipv6_loopback_is_seen_from_both_ends() {
-    connect_accept_and_close("::1", 10);
+    connect_accept_and_close(&Rig::start(), "::1", 10);
 }
 
 #[test]

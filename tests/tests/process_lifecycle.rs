@@ -22,7 +22,17 @@ fn exec_and_exit(rig: &Rig, pid: u32) -> (Value, Value) {
 
 #[test]
 fn a_shell_runs_echo_both_execs_arrive_and_echos_parent_is_the_shell() {
-    let rig = Rig::start();
+    shell_runs_echo(&Rig::start());
+}
+
+#[test]
+fn the_same_with_kernel_objects_copied_by_helpers() {
+    shell_runs_echo(&Rig::with_helper_reads());
+}
+
+/// sh -c "/bin/echo hello world": both execs with their argv, exe, cwd and
+/// parents, both exits, and the tree from init down to echo.
+fn shell_runs_echo(rig: &Rig) {
     let sh = Command::new("/bin/sh")
         .args(["-c", "/bin/echo hello world"])
         .stdout(std::process::Stdio::piped())
@@ -32,7 +42,7 @@ fn a_shell_runs_echo_both_execs_arrive_and_echos_parent_is_the_shell() {
     let out = sh.wait_with_output().unwrap();
     assert!(out.status.success());
     assert_eq!(out.stdout, b"hello world\n");
-    let (sh_exec, sh_exit) = exec_and_exit(&rig, sh_pid);
+    let (sh_exec, sh_exit) = exec_and_exit(rig, sh_pid);
     assert_eq!(
         sh_exec.u64_at("/process/ppid"),
         u64::from(std::process::id())
@@ -62,7 +72,7 @@ fn a_shell_runs_echo_both_execs_arrive_and_echos_parent_is_the_shell() {
     );
 
     let echo_pid = u32::try_from(echo_exec.u64_at("/process/pid")).unwrap();
-    let (_, echo_exit) = exec_and_exit(&rig, echo_pid);
+    let (_, echo_exit) = exec_and_exit(rig, echo_pid);
     for exit in [&sh_exit, &echo_exit] {
         assert_eq!(exit["exit"]["exit_code"], 0);
         assert_eq!(exit["exit"]["signal"], 0);

@@ -120,6 +120,7 @@ pub(super) fn run(settings: Settings, stop: Arc<AtomicBool>) -> Result<()> {
             open_repeat_window_ms: cfg.files.open_repeat_window_ms,
             ignored_mounts: mounts::host_ignored_mount_ids(&cfg.files.ignore_prefixes),
             dns_ports: cfg.network.dns_ports.clone(),
+            direct_kernel_reads: cfg.capture.direct_kernel_reads,
         },
         &settings.btf,
     )?;
