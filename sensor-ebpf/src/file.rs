@@ -22,9 +22,9 @@ use sensor_common::{
 
 use crate::kernel::{
     FileWindow, InodeWindow, RET, arg, config, config_for_others, count, current_task_btf,
-    file_of_fd, forget_result, header, is_own, koff, leader_start_boottime, on_ignored_mount,
-    output_prefix, read, record, regs_syscall_arg, remember_result, send_result, syscall_spec,
-    task_info, task_regs, task_tgid, walk_path,
+    file_of_fd, header, is_own, koff, leader_start_boottime, on_ignored_mount, output_prefix, read,
+    record, regs_syscall_arg, send_result, syscall_spec, task_info, task_regs, task_tgid,
+    walk_path,
 };
 
 const O_ACCMODE: u32 = 0o3;
@@ -292,13 +292,12 @@ pub fn sys_exit_open(ctx: TracePointContext) -> u32 {
     let ret: i64 = record(&ctx, RET);
     if ret < 0 {
         // Completes the named record sys_enter_named took when failures
-        // are reported; nothing otherwise.
-        send_result(ret);
+        // are reported. (After a success, the open's own record below
+        // replaces the named one in userspace.)
+        if cfg.report_failed != 0 {
+            send_result(task, ret);
+        }
         return 0;
-    }
-    if cfg.report_failed != 0 {
-        // The open succeeded: its own record below replaces the named one.
-        forget_result();
     }
     let tgid = task_tgid(task);
     if is_own(cfg, tgid) {
@@ -429,8 +428,6 @@ pub fn sys_enter_fd_change(ctx: TracePointContext) -> u32 {
         ev.length = regs_syscall_arg(regs, spec.length);
     }
     ev.path_flags |= path_flags::AWAIT_RESULT;
-    if submit(ev) {
-        remember_result();
-    }
+    submit(ev);
     0
 }

@@ -25,7 +25,7 @@ use crate::file::writes;
 use crate::kernel::{
     FileWindow, PathRef, RET, config, config_for_others, current_regs, current_task_btf,
     current_task_info, field, file_of_fd, header, koff, on_ignored_mount, output_prefix, record,
-    regs_syscall_arg, remember_result, send_result, syscall_spec, walk_path,
+    regs_syscall_arg, send_result, syscall_spec, walk_path,
 };
 
 const AT_FDCWD: i64 = -100;
@@ -204,9 +204,7 @@ fn named_enter(n: &Named) -> u32 {
     ev.length = n.length;
     let size = NAMED_FIXED_LEN + (used & (NAMED_DATA - 1));
     ev.header = header(kind::FILE_NAMED, size);
-    if output_prefix(ev, size, kind::FILE_NAMED) {
-        remember_result();
-    }
+    output_prefix(ev, size, kind::FILE_NAMED);
     0
 }
 
@@ -267,6 +265,6 @@ pub fn sys_enter_named(ctx: TracePointContext) -> u32 {
 /// Attached to the exit of every syscall whose entry may have sent a record.
 #[tracepoint]
 pub fn sys_exit_result(ctx: TracePointContext) -> u32 {
-    send_result(record(&ctx, RET));
+    send_result(current_task_btf(), record(&ctx, RET));
     0
 }

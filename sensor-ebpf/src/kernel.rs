@@ -10,7 +10,7 @@ use core::{
 use aya_ebpf::{
     EbpfContext,
     helpers::{
-        bpf_get_current_pid_tgid, bpf_probe_read_kernel,
+        bpf_probe_read_kernel,
         generated::{
             bpf_get_current_task_btf, bpf_ktime_get_boot_ns,
             bpf_probe_read_kernel as bpf_probe_read_kernel_buf, bpf_probe_read_kernel_str,
@@ -18,7 +18,7 @@ use aya_ebpf::{
         },
     },
     macros::map,
-    maps::{Array, HashMap, LruHashMap, PerCpuArray, RingBuf},
+    maps::{Array, HashMap, PerCpuArray, RingBuf},
     programs::TracePointContext,
 };
 use sensor_common::{
@@ -280,36 +280,22 @@ pub fn output_prefix<T>(record: &mut T, size: usize, record_kind: u32) -> bool {
     rc == 0
 }
 
-/// Threads inside a syscall whose entry produced a record; their exit sends
-/// a `ResultEvent`. Bounded: an entry whose exit never comes is overwritten
-/// by the thread's next syscall or evicted.
-#[map]
-static AWAITING_RESULT: LruHashMap<u64, u8> = LruHashMap::with_max_entries(16_384, 0);
-
-/// Marks the current thread's syscall as reported at entry.
+/// At the exit of a syscall whose entry may have sent a record (a named
+/// change, an fd change, a failed open when failures are reported): sends
+/// its result, unless the sensor's own tree made it. Userspace joins it to
+/// the thread's waiting record and drops it when there is none (the entry
+/// was filtered out). Sent unconditionally: remembering the reported
+/// entries cost a hash update at the entry and a lookup and a delete here,
+/// more than the whole floor program, for every such syscall.
 #[inline(always)]
-pub fn remember_result() {
-    let _ = AWAITING_RESULT.insert(&bpf_get_current_pid_tgid(), &1, 0);
-}
-
-/// Drops the current thread's mark: its syscall's exit reports otherwise.
-#[inline(always)]
-pub fn forget_result() {
-    let _ = AWAITING_RESULT.remove(&bpf_get_current_pid_tgid());
-}
-
-/// At a syscall's exit: sends its result if its entry was reported.
-#[inline(always)]
-pub fn send_result(ret: i64) {
-    let pid_tgid = bpf_get_current_pid_tgid();
-    // SAFETY: plain integer key; the value is not kept.
-    if unsafe { AWAITING_RESULT.get(&pid_tgid) }.is_none() {
+pub fn send_result(task: *const u8, ret: i64) {
+    let Some(cfg) = config() else { return };
+    if is_own(cfg, task_tgid(task)) {
         return;
     }
-    let _ = AWAITING_RESULT.remove(&pid_tgid);
     let mut ev = ResultEvent {
         header: header(kind::RESULT, core::mem::size_of::<ResultEvent>()),
-        tid: pid_tgid as u32,
+        tid: field(task, koff!(task_pid)).unwrap_or(0),
         _pad0: 0,
         ret,
     };

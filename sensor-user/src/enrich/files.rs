@@ -83,7 +83,9 @@ impl FileFilter {
     }
 
     /// A syscall's result: the completed record, unless it failed and
-    /// failures are not reported.
+    /// failures are not reported. The kernel sends the result of every
+    /// syscall it hooks for one (`send_result` in sensor-ebpf); one with no
+    /// waiting record had its entry filtered out there and is let go.
     pub fn result(&mut self, r: SyscallResult, stats: &Stats) -> Option<File> {
         let mut f = self.pending.remove(&r.tid)?;
         f.result = r.ret;

@@ -82,7 +82,7 @@ enum Cmd {
         #[arg(long, default_value_t = 8 << 20)]
         ring_bytes: u32,
     },
-    /// Run one workload alone (0-4, in the report's order) for some seconds,
+    /// Run one workload alone (0-5, in the report's order) for some seconds,
     /// e.g. to profile a sensor started by hand.
     Workload {
         index: usize,
@@ -153,27 +153,29 @@ enum Mode {
     Auditd,
 }
 
-const WORKLOADS: [&str; 5] = [
+const WORKLOADS: [&str; 6] = [
     "open/write/close (tmpfs)",
     "TCP connect+accept (loopback)",
     "exec /bin/true, 100/s",
     "exec /bin/true, 1600/s",
     "exec /bin/true, as fast as possible",
+    "rename, chmod, bind+listen (tmpfs, loopback)",
 ];
 
 /// The auditd rule key each workload's events must show up under.
-const AUDIT_KEYS: [&str; 5] = [
+const AUDIT_KEYS: [&str; 6] = [
     "bench-open",
     "bench-net",
     "bench-exec",
     "bench-exec",
     "bench-exec",
+    "bench-file",
 ];
 
 /// How long workload `i` runs.
 fn workload_time(i: usize, d: &Durations) -> Duration {
     match i {
-        0 | 1 => d.loop_time,
+        0 | 1 | 5 => d.loop_time,
         2 | 3 => d.rate_time,
         _ => d.exec_time,
     }
@@ -186,7 +188,8 @@ fn run_workload(i: usize, time: Duration) -> Result<Run> {
         1 => workload::tcp_connect(time),
         2 => workload::exec_loop(Some(100), time),
         3 => workload::exec_loop(Some(1600), time),
-        _ => workload::exec_loop(None, time),
+        4 => workload::exec_loop(None, time),
+        _ => workload::renames_and_listens(&Scratch::new("changes")?, time),
     }
 }
 

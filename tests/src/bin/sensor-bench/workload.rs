@@ -105,6 +105,36 @@ pub fn open_write_close(scratch: &Scratch, time: Duration) -> Result<Run> {
     })
 }
 
+/// The rarer hooks, in one loop: each iteration renames a tmpfs file there
+/// and back, changes its mode, and binds and listens on a fresh loopback
+/// socket (TcpListener::bind: socket, bind, listen, close). Without it those
+/// programs ran once per benchmark and their cost was one cold run.
+pub fn renames_and_listens(scratch: &Scratch, time: Duration) -> Result<Run> {
+    let a = scratch.0.join("a");
+    std::fs::write(&a, b"x").with_context(|| format!("creating {}", a.display()))?;
+    let (a, b) = (c_path(&a)?, c_path(&scratch.0.join("b"))?);
+    measure(|| {
+        let start = Instant::now();
+        let mut n = 0u64;
+        while start.elapsed() < time {
+            for i in 0..64 {
+                // SAFETY: valid NUL-terminated paths.
+                let rc = unsafe {
+                    libc::rename(a.as_ptr(), b.as_ptr())
+                        | libc::rename(b.as_ptr(), a.as_ptr())
+                        | libc::chmod(a.as_ptr(), if i % 2 == 0 { 0o600 } else { 0o644 })
+                };
+                if rc != 0 {
+                    bail!("rename/chmod: {}", std::io::Error::last_os_error());
+                }
+                drop(TcpListener::bind("127.0.0.1:0").context("listening on loopback")?);
+            }
+            n += 64;
+        }
+        Ok(n)
+    })
+}
+
 /// TCP connect to a loopback listener that accepts and closes first (so the
 /// TIME_WAIT stays on the server side and client ports never run out).
 pub fn tcp_connect(time: Duration) -> Result<Run> {
