@@ -497,9 +497,10 @@ impl Report {
              table, file, inode, socket and sock: cache lines the floor never touches) and 30% \
              the LRU hash update that remembers the connection for its close; for an exec, one \
              string copy per path component of the exe and the cwd and the argv copy from user \
-             memory; a named change copies the caller's path from user memory and remembers \
-             the syscall for its result (a hash update, then a lookup and a delete at the exit). \
-             bind and listen ran once each: their ratios are one cold run."
+             memory; for a named change, the copy of the caller's path from user memory and the \
+             record of its paths. The result of a hooked syscall is sent at every exit \
+             (userspace drops those whose entry it never saw): remembering reported entries in \
+             a hash map cost more than the floor."
         );
 
         let _ = writeln!(
