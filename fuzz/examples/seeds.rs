@@ -181,6 +181,7 @@ fn net(op: u32, protocol: u32, a: SockAddrs, result: i64) -> Vec<u8> {
         sock_ino: 88_123,
         bytes_sent: 517,
         bytes_received: 4_380,
+        sk: 0xffff_8880_1234_5000,
     })
 }
 

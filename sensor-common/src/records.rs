@@ -338,6 +338,10 @@ pub struct NetEvent {
     pub sock_ino: u64,
     pub bytes_sent: u64,
     pub bytes_received: u64,
+    /// The `struct sock`'s address: joins a close to the connect or accept
+    /// it ends (userspace keeps who owned the connection). It never leaves
+    /// the sensor.
+    pub sk: u64,
 }
 
 /// A DNS message a process sent or received, copied (bounded) from the
@@ -391,7 +395,7 @@ const _: () = assert!(2 * (NAME_BUF + PATH_BUF) <= NAMED_DATA);
 const _: () = assert!(PATH_BUF + NAME_READ <= NAMED_SLACK && NAME_BUF <= NAMED_SLACK);
 const _: () = assert!(size_of::<ResultEvent>() == 32);
 const _: () = assert!(size_of::<SockAddrs>() == 40);
-const _: () = assert!(size_of::<NetEvent>() == 168);
+const _: () = assert!(size_of::<NetEvent>() == 176);
 const _: () = assert!(DNS_FIXED_LEN == 152);
 const _: () = assert!(size_of::<DnsPacket>() == DNS_FIXED_LEN + DNS_BUF);
 const _: () = assert!(NAMED_DATA.is_power_of_two() && NAME_BUF.is_power_of_two());

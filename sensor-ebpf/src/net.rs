@@ -11,15 +11,17 @@
 //!   here in a bounded LRU so a stream of datagrams is one event.
 //! - DNS: a send to a DNS port copies the message at entry; a receive from a
 //!   DNS port copies it at exit, once the kernel wrote it. Userspace parses.
-//! - close: `inet_sock_set_state` to `TCP_CLOSE`, only for connections this
-//!   file reported (their process context is kept from then, because the
-//!   state change often runs in softirq context, on behalf of nobody).
+//! - close: `inet_sock_set_state` to `TCP_CLOSE` of any TCP socket, with its
+//!   `struct sock` address and byte counts only. Userspace joins it to the
+//!   connect or accept of the same socket, which it reported with who owned
+//!   it (the state change often runs in softirq context, on behalf of
+//!   nobody), and drops the closes of connections it never reported.
+//!   Keeping the owners here took a hash update per connect and accept:
+//!   a third of those programs' cost.
 //!
 //! The sensor's own sockets are never reported; the local endpoints of its
 //! connections are remembered so that their accept on a collector running on
 //! this host is not reported either.
-
-use core::ptr::null;
 
 use aya_ebpf::{
     helpers::{bpf_probe_read_user, generated::bpf_probe_read_user as probe_read_user_buf},
@@ -28,8 +30,7 @@ use aya_ebpf::{
     programs::{RawTracePointContext, TracePointContext},
 };
 use sensor_common::{
-    Config, DNS_BUF, DNS_FIXED_LEN, DnsPacket, NetEvent, SockAddrs, TaskInfo, dns_direction, kind,
-    net_op,
+    Config, DNS_BUF, DNS_FIXED_LEN, DnsPacket, NetEvent, SockAddrs, dns_direction, kind, net_op,
 };
 
 use crate::kernel::{
@@ -112,16 +113,6 @@ struct Pending {
     addr: u64,
 }
 
-/// A reported connection, until it closes: who owned it, and its ends
-/// (the kernel releases the local port before the close is traced).
-#[derive(Clone, Copy)]
-#[repr(C)]
-struct Owner {
-    task: TaskInfo,
-    ino: u64,
-    addrs: SockAddrs,
-}
-
 /// (socket inode, peer) pairs a UDP send was reported for.
 #[derive(Clone, Copy)]
 #[repr(C)]
@@ -134,10 +125,6 @@ struct UdpPeerKey {
 /// the syscall) is evicted rather than leaked.
 #[map]
 static NET_PENDING: LruHashMap<u64, Pending> = LruHashMap::with_max_entries(16_384, 0);
-
-/// `struct sock` address -> owner of a connection reported as connect or accept.
-#[map]
-static NET_OWNERS: LruHashMap<u64, Owner> = LruHashMap::with_max_entries(16_384, 0);
 
 /// UDP (socket, peer) pairs already reported; eviction only means a peer is
 /// reported once more.
@@ -345,24 +332,13 @@ fn pending(call: u32, sock: Sock, peer: Peer) -> Pending {
     }
 }
 
-/// Sends a network record: of `owner`, or else of `task` (the current
-/// task's BTF pointer).
+/// Sends a network record of `task` (the current task's BTF pointer).
 #[inline(always)]
-fn emit(
-    task: *const u8,
-    owner: Option<&TaskInfo>,
-    op: u32,
-    sock: &Sock,
-    addrs: &SockAddrs,
-    result: i64,
-) -> Option<()> {
+fn emit(task: *const u8, op: u32, sock: &Sock, addrs: &SockAddrs, result: i64) -> Option<()> {
     let ev = NET_SCRATCH.get_ptr_mut(0)?;
     // SAFETY: per-CPU scratch owned by this program run.
     let ev = unsafe { &mut *ev };
-    ev.task = match owner {
-        Some(t) => *t,
-        None => task_info(task),
-    };
+    ev.task = task_info(task);
     ev.op = op;
     ev.protocol = u32::from(sock.protocol);
     ev.addrs = *addrs;
@@ -370,28 +346,11 @@ fn emit(
     ev.sock_ino = sock.ino;
     ev.bytes_sent = 0;
     ev.bytes_received = 0;
-    if op == net_op::CLOSE {
-        ev.bytes_sent = read(sock.sk, koff!(tcp_bytes_sent)).unwrap_or(0);
-        ev.bytes_received = read(sock.sk, koff!(tcp_bytes_received)).unwrap_or(0);
-    }
+    ev.sk = sock.sk;
     let size = core::mem::size_of::<NetEvent>();
     ev.header = header(kind::NET, size);
     output_prefix(ev, size, kind::NET);
     Some(())
-}
-
-/// Keeps who owns a reported connection, and its ends, for its close:
-/// the task `emit` just put in the scratch record, not read twice.
-#[inline(always)]
-fn track(sock: &Sock, addrs: &SockAddrs) -> Option<()> {
-    let ev = NET_SCRATCH.get_ptr(0)?;
-    let owner = Owner {
-        // SAFETY: per-CPU scratch owned by this program run.
-        task: unsafe { (*ev).task },
-        ino: sock.ino,
-        addrs: *addrs,
-    };
-    NET_OWNERS.insert(sock.sk, owner, 0).ok()
 }
 
 /// Copies up to `DNS_BUF` of the `len` bytes at `buf` (a message of
@@ -477,11 +436,7 @@ fn try_exit_connect(ctx: &TracePointContext) -> Option<()> {
     if addrs.remote_port == 0 {
         asked_peer(&mut addrs, regs_syscall_arg(regs, 1), sock.family)?;
     }
-    emit(task, None, net_op::CONNECT, &sock, &addrs, ret)?;
-    if connecting {
-        let _ = track(&sock, &addrs);
-    }
-    Some(())
+    emit(task, net_op::CONNECT, &sock, &addrs, ret)
 }
 
 /// A failed connect disconnects the socket: its report carries what was
@@ -520,8 +475,7 @@ fn exit_accept(ctx: &TracePointContext) -> Option<()> {
         // The other end is the sensor (its collector runs on this host).
         return None;
     }
-    emit(task, None, net_op::ACCEPT, &sock, &addrs, 0)?;
-    track(&sock, &addrs)
+    emit(task, net_op::ACCEPT, &sock, &addrs, 0)
 }
 
 #[tracepoint(category = "syscalls", name = "sys_exit_accept")]
@@ -556,7 +510,7 @@ fn exit_on_fd(ctx: &TracePointContext, op: u32) -> Option<()> {
         return None;
     }
     let addrs = sock_addrs(&sock);
-    emit(task, None, op, &sock, &addrs, 0)
+    emit(task, op, &sock, &addrs, 0)
 }
 
 /// `bind(int fd, struct sockaddr *umyaddr, int addrlen)`
@@ -738,7 +692,7 @@ fn exit_send(ctx: &TracePointContext) -> Option<()> {
     let mut addrs = sock_addrs(&p.sock);
     addrs.remote_port = p.peer.port;
     addrs.remote_addr = p.peer.addr;
-    emit(task, None, net_op::UDP_SEND, &p.sock, &addrs, 0)
+    emit(task, net_op::UDP_SEND, &p.sock, &addrs, 0)
 }
 
 #[tracepoint(category = "syscalls", name = "sys_exit_sendto")]
@@ -862,8 +816,8 @@ pub fn sys_exit_recvmsg(ctx: TracePointContext) -> u32 {
 
 /// `TP_PROTO(const struct sock *sk, const int oldstate, const int newstate)`
 /// (include/trace/events/sock.h), traced by `inet_sk_state_store` after
-/// `tcp_set_state` released the local port: the ends come from the connect
-/// or accept; the byte counters are final.
+/// `tcp_set_state` released the local port: the ends and the owner come from
+/// the connect or accept, joined in userspace; the byte counters are final.
 #[raw_tracepoint(tracepoint = "inet_sock_set_state")]
 pub fn inet_sock_set_state(ctx: RawTracePointContext) -> u32 {
     let _ = try_set_state(&ctx);
@@ -877,16 +831,31 @@ fn try_set_state(ctx: &RawTracePointContext) -> Option<()> {
         return None;
     }
     let sk: u64 = ctx.arg(0);
-    // SAFETY: plain key; the value is copied out at once.
-    let owner = unsafe { NET_OWNERS.get(&sk) }.copied()?;
-    let _ = NET_OWNERS.remove(&sk);
-    let sock = sock_at(sk, owner.ino)?;
-    emit(
-        null(),
-        Some(&owner.task),
-        net_op::CLOSE,
-        &sock,
-        &owner.addrs,
-        0,
-    )
+    let sock = sock_at(sk, 0)?;
+    if sock.protocol != IPPROTO_TCP {
+        return None;
+    }
+    let ev = NET_SCRATCH.get_ptr_mut(0)?;
+    // SAFETY: per-CPU scratch owned by this program run.
+    let ev = unsafe { &mut *ev };
+    // SAFETY: plain integers; nobody's task (see above).
+    unsafe { core::ptr::write_bytes(&raw mut ev.task, 0, 1) };
+    ev.op = net_op::CLOSE;
+    ev.protocol = u32::from(IPPROTO_TCP);
+    ev.addrs = SockAddrs {
+        family: u32::from(sock.family),
+        local_port: 0,
+        remote_port: 0,
+        local_addr: [0; 16],
+        remote_addr: [0; 16],
+    };
+    ev.result = 0;
+    ev.sock_ino = 0;
+    ev.bytes_sent = read(sk, koff!(tcp_bytes_sent)).unwrap_or(0);
+    ev.bytes_received = read(sk, koff!(tcp_bytes_received)).unwrap_or(0);
+    ev.sk = sk;
+    let size = core::mem::size_of::<NetEvent>();
+    ev.header = header(kind::NET, size);
+    output_prefix(ev, size, kind::NET);
+    Some(())
 }

@@ -43,7 +43,7 @@ pub enum DecodeError {
 }
 
 /// The task fields every record carries, in userspace types.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Task {
     pub start_boottime_ns: u64,
     pub cgroup_id: u64,

@@ -36,6 +36,8 @@ counters! {
     file_ignored => ("enrich", "file_ignored_prefix", false),
     file_failed => ("enrich", "file_failed_not_reported", false),
     file_result_lost => ("enrich", "file_result_lost", true),
+    close_unreported => ("enrich", "tcp_close_not_reported", false),
+    connections_forgotten => ("enrich", "tcp_connections_forgotten", true),
     encoded => ("encode", "events", false),
     spool_dropped => ("spool", "full_dropped", true),
     spool_corrupt => ("spool", "corrupt_segments_repaired", false),

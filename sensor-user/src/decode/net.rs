@@ -23,6 +23,9 @@ pub struct Net {
     pub sock_ino: u64,
     pub bytes_sent: u64,
     pub bytes_received: u64,
+    /// The kernel's `struct sock` address (`NetEvent::sk`): joins a close
+    /// to its connect or accept (`enrich::connections`).
+    pub sk: u64,
 }
 
 /// A DNS message a process sent or received.
@@ -60,6 +63,7 @@ pub(super) fn decode_net(bytes: &[u8], header: &Header) -> Result<Net, DecodeErr
         sock_ino: ev.sock_ino,
         bytes_sent: ev.bytes_sent,
         bytes_received: ev.bytes_received,
+        sk: ev.sk,
     })
 }
 
@@ -119,6 +123,7 @@ mod tests {
             sock_ino: 77,
             bytes_sent: 0,
             bytes_received: 0,
+            sk: 0xffff_8880_0000_1000,
         }
     }
 

@@ -7,6 +7,7 @@
 //! should an exit ever be lost.
 
 pub mod cgroups;
+pub mod connections;
 pub mod files;
 pub mod identity;
 pub mod net;
@@ -80,6 +81,7 @@ pub struct Enricher {
     users: Users,
     cgroups: Cgroups,
     files: FileFilter,
+    connections: connections::Connections,
 }
 
 fn lossy(bytes: &[u8]) -> String {
@@ -130,6 +132,7 @@ impl Enricher {
         Self {
             users: Users::new(&cfg.passwd),
             files: FileFilter::new(&cfg.ignore_prefixes, cfg.report_failed),
+            connections: connections::Connections::default(),
             cgroups: Cgroups::new(&cfg.cgroup_root),
             cfg,
             host,
@@ -434,7 +437,10 @@ impl Enricher {
                 let ready = self.files.result(r, &self.stats)?;
                 Some(self.file(ready))
             }
-            Record::Net(n) => Some(self.net(n)),
+            Record::Net(n) => {
+                let reported = self.connections.record(n, &self.stats)?;
+                Some(self.net(reported))
+            }
             Record::Dns(d) => Some(self.dns(d)),
         }
     }

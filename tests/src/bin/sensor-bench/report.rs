@@ -493,9 +493,10 @@ impl Report {
              descriptor's `struct file`, its inode, a socket, a dentry, a mount, a raw \
              tracepoint's argument) through the `bpf_rdonly_cast` kfunc where the kernel has it \
              (Linux 6.17+; older kernels copy each object's head with one helper call). What \
-             remains is, for a connect, about 40% the program's own loads (the descriptor \
-             table, file, inode, socket and sock: cache lines the floor never touches) and 30% \
-             the LRU hash update that remembers the connection for its close; for an exec, one \
+             remains is, for a connect or an accept, mostly the program's own loads (the \
+             descriptor table, file, inode, socket and sock: cache lines the floor never \
+             touches; each close is joined to its connect or accept in userspace, where an LRU \
+             hash update per connection here cost a third of those programs); for an exec, one \
              string copy per path component of the exe and the cwd and the argv copy from user \
              memory; for a named change, the copy of the caller's path from user memory and the \
              record of its paths. The result of a hooked syscall is sent at every exit \
