@@ -335,7 +335,8 @@ fn kernel_mem(addr: u64) -> *const u8 {
 }
 
 /// Reads a `T` at `base + off`; `None` for a null base or a field the running
-/// kernel does not have.
+/// kernel does not have. An unreadable address is `None` with the helper
+/// and zeros with plain loads: callers treat both as "nothing there".
 #[inline(always)]
 pub fn read<T>(base: u64, off: u32) -> Option<T> {
     if base == 0 || off == OFFSET_MISSING {
