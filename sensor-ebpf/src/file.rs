@@ -398,13 +398,13 @@ pub fn sys_enter_write(ctx: TracePointContext) -> u32 {
 /// the result follows from the exit.
 #[tracepoint]
 pub fn sys_enter_fd_change(ctx: TracePointContext) -> u32 {
-    if config_for_others().is_none() {
+    let task = current_task_btf();
+    if config_for_others(task).is_none() {
         return 0;
     }
     let Some(spec) = syscall_spec(&ctx) else {
         return 0;
     };
-    let task = current_task_btf();
     let regs = task_regs(task);
     let Some(file) = FileWindow::of(file_of_fd(task, regs_syscall_arg(regs, spec.dfd1))) else {
         return 0;

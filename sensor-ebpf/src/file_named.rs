@@ -23,9 +23,9 @@ use sensor_common::{
 
 use crate::file::writes;
 use crate::kernel::{
-    FileWindow, PathRef, RET, config, config_for_others, current_regs, current_task_btf,
-    current_task_info, field, file_of_fd, header, koff, on_ignored_mount, output_prefix, record,
-    regs_syscall_arg, send_result, syscall_spec, walk_path,
+    FileWindow, PathRef, RET, config, config_for_others, current_task_btf, field, file_of_fd,
+    header, koff, on_ignored_mount, output_prefix, record, regs_syscall_arg, send_result,
+    syscall_spec, task_info, task_regs, walk_path,
 };
 
 const AT_FDCWD: i64 = -100;
@@ -94,9 +94,15 @@ fn stored(len: *mut u32, mask: usize) -> usize {
 
 /// Copies the name at `start` and, for a relative name, walks its base right
 /// after it, keeping lengths and flags in the record. `false` when the base
-/// lies on an ignored mount.
+/// lies on an ignored mount. `task` is the current task's BTF pointer.
 #[inline(always)]
-fn path_area(path: PathArg, ev: *mut FileNamedEvent, start: usize, slots: Slots) -> bool {
+fn path_area(
+    task: *const u8,
+    path: PathArg,
+    ev: *mut FileNamedEvent,
+    start: usize,
+    slots: Slots,
+) -> bool {
     // SAFETY: `ev` is the per-CPU scratch record owned by this run.
     let data = unsafe { (*ev).data.as_mut_ptr() };
     let pos = start & (NAMED_DATA - 1);
@@ -125,7 +131,6 @@ fn path_area(path: PathArg, ev: *mut FileNamedEvent, start: usize, slots: Slots)
     if flags & named_flags::NO_BASE != 0 {
         return true;
     }
-    let task = current_task_btf();
     let base = if path.dfd == AT_FDCWD {
         let fs: *const u8 = field(task, koff!(task_fs)).unwrap_or(null());
         PathRef::in_btf(fs, koff!(fs_pwd))
@@ -152,8 +157,8 @@ fn path_area(path: PathArg, ev: *mut FileNamedEvent, start: usize, slots: Slots)
 }
 
 #[inline(always)]
-fn named_enter(n: &Named) -> u32 {
-    if config_for_others().is_none() {
+fn named_enter(task: *const u8, n: &Named) -> u32 {
+    if config_for_others(task).is_none() {
         return 0;
     }
     let Some(ev) = NAMED_SCRATCH.get_ptr_mut(0) else {
@@ -177,12 +182,12 @@ fn named_enter(n: &Named) -> u32 {
             shift: named_flags::SECOND,
         }
     };
-    if !path_area(n.first, ev, 0, first) {
+    if !path_area(task, n.first, ev, 0, first) {
         return 0;
     }
     let mut used = stored(first.name_len, NAME_BUF * 2 - 1) + stored(first.base_len, PATH_BUF - 1);
     if let Some(path) = n.second {
-        if !path_area(path, ev, used, second) {
+        if !path_area(task, path, ev, used, second) {
             return 0;
         }
         used += stored(second.name_len, NAME_BUF * 2 - 1) + stored(second.base_len, PATH_BUF - 1);
@@ -195,7 +200,7 @@ fn named_enter(n: &Named) -> u32 {
     }
     // SAFETY: per-CPU scratch owned by this program run.
     let ev = unsafe { &mut *ev };
-    ev.task = current_task_info();
+    ev.task = task_info(task);
     ev.op = n.op;
     ev.op_flags = n.op_flags;
     ev.mode = n.mode;
@@ -231,7 +236,8 @@ pub fn sys_enter_named(ctx: TracePointContext) -> u32 {
     let Some(spec) = syscall_spec(&ctx) else {
         return 0;
     };
-    let regs = current_regs();
+    let task = current_task_btf();
+    let regs = task_regs(task);
     let opt = |i: u8| (i != spec_arg::NONE).then(|| regs_syscall_arg(regs, i));
     let op_flags = opt(spec.flags).unwrap_or(0);
     if spec.op == file_op::OPEN_WRITE {
@@ -259,7 +265,7 @@ pub fn sys_enter_named(ctx: TracePointContext) -> u32 {
         n.gid = regs_syscall_arg(regs, spec.uid + 1) as u32;
     }
     n.length = opt(spec.length).unwrap_or(0);
-    named_enter(&n)
+    named_enter(task, &n)
 }
 
 /// Attached to the exit of every syscall whose entry may have sent a record.

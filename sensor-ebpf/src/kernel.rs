@@ -90,22 +90,18 @@ pub fn syscall_spec(ctx: &TracePointContext) -> Option<SyscallSpec> {
 /// only. Programs that pick arguments by a spec's index read them here, not
 /// from their record: loading the record at an argument a syscall lacks
 /// would make the kernel refuse to attach the program to that syscall's
-/// tracepoint (perf_event_set_bpf_prog: max_ctx_offset). (The pt_regs pointer at the head of a syscall tracepoint's record is
-/// no use at exit: in current kernels perf_call_bpf_exit() in
-/// kernel/trace/trace_syscalls.c passes the tracer's own registers there.)
-#[inline(always)]
-pub fn current_regs() -> u64 {
-    task_regs(current_task_btf())
-}
-
-/// `current_regs` of the current task already in hand (`current_task_btf`).
+/// tracepoint (perf_event_set_bpf_prog: max_ctx_offset). (The pt_regs
+/// pointer at the head of a syscall tracepoint's record is no use at exit:
+/// in current kernels perf_call_bpf_exit() in kernel/trace/trace_syscalls.c
+/// passes the tracer's own registers there.) `task` is the current task's
+/// BTF pointer (`current_task_btf`).
 #[inline(always)]
 pub fn task_regs(task: *const u8) -> u64 {
     // SAFETY: a helper taking the task's BTF pointer.
     unsafe { bpf_task_pt_regs(task.cast_mut().cast()) as u64 }
 }
 
-/// Argument `idx` (0-5) of the syscall in `regs` (`current_regs`). The
+/// Argument `idx` (0-5) of the syscall in `regs` (`task_regs`). The
 /// offsets sit in an 8-slot table indexed by `idx & 7` taken through a
 /// volatile copy: LLVM, which knows `idx <= 5`, would drop a plain mask,
 /// and the verifier, which does not, would refuse the variable read.
@@ -153,10 +149,17 @@ pub fn on_ignored_mount(path: &PathRef) -> bool {
     let Some(id) = read::<i32>(path.mnt - u64::from(koff!(mount_mnt)), koff!(mount_mnt_id)) else {
         return false;
     };
-    let id = id as u32;
-    IGNORED_MOUNTS
-        .get(id / 64)
-        .is_some_and(|word| word >> (id % 64) & 1 != 0)
+    bit_set(&IGNORED_MOUNTS, id as u32)
+}
+
+/// Whether bit `n` (bit `n % 64` of word `n / 64`) of a bitmap map is set:
+/// an array load, which the verifier inlines, where a hash lookup would be
+/// a helper call.
+#[inline(always)]
+pub fn bit_set(bitmap: &Array<u64>, n: u32) -> bool {
+    bitmap
+        .get(n / 64)
+        .is_some_and(|word| word >> (n % 64) & 1 != 0)
 }
 
 /// How many tgids `OWN_TGIDS` holds: the sensor's live descendants. While
@@ -209,12 +212,12 @@ pub fn config() -> Option<&'static Config> {
     CONFIG.get(0)
 }
 
-/// The configuration, unless the current process is in the sensor's own
-/// tree (whose activity is never reported).
+/// The configuration, unless `task` (the current task's BTF pointer) is in
+/// the sensor's own tree (whose activity is never reported).
 #[inline(always)]
-pub fn config_for_others() -> Option<&'static Config> {
+pub fn config_for_others(task: *const u8) -> Option<&'static Config> {
     let cfg = config()?;
-    (!is_own(cfg, task_tgid(current_task_btf()))).then_some(cfg)
+    (!is_own(cfg, task_tgid(task))).then_some(cfg)
 }
 
 /// Counts a record the ring could not take.

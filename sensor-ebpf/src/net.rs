@@ -36,8 +36,8 @@ use sensor_common::{
 };
 
 use crate::kernel::{
-    FileWindow, InodeWindow, RET, SockWindow, arg, config, current_task_btf, file_of_fd, header,
-    is_own, koff, output_prefix, read, record, regs_syscall_arg, task_info, task_pid_tgid,
+    FileWindow, InodeWindow, RET, SockWindow, arg, bit_set, config, current_task_btf, file_of_fd,
+    header, is_own, koff, output_prefix, read, record, regs_syscall_arg, task_info, task_pid_tgid,
     task_regs, task_tgid,
 };
 
@@ -137,20 +137,11 @@ static UDP_PEERS: LruHashMap<UdpPeerKey, u8> = LruHashMap::with_max_entries(16_3
 #[map]
 static OWN_ENDPOINTS: LruHashMap<Peer, u8> = LruHashMap::with_max_entries(1024, 0);
 
-/// The local ports of those endpoints, as a bitmap (bit `port % 64` of word
-/// `port / 64`; never cleared): an accept from any other port is let
-/// through after an array load, which the verifier inlines, instead of a
-/// hash lookup (an eighth of the accept program).
+/// The local ports of those endpoints, as a bitmap (`bit_set`; never
+/// cleared): an accept from any other port is let through after an array
+/// load instead of a hash lookup (an eighth of the accept program).
 #[map]
 static OWN_PORTS: Array<u64> = Array::with_max_entries(1024, 0);
-
-/// Whether `port` was ever a local port of the sensor's connections.
-#[inline(always)]
-fn own_port(port: u16) -> bool {
-    OWN_PORTS
-        .get(u32::from(port / 64))
-        .is_some_and(|word| word >> (port % 64) & 1 != 0)
-}
 
 #[map]
 static NET_SCRATCH: PerCpuArray<NetEvent> = PerCpuArray::with_max_entries(1, 0);
@@ -494,7 +485,9 @@ fn exit_accept(ctx: &TracePointContext) -> Option<()> {
     let addrs = sock_addrs(&sock);
     let peer = endpoint(addrs.family, &addrs.remote_addr, addrs.remote_port);
     // SAFETY: plain key; the value is not kept.
-    if own_port(addrs.remote_port) && unsafe { OWN_ENDPOINTS.get(&peer) }.is_some() {
+    if bit_set(&OWN_PORTS, u32::from(addrs.remote_port))
+        && unsafe { OWN_ENDPOINTS.get(&peer) }.is_some()
+    {
         // The other end is the sensor (its collector runs on this host).
         return None;
     }

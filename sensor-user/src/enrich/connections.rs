@@ -16,8 +16,8 @@ use crate::{
     stats::Stats,
 };
 
-/// Most connections kept open. Beyond it the oldest knowledge is given up
-/// (and counted): their closes are then not reported.
+/// Most connections kept open. Beyond it the table is cleared (and what it
+/// held counted): the closes of those connections are then not reported.
 const MAX_OPEN: usize = 65_536;
 
 /// `-EINPROGRESS`: a non-blocking connect under way.
