@@ -23,7 +23,7 @@ use sensor_common::{
 use crate::kernel::{
     FileWindow, InodeWindow, RET, arg, config, config_for_others, count, current_task_btf,
     file_of_fd, header, is_own, koff, leader_start_boottime, on_ignored_mount, output_prefix, read,
-    record, regs_syscall_arg, send_result, syscall_spec, task_info, task_regs, task_tgid,
+    record, regs_syscall_arg, send_result, set, syscall_spec, task_info, task_regs, task_tgid,
     walk_path,
 };
 
@@ -257,13 +257,13 @@ fn scratch(op: u32) -> Option<&'static mut FileEvent> {
     // SAFETY: per-CPU scratch owned by this program run.
     let ev = unsafe { &mut *ev };
     ev.op = op;
-    ev.flags = 0;
-    ev.mode = 0;
+    set(&mut ev.flags, 0);
+    set(&mut ev.mode, 0);
     ev.req_uid = u32::MAX;
     ev.req_gid = u32::MAX;
-    ev.result = 0;
-    ev.length = 0;
-    ev.repeats = 0;
+    set(&mut ev.result, 0);
+    set(&mut ev.length, 0);
+    set(&mut ev.repeats, 0);
     Some(ev)
 }
 

@@ -4,7 +4,7 @@
 use core::{
     ffi::c_void,
     intrinsics::{AtomicOrdering::Relaxed, atomic_xadd},
-    ptr::{null, read_volatile},
+    ptr::{null, read_volatile, write_volatile},
 };
 
 use aya_ebpf::{
@@ -305,6 +305,49 @@ pub fn send_result(task: *const u8, ret: i64) {
     output_prefix(&mut ev, core::mem::size_of::<ResultEvent>(), kind::RESULT);
 }
 
+/// Stores `value` in `place` with a store of its own. LLVM merges adjacent
+/// zero stores (and zero-filled arrays) into a `memset`, which the BPF
+/// backend emits as a call to a byte-at-a-time subprogram: five
+/// instructions per byte. A volatile store is never merged.
+#[inline(always)]
+pub fn set<T>(place: &mut T, value: T) {
+    // SAFETY: a valid, aligned place.
+    unsafe { write_volatile(place, value) }
+}
+
+/// Zeroes `place` one word at a time (see `set`): for the records' plain
+/// integer structs, whose sizes are multiples of 8.
+#[inline(always)]
+pub fn zero_words<T>(place: &mut T) {
+    const { assert!(size_of::<T>() % 8 == 0 && align_of::<T>() >= 8) };
+    let words = (place as *mut T).cast::<u64>();
+    for i in 0..size_of::<T>() / 8 {
+        // SAFETY: word i of `place`, inside it and aligned (asserted above).
+        unsafe { write_volatile(words.add(i), 0) };
+    }
+}
+
+/// An IPv4 address in the first four bytes of a 16-byte address, built as
+/// two words (see `set`).
+#[inline(always)]
+pub fn v4_addr(v4: [u8; 4]) -> [u8; 16] {
+    words_addr(0, u64::from(u32::from_le_bytes(v4)))
+}
+
+/// An IPv4 address as v4-mapped IPv6 (`::ffff:a.b.c.d`), built as two words.
+#[inline(always)]
+pub fn v4_mapped(v4: [u8; 4]) -> [u8; 16] {
+    words_addr(u64::from(u32::from_le_bytes(v4)) << 32 | 0xffff_0000, 0)
+}
+
+/// 16 address bytes from two little-endian words: bytes 8-15, bytes 0-7.
+#[inline(always)]
+fn words_addr(high: u64, low: u64) -> [u8; 16] {
+    // SAFETY: any 16 bytes are a valid [u8; 16]; the bpfel target is
+    // little-endian, like the words' byte order here.
+    unsafe { core::mem::transmute::<[u64; 2], [u8; 16]>([low, high]) }
+}
+
 /// Set by the loader (`.rodata`, frozen before the programs load): 1 where
 /// the kernel took the `bpf_rdonly_cast` kfunc (`kernel_mem`), so kernel
 /// objects reached through plain numbers are read with plain loads; 0 where
@@ -438,9 +481,8 @@ impl<const AT: usize, const W: usize> Window<AT, W> {
         if off == OFFSET_MISSING {
             return None;
         }
-        let words: [u64; 2] = [self.get(off)?, self.get(off + 8)?];
-        // SAFETY: any 16 bytes are a valid [u8; 16].
-        Some(unsafe { core::mem::transmute::<[u64; 2], [u8; 16]>(words) })
+        let low = self.get(off)?;
+        Some(words_addr(self.get(off + 8)?, low))
     }
 
     /// The `struct path` embedded at `off`.

@@ -37,8 +37,8 @@ use sensor_common::{
 
 use crate::kernel::{
     FileWindow, InodeWindow, RET, SockWindow, arg, bit_set, config, current_task_btf, file_of_fd,
-    header, is_own, koff, output_prefix, read, record, regs_syscall_arg, task_info, task_pid_tgid,
-    task_regs, task_tgid,
+    header, is_own, koff, output_prefix, read, record, regs_syscall_arg, set, task_info,
+    task_pid_tgid, task_regs, task_tgid, v4_addr, v4_mapped, zero_words,
 };
 
 const AF_INET: u16 = 2;
@@ -188,43 +188,38 @@ fn sock_of_fd(task: *const u8, fd: u64) -> Option<Sock> {
     sock_at(sk, inode.get(koff!(inode_i_ino)).unwrap_or(0))
 }
 
-#[inline(always)]
-fn set_v4(dst: &mut [u8; 16], v4: [u8; 4]) {
-    dst[0] = v4[0];
-    dst[1] = v4[1];
-    dst[2] = v4[2];
-    dst[3] = v4[3];
-}
-
 /// Both ends as the socket holds them now.
 #[inline(always)]
 fn sock_addrs(s: &Sock) -> SockAddrs {
-    let mut a = SockAddrs {
-        family: u32::from(s.family),
-        local_port: 0,
-        remote_port: 0,
-        local_addr: [0; 16],
-        remote_addr: [0; 16],
-    };
     let Some(w) = SockWindow::of(s.sk) else {
-        return a;
+        return SockAddrs {
+            family: u32::from(s.family),
+            local_port: 0,
+            remote_port: 0,
+            local_addr: v4_addr([0; 4]),
+            remote_addr: v4_addr([0; 4]),
+        };
     };
-    a.local_port = w.get(koff!(sock_num)).unwrap_or(0);
-    a.remote_port = u16::from_be(w.get(koff!(sock_dport)).unwrap_or(0));
-    if s.family == AF_INET {
-        set_v4(
-            &mut a.local_addr,
-            w.get(koff!(sock_rcv_saddr)).unwrap_or([0; 4]),
-        );
-        set_v4(
-            &mut a.remote_addr,
-            w.get(koff!(sock_daddr)).unwrap_or([0; 4]),
-        );
+    let (local_addr, remote_addr) = if s.family == AF_INET {
+        (
+            v4_addr(w.get(koff!(sock_rcv_saddr)).unwrap_or([0; 4])),
+            v4_addr(w.get(koff!(sock_daddr)).unwrap_or([0; 4])),
+        )
     } else {
-        a.local_addr = w.get_addr16(koff!(sock_v6_rcv_saddr)).unwrap_or([0; 16]);
-        a.remote_addr = w.get_addr16(koff!(sock_v6_daddr)).unwrap_or([0; 16]);
+        (
+            w.get_addr16(koff!(sock_v6_rcv_saddr))
+                .unwrap_or_else(|| v4_addr([0; 4])),
+            w.get_addr16(koff!(sock_v6_daddr))
+                .unwrap_or_else(|| v4_addr([0; 4])),
+        )
+    };
+    SockAddrs {
+        family: u32::from(s.family),
+        local_port: w.get(koff!(sock_num)).unwrap_or(0),
+        remote_port: u16::from_be(w.get(koff!(sock_dport)).unwrap_or(0)),
+        local_addr,
+        remote_addr,
     }
-    a
 }
 
 /// The peer of a connected socket (port 0: not connected), for the hot send
@@ -242,7 +237,7 @@ fn connected_peer(s: &Sock) -> Peer {
         return peer;
     }
     if s.family == AF_INET {
-        set_v4(&mut peer.addr, w.get(koff!(sock_daddr)).unwrap_or([0; 4]));
+        peer.addr = v4_addr(w.get(koff!(sock_daddr)).unwrap_or([0; 4]));
     } else {
         peer.addr = w.get_addr16(koff!(sock_v6_daddr)).unwrap_or([0; 16]);
     }
@@ -262,14 +257,9 @@ fn user_peer(ptr: u64, sock_family: u16) -> Option<Peer> {
         let v4: [u8; 4] = read_user(ptr + 4)?;
         if sock_family == AF_INET6 {
             // An IPv6 socket reaches IPv4 peers as ::ffff:a.b.c.d.
-            peer.addr[10] = 0xff;
-            peer.addr[11] = 0xff;
-            peer.addr[12] = v4[0];
-            peer.addr[13] = v4[1];
-            peer.addr[14] = v4[2];
-            peer.addr[15] = v4[3];
+            peer.addr = v4_mapped(v4);
         } else {
-            set_v4(&mut peer.addr, v4);
+            peer.addr = v4_addr(v4);
         }
     } else if family == AF_INET6 {
         peer.addr = read_user(ptr + 8)?;
@@ -288,13 +278,7 @@ fn endpoint(family: u32, addr: &[u8; 16], port: u16) -> Peer {
         ..NO_PEER
     };
     if family == u32::from(AF_INET) {
-        key.addr = [0; 16];
-        key.addr[10] = 0xff;
-        key.addr[11] = 0xff;
-        key.addr[12] = addr[0];
-        key.addr[13] = addr[1];
-        key.addr[14] = addr[2];
-        key.addr[15] = addr[3];
+        key.addr = v4_mapped([addr[0], addr[1], addr[2], addr[3]]);
     }
     key
 }
@@ -352,8 +336,8 @@ fn emit(task: *const u8, op: u32, sock: &Sock, addrs: &SockAddrs, result: i64) -
     ev.addrs = *addrs;
     ev.result = result;
     ev.sock_ino = sock.ino;
-    ev.bytes_sent = 0;
-    ev.bytes_received = 0;
+    set(&mut ev.bytes_sent, 0);
+    set(&mut ev.bytes_received, 0);
     ev.sk = sock.sk;
     let size = core::mem::size_of::<NetEvent>();
     ev.header = header(kind::NET, size);
@@ -854,19 +838,14 @@ fn try_set_state(ctx: &RawTracePointContext) -> Option<()> {
     let ev = NET_SCRATCH.get_ptr_mut(0)?;
     // SAFETY: per-CPU scratch owned by this program run.
     let ev = unsafe { &mut *ev };
-    // SAFETY: plain integers; nobody's task (see above).
-    unsafe { core::ptr::write_bytes(&raw mut ev.task, 0, 1) };
+    // Nobody's task (see above).
+    zero_words(&mut ev.task);
     ev.op = net_op::CLOSE;
     ev.protocol = u32::from(IPPROTO_TCP);
-    ev.addrs = SockAddrs {
-        family: u32::from(sock.family),
-        local_port: 0,
-        remote_port: 0,
-        local_addr: [0; 16],
-        remote_addr: [0; 16],
-    };
-    ev.result = 0;
-    ev.sock_ino = 0;
+    zero_words(&mut ev.addrs);
+    ev.addrs.family = u32::from(sock.family);
+    set(&mut ev.result, 0);
+    set(&mut ev.sock_ino, 0);
     ev.bytes_sent = read(sk, koff!(tcp_bytes_sent)).unwrap_or(0);
     ev.bytes_received = read(sk, koff!(tcp_bytes_received)).unwrap_or(0);
     ev.sk = sk;
