@@ -11,6 +11,7 @@
 mod auditd;
 mod capacity;
 mod floor;
+mod kprofile;
 mod kstats;
 mod load;
 mod procstat;
@@ -593,6 +594,7 @@ fn main() -> Result<()> {
     let mut report = Report {
         machine: machine(),
         kernel: Vec::new(),
+        kernel_profile: std::collections::BTreeMap::new(),
         workloads: WORKLOADS
             .iter()
             .enumerate()
@@ -673,6 +675,14 @@ fn main() -> Result<()> {
                 floor_runs: fruns,
                 floor_ns: fns as f64 / fruns as f64,
             });
+        }
+    }
+    if runs(Part::Modes) {
+        match kprofile::run(&d) {
+            Ok(profile) => report.kernel_profile = profile,
+            Err(e) => report
+                .notes
+                .push(format!("The programs were not profiled: {e:#}.")),
         }
     }
     report.cpu = std::mem::take(&mut side.cpu);

@@ -3,7 +3,7 @@
 
 use std::fmt::Write as _;
 
-use crate::workload::Run;
+use crate::{kprofile::ProgramProfile, workload::Run};
 
 /// Where a mode's measurement is missing (e.g. auditd not installed).
 pub type Cell = Option<Run>;
@@ -131,6 +131,8 @@ pub struct Memory {
 pub struct Report {
     pub machine: Vec<(String, String)>,
     pub kernel: Vec<KernelRow>,
+    /// Where each program's time goes, by program name (kprofile.rs).
+    pub kernel_profile: std::collections::BTreeMap<String, ProgramProfile>,
     pub workloads: Vec<WorkloadRow>,
     pub cpu: Vec<CpuRow>,
     /// The capacity ramp shipping to the collector on the same cores.
@@ -224,6 +226,41 @@ fn held_rate(rows: &[CapacityRow]) -> Option<HeldRate> {
 }
 
 impl Report {
+    /// The perf attribution of each program in the kernel table.
+    fn kernel_profile_markdown(&self, s: &mut String) {
+        if self.kernel_profile.is_empty() {
+            return;
+        }
+        let _ = writeln!(
+            s,
+            "\nWhere each program's time goes: `perf record -a -g -F 9999` while the \
+             open/write/close, TCP connect+accept, fastest exec and rename/chmod/bind+listen \
+             loops ran with the sensor. A sample inside a program counts as its own (its \
+             instructions, and the loads of kernel memory they wait for) or as the function it \
+             had called (a helper, or what the helper tail-called). Shares of the program's \
+             samples:\n\n| Program | samples | own | calls |\n|---|---|---|---|"
+        );
+        for k in &self.kernel {
+            let Some(p) = self.kernel_profile.get(&k.program) else {
+                continue;
+            };
+            let share = |n: u64| 100.0 * n as f64 / p.samples.max(1) as f64;
+            let calls: Vec<String> = p
+                .callees
+                .iter()
+                .take(5)
+                .map(|(name, n)| format!("{name} {:.0}%", share(*n)))
+                .collect();
+            let _ = writeln!(
+                s,
+                "| {} | {} | {:.0}% | {} |",
+                k.program,
+                p.samples,
+                share(p.own),
+                calls.join(", ")
+            );
+        }
+    }
     /// Where the two cores went at the fastest step of `rows`, per event,
     /// and the rate the machine could carry even with a sensor that cost
     /// nothing: the workload at its bare cost plus the receiver's share.
@@ -485,8 +522,8 @@ impl Report {
         }
         let _ = writeln!(
             s,
-            "\nWhat a sensor program does beyond the floor's reserve and submit (from `perf \
-             record -a -g` of the JIT'd programs while the workloads ran): it reads the objects \
+            "\nWhat a sensor program does beyond the floor's reserve and submit (the table \
+             below gives each program's shares): it reads the objects \
              it describes, and each helper call costs a call and a return through the SRSO \
              return thunk on this CPU. Kernel objects are read with plain loads: the current \
              task's fields from its BTF pointer, and what is reached through a plain number (a \
@@ -503,6 +540,8 @@ impl Report {
              (userspace drops those whose entry it never saw): remembering reported entries in \
              a hash map cost more than the floor."
         );
+
+        self.kernel_profile_markdown(&mut s);
 
         let _ = writeln!(
             s,
@@ -837,12 +876,30 @@ mod tests {
                 processes_peak_kib: 70_000,
             },
             latency: Vec::new(),
+            kernel_profile: [(
+                "sys_exit_open".to_owned(),
+                ProgramProfile {
+                    samples: 200,
+                    own: 120,
+                    callees: vec![("bpf_ringbuf_output".into(), 50), ("read_tsc".into(), 30)],
+                },
+            )]
+            .into(),
             profile: String::new(),
             collector_profile: String::new(),
             auditd_rules: Vec::new(),
             auditd_lost: 0,
             notes: Vec::new(),
         }
+    }
+
+    #[test]
+    fn each_program_s_profile_row_gives_its_own_share_and_its_calls() {
+        let md = report().markdown("benchmarks.svg");
+        assert!(
+            md.contains("| sys_exit_open | 200 | 60% | bpf_ringbuf_output 25%, read_tsc 15% |"),
+            "{md}"
+        );
     }
 
     #[test]
