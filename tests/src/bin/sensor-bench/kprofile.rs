@@ -6,7 +6,6 @@
 
 use std::{
     collections::BTreeMap,
-    os::unix::process::ExitStatusExt as _,
     path::Path,
     process::{Command, Stdio},
     time::Duration,
@@ -15,7 +14,7 @@ use std::{
 use ::tests::{Collector, Sensor};
 use anyhow::{Context as _, Result, bail};
 
-use crate::{Durations, run_workload, workload_time};
+use crate::{Durations, Perf, run_workload, workload_time};
 
 /// The workloads profiled: one of each kind (the fixed-rate exec loops add
 /// nothing the fastest one lacks).
@@ -97,30 +96,19 @@ pub fn run(d: &Durations) -> Result<BTreeMap<String, ProgramProfile>> {
     let _sensor = Sensor::start_as_configured(&collector, &["--sensor-id", "bench-profile"]);
     std::thread::sleep(Duration::from_secs(3));
     let data = Path::new("/tmp/sensor-bench-kernel.perf");
-    let mut perf = Command::new("perf")
-        .args(["record", "-a", "-g", "-F", FREQUENCY, "-o"])
-        .arg(data)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .context("starting perf record (is perf installed?)")?;
+    let mut perf = Perf::record(&["-a", "-F", FREQUENCY], data);
+    if !perf.running() {
+        bail!("perf record did not start (is perf installed?)");
+    }
     let ran = WORKLOADS.iter().try_for_each(|&i| {
         eprintln!("bench: profiling the programs: workload {i} ...");
         // The exec loop runs longest: its events are the fewest per second.
         let cap = Duration::from_secs(if i == 4 { 10 } else { 5 });
         run_workload(i, workload_time(i, d).min(cap)).map(drop)
     });
-    // SIGINT: perf writes its file and exits.
-    if let Ok(pid) = i32::try_from(perf.id()) {
-        // SAFETY: signalling our own child.
-        unsafe { libc::kill(pid, libc::SIGINT) };
-    }
-    let status = perf.wait().context("waiting for perf record")?;
+    let stopped = perf.stop().unwrap_or(Ok(()));
     ran?;
-    // perf ends its record by raising the signal it caught again.
-    if !status.success() && status.signal() != Some(libc::SIGINT) {
-        bail!("perf record failed ({status})");
-    }
+    stopped?;
     let out = Command::new("perf")
         .args(["script", "-F", "ip,sym", "-i"])
         .arg(data)

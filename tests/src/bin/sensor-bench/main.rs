@@ -366,19 +366,25 @@ impl Drop for TmpfsMount {
     }
 }
 
-/// `perf record` of a process, in the background, until [`Perf::finish`].
+/// `perf record -g` in the background, until [`Perf::finish`] or
+/// [`Perf::stop`].
 struct Perf {
     child: Option<std::process::Child>,
     out: PathBuf,
 }
 
 impl Perf {
+    /// Records one process.
     fn start(pid: u32, out: &Path) -> Self {
+        Self::record(&["-F", "499", "-p", &pid.to_string()], out)
+    }
+
+    /// Records with these further `perf record` arguments (e.g. `-a`).
+    fn record(args: &[&str], out: &Path) -> Self {
         let child = Command::new("perf")
-            .args(["record", "-F", "499", "-g", "-o"])
+            .args(["record", "-g", "-o"])
             .arg(out)
-            .arg("-p")
-            .arg(pid.to_string())
+            .args(args)
             .stdout(std::process::Stdio::null())
             .stderr(std::process::Stdio::null())
             .spawn()
@@ -389,18 +395,39 @@ impl Perf {
         }
     }
 
-    /// Stops the recording and returns its top symbols, by thread; `during`
-    /// says what ran.
-    fn finish(self, during: &str) -> String {
-        let Some(mut child) = self.child else {
-            return "perf is not available on this machine".into();
-        };
-        // SIGINT: perf writes its file and exits.
+    /// Whether perf started.
+    fn running(&self) -> bool {
+        self.child.is_some()
+    }
+
+    /// Ends the recording; `None` when perf never started, an error when it
+    /// failed. SIGINT: perf writes its file and exits by raising the signal
+    /// it caught again.
+    fn stop(&mut self) -> Option<Result<()>> {
+        let child = self.child.as_mut()?;
         if let Ok(pid) = i32::try_from(child.id()) {
             // SAFETY: signalling our own child.
             unsafe { libc::kill(pid, libc::SIGINT) };
         }
-        let _ = child.wait();
+        Some(match child.wait() {
+            Ok(status)
+                if status.success()
+                    || std::os::unix::process::ExitStatusExt::signal(&status)
+                        == Some(libc::SIGINT) =>
+            {
+                Ok(())
+            }
+            Ok(status) => Err(anyhow::anyhow!("perf record failed ({status})")),
+            Err(e) => Err(anyhow::Error::new(e).context("waiting for perf record")),
+        })
+    }
+
+    /// Stops the recording and returns its top symbols, by thread; `during`
+    /// says what ran.
+    fn finish(mut self, during: &str) -> String {
+        if self.stop().is_none() {
+            return "perf is not available on this machine".into();
+        }
         perf_report(&self.out, during)
     }
 }
