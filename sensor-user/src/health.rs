@@ -5,21 +5,11 @@ use sensor_proto::v1::{Event, SensorHealth, StageCounter, event::Body};
 
 use crate::stats::Stats;
 
-/// A health event from the current counters.
+/// A health event from the current counters and the capture source's own
+/// (stage, name, value, counts a drop): the kernel's ring-full drops per
+/// record kind, ETW's lost events.
 #[must_use]
 pub fn health_event(
-    stats: &Stats,
-    hooks: &[String],
-    time: sensor_proto::Timestamp,
-    boot_ns: u64,
-) -> Event {
-    health_event_with(stats, &[], hooks, time, boot_ns)
-}
-
-/// A health event from the current counters and a capture source's own
-/// (stage, name, value, counts a drop), e.g. ETW's lost events.
-#[must_use]
-pub fn health_event_with(
     stats: &Stats,
     source: &[(&'static str, &'static str, u64, bool)],
     hooks: &[String],
@@ -61,12 +51,16 @@ mod tests {
     #[test]
     fn drops_of_every_stage_add_up_to_the_total() {
         let stats = Stats::default();
-        Stats::add(&stats.kernel_dropped, 2);
         Stats::add(&stats.capture_dropped, 3);
         Stats::add(&stats.ship_dropped, 5);
         Stats::add(&stats.captured, 100);
+        let source = [
+            ("kernel", "exec_ring_full_dropped", 2, true),
+            ("kernel", "opens_folded", 7, false),
+        ];
         let ev = health_event(
             &stats,
+            &source,
             &["raw_tp/x".into()],
             sensor_proto::Timestamp::default(),
             1,
@@ -79,6 +73,11 @@ mod tests {
             h.counters
                 .iter()
                 .any(|c| c.stage == "capture" && c.name == "records" && c.value == 100)
+        );
+        assert_eq!(
+            (h.counters[0].stage.as_str(), h.counters[0].name.as_str()),
+            ("kernel", "exec_ring_full_dropped"),
+            "the source's counters come first"
         );
         assert_eq!(h.hooks, vec!["raw_tp/x".to_owned()]);
     }

@@ -10,7 +10,9 @@ use aya::{
 };
 use std::collections::HashSet;
 
-use sensor_common::{Config as KernelConfig, KernelOffsets, SyscallSpec, kfunc, maps, programs};
+use sensor_common::{
+    Config as KernelConfig, KernelOffsets, SyscallSpec, counter, kfunc, kind, maps, programs,
+};
 
 use crate::{
     btf::{Btf, BtfError, kernel_offsets},
@@ -488,12 +490,48 @@ pub fn load_floor(
     })
 }
 
-/// Sum over CPUs and kinds of the records the kernel could not queue.
+/// The health counter of one record kind's ring-full drops. Per kind, as
+/// Falco's per-syscall and Tetragon's per-operation drop counters: a lost
+/// exec breaks a process chain, a lost write does not, and a benchmark can
+/// match a workload's own kind against what it generated.
 #[must_use]
-pub fn kernel_drops(drops: &PerCpuArray<MapData, u64>) -> u64 {
-    (0..sensor_common::kind::COUNT)
-        .map(|k| kernel_counter(drops, k))
-        .sum()
+pub const fn ring_full_counter(record_kind: u32) -> &'static str {
+    match record_kind {
+        kind::EXEC => "exec_ring_full_dropped",
+        kind::FORK => "fork_ring_full_dropped",
+        kind::EXIT => "exit_ring_full_dropped",
+        kind::FILE => "file_ring_full_dropped",
+        kind::FILE_NAMED => "file_named_ring_full_dropped",
+        kind::RESULT => "result_ring_full_dropped",
+        kind::NET => "net_ring_full_dropped",
+        kind::DNS => "dns_ring_full_dropped",
+        _ => "other_ring_full_dropped",
+    }
+}
+
+/// The kernel's own counters for a health report, as (stage, name, value,
+/// counts a drop): each kind's ring-full drops, then the folded opens.
+#[must_use]
+pub fn kernel_snapshot(
+    drops: &PerCpuArray<MapData, u64>,
+    counters: &PerCpuArray<MapData, u64>,
+) -> Vec<(&'static str, &'static str, u64, bool)> {
+    (1..kind::COUNT)
+        .map(|k| {
+            (
+                "kernel",
+                ring_full_counter(k),
+                kernel_counter(drops, k),
+                true,
+            )
+        })
+        .chain([(
+            "kernel",
+            "opens_folded",
+            kernel_counter(counters, counter::OPENS_FOLDED),
+            false,
+        )])
+        .collect()
 }
 
 /// Sum over CPUs of one entry of a per-CPU counter map (0 if unreadable).
@@ -537,6 +575,15 @@ mod tests {
         let helpers = prepare(OBJECT, &btf, false).unwrap();
         assert!(!helpers.kernel_loads);
         assert_eq!(helpers.bytes().len(), OBJECT.len());
+    }
+
+    #[test]
+    fn every_record_kind_has_its_own_drop_counter_and_each_counts_a_drop() {
+        let names: HashSet<&str> = (1..kind::COUNT).map(ring_full_counter).collect();
+        assert_eq!(names.len(), kind::COUNT as usize - 1);
+        assert!(!names.contains(ring_full_counter(0)));
+        assert!(names.iter().all(|n| n.ends_with("_ring_full_dropped")));
+        assert_eq!(ring_full_counter(kind::FILE), "file_ring_full_dropped");
     }
 
     #[test]

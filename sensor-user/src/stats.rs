@@ -1,5 +1,7 @@
 //! Counters every stage keeps. Nothing is lost silently: each drop has a
 //! counter here, and the health reporter sends them all to the collector.
+//! A capture source's own counters (the kernel's, ETW's) come from the
+//! source itself: see `loader::kernel_snapshot` and `EtwCounters`.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -21,8 +23,6 @@ macro_rules! counters {
 }
 
 counters! {
-    kernel_dropped => ("kernel", "ring_full_dropped", true),
-    opens_folded => ("kernel", "opens_folded", false),
     captured => ("capture", "records", false),
     capture_dropped => ("capture", "queue_full_dropped", true),
     decoded => ("decode", "records", false),

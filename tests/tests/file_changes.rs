@@ -303,3 +303,46 @@ fn two_threads_of_one_process_create_files_and_each_event_names_its_thread() {
         );
     }
 }
+
+#[test]
+fn a_write_flood_overflowing_a_4_kib_ring_counts_each_lost_write_under_the_file_kind() {
+    let rig = Rig::with_config(
+        "[capture]\nring_buffer_bytes = 4096\n[files]\nwrites = \"all\"\n[health]\ninterval_secs = 1\n",
+    );
+    let (_dir, dir) = canonical_tempdir();
+    let log = dir.join("flood.log");
+    let file = std::fs::File::create(&log).unwrap();
+    // Far more writes than a 4 KiB ring holds between two drains.
+    const WRITES: u64 = 20_000;
+    for i in 0..WRITES {
+        std::os::unix::fs::FileExt::write_at(&file, b"x", i).unwrap();
+    }
+    let path = log.to_str().unwrap();
+    let stored_writes = || {
+        rig.collector
+            .query(&["--path", path, "--kind", "file"])
+            .iter()
+            .filter(|e| e.str_at("/file/op") == "FILE_OP_WRITE")
+            .count() as u64
+    };
+    let file_drops = |health: &Value| {
+        health["health"]["counters"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .find(|c| c["stage"] == "kernel" && c["name"] == "file_ring_full_dropped")
+            .map_or(0, |c| c.u64_at("/value"))
+    };
+    // Every write is stored or counted: the counter covers other processes'
+    // file records too, so together they may exceed WRITES, never fall short.
+    let health = rig.collector.wait_for(&["--kind", "health"], |h| {
+        h.last()
+            .is_some_and(|last| file_drops(last) + stored_writes() >= WRITES)
+    });
+    let (dropped, stored) = (file_drops(health.last().unwrap()), stored_writes());
+    assert!(dropped > 0, "the ring never overflowed: {stored} stored");
+    assert!(
+        stored < WRITES,
+        "{stored} of {WRITES} writes stored and {dropped} dropped"
+    );
+}

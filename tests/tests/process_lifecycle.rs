@@ -271,7 +271,9 @@ fn health_events_carry_every_stage_counter() {
         .wait_for(&["--kind", "health"], |e| !e.is_empty());
     let counters = health[0]["health"]["counters"].as_array().unwrap();
     for (stage, name) in [
-        ("kernel", "ring_full_dropped"),
+        ("kernel", "exec_ring_full_dropped"),
+        ("kernel", "file_ring_full_dropped"),
+        ("kernel", "net_ring_full_dropped"),
         ("capture", "queue_full_dropped"),
         ("decode", "malformed_dropped"),
         ("ship", "buffer_full_dropped"),

@@ -1,13 +1,10 @@
 //! The Linux source: the eBPF ring buffer, decoded and enriched here.
 
-use std::sync::{
-    Arc,
-    atomic::{AtomicBool, Ordering},
-};
+use std::sync::{Arc, atomic::AtomicBool};
 
 use anyhow::{Context as _, Result};
 use crossbeam_channel::{Receiver, Sender, bounded};
-use sensor_common::{counter, file_writes};
+use sensor_common::file_writes;
 use sensor_proto::v1::Event;
 
 use super::{Settings, deliver, encode_stage, health_interval, health_stage, output_path, spawn};
@@ -86,16 +83,10 @@ struct Reporter {
 
 impl Reporter {
     fn report(&self) -> Event {
-        self.stats
-            .kernel_dropped
-            .store(loader::kernel_drops(&self.drops), Ordering::Relaxed);
-        self.stats.opens_folded.store(
-            loader::kernel_counter(&self.counters, counter::OPENS_FOLDED),
-            Ordering::Relaxed,
-        );
+        let kernel = loader::kernel_snapshot(&self.drops, &self.counters);
         let now = boottime_ns();
         let time = sensor_proto::timestamp_from_unix_ns(self.host.unix_ns(now));
-        health_event(&self.stats, &self.hooks, time, now)
+        health_event(&self.stats, &kernel, &self.hooks, time, now)
     }
 }
 

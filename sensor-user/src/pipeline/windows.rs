@@ -11,7 +11,7 @@ use sensor_proto::v1::Event;
 
 use super::{Settings, deliver, encode_stage, health_interval, health_stage, output_path, spawn};
 use crate::{
-    health::health_event_with,
+    health::health_event,
     host::{HostInfo, boottime_ns},
     stats::Stats,
 };
@@ -50,7 +50,7 @@ pub(super) fn run(settings: Settings, stop: Arc<AtomicBool>) -> Result<()> {
         move || {
             let now = boottime_ns();
             let time = sensor_proto::timestamp_from_unix_ns(host.unix_ns(now));
-            health_event_with(&stats, &counters.snapshot(), &hooks, time, now)
+            health_event(&stats, &counters.snapshot(), &hooks, time, now)
         }
     };
     let report = Arc::new(report);

@@ -136,7 +136,7 @@ impl Running {
                     .context("no health report from the capacity sensor")?;
                 Ok((
                     store.files_of(sensor_id, prefix)?,
-                    health.dropped_total,
+                    store::file_event_drops(&health),
                     store::drops(&health),
                 ))
             }

@@ -83,8 +83,10 @@ pub struct CapacityRow {
     pub seconds: f64,
     pub generated: u64,
     pub stored: u64,
+    /// Drops that can be the workload's file events (see
+    /// `store::file_event_drops`).
     pub dropped: u64,
-    /// The nonzero drop counters behind `dropped` ("stage/name N, ...").
+    /// Every nonzero drop counter, other record kinds' included ("stage/name N, ...").
     pub dropped_at: String,
     pub sensor_cpu_ms: f64,
     pub collector_cpu_ms: f64,
@@ -102,8 +104,9 @@ impl CapacityRow {
         self.generated as f64 / self.seconds.max(1e-9)
     }
     #[must_use]
+    /// Nothing dropped, not even another record kind, and everything stored.
     pub fn lossless(&self) -> bool {
-        self.dropped == 0 && self.stored == self.generated
+        self.dropped == 0 && self.dropped_at.is_empty() && self.stored == self.generated
     }
     /// Generated events neither stored nor counted as dropped (0 when the
     /// accounting is exact; negative when drops of other events were counted).
@@ -569,9 +572,10 @@ impl Report {
             "\n## Capacity\n\nThe sensor with `files.writes = \"all\"` while threads pwrite(2) one \
              byte to their own tmpfs file at a paced rate: each write is one event, plus one open \
              per thread. generated = what the workload did; received = events for those files \
-             that reached the receiver; dropped = `dropped_total` of the sensor's final health \
-             report (every stage's drop counters, kernel ring included; dropped where: the \
-             counters that are not 0). unexplained = generated − received − dropped. The ramp's \
+             that reached the receiver; dropped = the drops in the sensor's final health report \
+             that can be those events: `dropped_total` (every stage's drop counters) less the \
+             kernel ring's drops of other record kinds (the host's own execs or connections); \
+             dropped where: every drop counter that is not 0. unexplained = generated − received − dropped. The ramp's \
              steps last 10 s; then the lossless step that achieved the highest rate is held for \
              30 s at its target (an unpaced step at the rate it achieved), and while a hold \
              loses events the next best lossless step is held (at most 3 holds). Two ramps: \

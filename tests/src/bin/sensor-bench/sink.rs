@@ -133,7 +133,7 @@ impl StreamHandler for Sink {
 }
 
 /// What the sink saw, as its state file says: events on the prefix, and the
-/// last health report's drops (`dropped_total`, and where).
+/// last health report's drops (those that can be file events, and where).
 #[derive(Debug, Default, PartialEq, Eq)]
 pub struct SinkState {
     pub matched: u64,
@@ -191,7 +191,7 @@ pub fn run(certs: &Path, prefix: String, state: PathBuf) -> Result<()> {
                     .lock()
                     .unwrap_or_else(|e| e.into_inner())
                     .as_ref()
-                    .map(|h| (h.dropped_total, crate::store::drops(h)));
+                    .map(|h| (crate::store::file_event_drops(h), crate::store::drops(h)));
                 let now = SinkState {
                     matched: counts.matched.load(Ordering::Relaxed),
                     health,
@@ -228,7 +228,7 @@ mod tests {
             },
             SinkState {
                 matched: 9,
-                health: Some((3, "kernel/ring_full_dropped 3".into())),
+                health: Some((3, "kernel/file_ring_full_dropped 3".into())),
             },
         ] {
             std::fs::write(&path, state.line()).unwrap();

@@ -130,6 +130,26 @@ pub fn quantile(sorted: &[f64], q: f64) -> f64 {
     sorted[i.min(sorted.len() - 1)]
 }
 
+/// The drops a health report counts that can be file events: every stage's
+/// (`dropped_total`) but the kernel's ring-full drops of other record kinds.
+/// The host's own execs, exits and connections go through the same ring:
+/// under overload one of theirs dropped would otherwise count as one of the
+/// workload's file events.
+#[must_use]
+pub fn file_event_drops(health: &SensorHealth) -> u64 {
+    let other_kinds: u64 = health
+        .counters
+        .iter()
+        .filter(|c| {
+            c.stage == "kernel"
+                && c.name.ends_with("_ring_full_dropped")
+                && c.name != "file_ring_full_dropped"
+        })
+        .map(|c| c.value)
+        .sum();
+    health.dropped_total.saturating_sub(other_kinds)
+}
+
 /// Where a health report says events were dropped: its nonzero drop
 /// counters (named `..._dropped`), as "stage/name N", comma-separated.
 #[must_use]
@@ -145,7 +165,7 @@ pub fn drops(health: &SensorHealth) -> String {
 
 #[cfg(test)]
 mod tests {
-    use super::{drops, quantile};
+    use super::{drops, file_event_drops, quantile};
     use sensor_proto::v1::{SensorHealth, StageCounter};
 
     #[test]
@@ -165,16 +185,23 @@ mod tests {
         };
         let health = SensorHealth {
             counters: vec![
-                counter("kernel", "ring_full_dropped", 7),
+                counter("kernel", "exec_ring_full_dropped", 1),
+                counter("kernel", "file_ring_full_dropped", 7),
                 counter("capture", "queue_full_dropped", 0),
                 counter("decode", "decoded", 99),
                 counter("spool", "full_dropped", 2),
             ],
+            dropped_total: 10,
             ..SensorHealth::default()
         };
         assert_eq!(
             drops(&health),
-            "kernel/ring_full_dropped 7, spool/full_dropped 2"
+            "kernel/exec_ring_full_dropped 1, kernel/file_ring_full_dropped 7, spool/full_dropped 2"
+        );
+        assert_eq!(
+            file_event_drops(&health),
+            9,
+            "the file kind's and the later stages', not the exec kind's"
         );
     }
 }
