@@ -296,7 +296,9 @@ fn run_mode(
             None => 0,
         };
         let mark = (mode == Mode::Auditd).then(auditd::LogMark::now);
+        let ticks0 = procstat::machine_ticks();
         let run = run_workload_apart(i, d)?;
+        let machine_busy = procstat::busy_between(ticks0, procstat::machine_ticks());
         if let Some(mark) = mark {
             let key = AUDIT_KEYS[i];
             if !mark.recorded_since(key) {
@@ -330,6 +332,8 @@ fn run_mode(
             side.latency.push(Latency {
                 label: (*name).to_owned(),
                 events: lat.len(),
+                events_per_s: events as f64 / run.elapsed.as_secs_f64().max(1e-9),
+                machine_busy,
                 p50_ms: store::quantile(&lat, 0.5),
                 p99_ms: store::quantile(&lat, 0.99),
             });

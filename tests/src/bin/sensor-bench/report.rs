@@ -119,6 +119,12 @@ impl CapacityRow {
 pub struct Latency {
     pub label: String,
     pub events: usize,
+    /// Events stored over the workload's wall time.
+    pub events_per_s: f64,
+    /// Share of all the machine's CPUs busy while the workload ran, 0 to 1:
+    /// near 1, the collector's commits queue behind the workload and the
+    /// sensor on the same cores.
+    pub machine_busy: f64,
     pub p50_ms: f64,
     pub p99_ms: f64,
 }
@@ -655,13 +661,20 @@ impl Report {
         let _ = writeln!(
             s,
             "\n## Latency\n\nFrom the event's kernel timestamp to the collector's commit \
-             (`stored_ns − time_ns`).\n\n| Load | events | p50 | p99 |\n|---|---|---|---|"
+             (`stored_ns − time_ns`). The collector stores on the same two cores as the workload \
+             and the sensor; machine busy is the share of both cores in use while the workload \
+             ran.\n\n| Load | events | events/s | machine busy | p50 | p99 |\n|---|---|---|---|---|---|"
         );
         for l in &self.latency {
             let _ = writeln!(
                 s,
-                "| {} | {} | {:.1} ms | {:.1} ms |",
-                l.label, l.events, l.p50_ms, l.p99_ms
+                "| {} | {} | {:.0} | {:.0}% | {:.1} ms | {:.1} ms |",
+                l.label,
+                l.events,
+                l.events_per_s,
+                l.machine_busy * 100.0,
+                l.p50_ms,
+                l.p99_ms
             );
         }
 
