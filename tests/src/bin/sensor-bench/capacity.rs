@@ -134,11 +134,8 @@ impl Running {
                 let health = store
                     .last_health(sensor_id)?
                     .context("no health report from the capacity sensor")?;
-                Ok((
-                    store.files_of(sensor_id, prefix)?,
-                    store::file_event_drops(&health),
-                    store::drops(&health),
-                ))
+                let (dropped, at) = store::step_drops(&health);
+                Ok((store.files_of(sensor_id, prefix)?, dropped, at))
             }
             Self::Sink { state, .. } => {
                 // The final report was acknowledged on arrival; the state

@@ -103,8 +103,8 @@ impl CapacityRow {
     pub fn rate(&self) -> f64 {
         self.generated as f64 / self.seconds.max(1e-9)
     }
-    #[must_use]
     /// Nothing dropped, not even another record kind, and everything stored.
+    #[must_use]
     pub fn lossless(&self) -> bool {
         self.dropped == 0 && self.dropped_at.is_empty() && self.stored == self.generated
     }

@@ -191,7 +191,7 @@ pub fn run(certs: &Path, prefix: String, state: PathBuf) -> Result<()> {
                     .lock()
                     .unwrap_or_else(|e| e.into_inner())
                     .as_ref()
-                    .map(|h| (crate::store::file_event_drops(h), crate::store::drops(h)));
+                    .map(crate::store::step_drops);
                 let now = SinkState {
                     matched: counts.matched.load(Ordering::Relaxed),
                     health,

@@ -150,6 +150,13 @@ pub fn file_event_drops(health: &SensorHealth) -> u64 {
     health.dropped_total.saturating_sub(other_kinds)
 }
 
+/// A capacity step's drops from the sensor's last health report: those
+/// that can be file events, and where (every nonzero drop counter).
+#[must_use]
+pub fn step_drops(health: &SensorHealth) -> (u64, String) {
+    (file_event_drops(health), drops(health))
+}
+
 /// Where a health report says events were dropped: its nonzero drop
 /// counters (named `..._dropped`), as "stage/name N", comma-separated.
 #[must_use]
