@@ -10,7 +10,9 @@ use std::{
 use anyhow::{Context as _, Result};
 use prost::Message as _;
 use rusqlite::{Connection, OpenFlags};
+use sensor_common::kind;
 use sensor_proto::v1::{Event, SensorHealth, event::Body};
+use sensor_user::loader::ring_full_counter;
 
 pub struct Store(Connection);
 
@@ -137,13 +139,14 @@ pub fn quantile(sorted: &[f64], q: f64) -> f64 {
 /// workload's file events.
 #[must_use]
 pub fn file_event_drops(health: &SensorHealth) -> u64 {
-    let other_kinds: u64 = health
-        .counters
-        .iter()
-        .filter(|c| {
-            c.stage == "kernel"
-                && c.name.ends_with("_ring_full_dropped")
-                && c.name != "file_ring_full_dropped"
+    let other_kinds: u64 = (1..kind::COUNT)
+        .filter(|&k| k != kind::FILE)
+        .map(ring_full_counter)
+        .flat_map(|name| {
+            health
+                .counters
+                .iter()
+                .filter(move |c| c.stage == "kernel" && c.name == name)
         })
         .map(|c| c.value)
         .sum();
