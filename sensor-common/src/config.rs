@@ -26,6 +26,9 @@ pub struct KernelOffsets {
     pub task_exit_code: u32,
     pub task_files: u32,
     pub task_comm: u32,
+    /// `task_struct::stack`: the task's kernel stack, whose top holds its
+    /// user registers (`task_pt_regs()`).
+    pub task_stack: u32,
     /// `task_struct::cgroups` (a `struct css_set *`).
     pub task_cgroups: u32,
     // struct css_set -> struct cgroup -> struct kernfs_node: the cgroup id
@@ -113,6 +116,7 @@ impl KernelOffsets {
         task_exit_code: OFFSET_MISSING,
         task_files: OFFSET_MISSING,
         task_comm: OFFSET_MISSING,
+        task_stack: OFFSET_MISSING,
         task_cgroups: OFFSET_MISSING,
         css_set_dfl_cgrp: OFFSET_MISSING,
         cgroup_kn: OFFSET_MISSING,
@@ -218,7 +222,7 @@ impl Config {
     };
 }
 
-const _: () = assert!(size_of::<KernelOffsets>() == 67 * 4);
+const _: () = assert!(size_of::<KernelOffsets>() == 68 * 4);
 const _: () = assert!(size_of::<Config>() == 8 * 4);
 const _: () = assert!(offset_of!(Config, open_repeat_window_ms) == 7 * 4);
 const _: () = assert!(offset_of!(Config, dns_ports) == 5 * 4);

@@ -85,21 +85,57 @@ pub fn syscall_spec(ctx: &TracePointContext) -> Option<SyscallSpec> {
         .filter(|spec| spec.op != 0)
 }
 
-/// The current task's user registers (`bpf_task_pt_regs`). They keep a
-/// syscall's arguments until it returns: the syscall writes its value to ax
-/// only. Programs that pick arguments by a spec's index read them here, not
-/// from their record: loading the record at an argument a syscall lacks
-/// would make the kernel refuse to attach the program to that syscall's
-/// tracepoint (perf_event_set_bpf_prog: max_ctx_offset). (The pt_regs
-/// pointer at the head of a syscall tracepoint's record is no use at exit:
-/// in current kernels perf_call_bpf_exit() in kernel/trace/trace_syscalls.c
-/// passes the tracer's own registers there.) `task` is the current task's
-/// BTF pointer (`current_task_btf`).
+/// The current task's user registers, as `bpf_task_pt_regs` finds them.
+/// They keep a syscall's arguments until it returns: the syscall writes its
+/// value to ax only. Programs that pick arguments by a spec's index read them
+/// here, not from their record: loading the record at an argument a syscall
+/// lacks would make the kernel refuse to attach the program to that
+/// syscall's tracepoint (perf_event_set_bpf_prog: max_ctx_offset). (The
+/// pt_regs pointer at the head of a syscall tracepoint's record is no use at
+/// exit: in current kernels perf_call_bpf_exit() in
+/// kernel/trace/trace_syscalls.c passes the tracer's own registers there.)
+/// `task` is the current task's BTF pointer (`current_task_btf`).
+///
+/// The registers sit at a distance from the task's stack page that is fixed
+/// for a kernel build (task_pt_regs(): THREAD_SIZE less the pt_regs and any
+/// padding, arch/x86/include/asm/processor.h), but that no BTF type states.
+/// The first call asks the helper and keeps the distance; later calls add
+/// it to `task->stack`, a load where the helper was a call and a return
+/// (~30 ns through this CPU's return thunk) on every hooked syscall.
 #[inline(always)]
 pub fn task_regs(task: *const u8) -> u64 {
+    let stack: u64 = field(task, koff!(task_stack)).unwrap_or(0);
+    let known = REGS_FROM_STACK.get_ptr_mut(0);
+    if let Some(known) = known {
+        // SAFETY: a u64 map value; a torn read is impossible for a u64 load.
+        let distance = unsafe { read_volatile(known) };
+        if stack != 0 && distance != 0 {
+            return stack + distance;
+        }
+    }
     // SAFETY: a helper taking the task's BTF pointer.
-    unsafe { bpf_task_pt_regs(task.cast_mut().cast()) as u64 }
+    let regs = unsafe { bpf_task_pt_regs(task.cast_mut().cast()) as u64 };
+    let distance = regs.wrapping_sub(stack);
+    if let Some(known) = known
+        && stack != 0
+        && regs > stack
+        && distance < MAX_REGS_FROM_STACK
+    {
+        // SAFETY: a u64 map value; every CPU that races here stores the
+        // same distance.
+        unsafe { write_volatile(known, distance) };
+    }
+    regs
 }
+
+/// Bytes from `task->stack` to the task's user registers once learned
+/// (`task_regs`); 0 before.
+#[map]
+static REGS_FROM_STACK: Array<u64> = Array::with_max_entries(1, 0);
+
+/// Kernel stacks are 16 KiB on x86-64 (32 KiB with KASAN; arm64 likewise):
+/// a distance beyond this is not the stack's top, and is never kept.
+const MAX_REGS_FROM_STACK: u64 = 1 << 20;
 
 /// Argument `idx` (0-5) of the syscall in `regs` (`task_regs`). The
 /// offsets sit in an 8-slot table indexed by `idx & 7` taken through a
@@ -541,13 +577,21 @@ pub type SockWindow = Window<31, 11>;
 /// A `struct path`.
 type PathWindow = Window<42, 2>;
 
+/// A record's header, stamped now (CLOCK_BOOTTIME).
 #[inline(always)]
 pub fn header(record_kind: u32, size: usize) -> Header {
+    // SAFETY: helper without preconditions.
+    header_at(record_kind, size, unsafe { bpf_ktime_get_boot_ns() })
+}
+
+/// A record's header stamped `ktime_ns`, a CLOCK_BOOTTIME time the program
+/// already has (a clock read is a helper call).
+#[inline(always)]
+pub fn header_at(record_kind: u32, size: usize, ktime_ns: u64) -> Header {
     Header {
         kind: record_kind,
         size: size as u32,
-        // SAFETY: helper without preconditions.
-        ktime_ns: unsafe { bpf_ktime_get_boot_ns() },
+        ktime_ns,
     }
 }
 

@@ -14,8 +14,8 @@ use sensor_common::{
 };
 
 use crate::kernel::{
-    PathRef, config, current_task_btf, current_task_info, field, header, is_own, join_own_tree,
-    koff, leave_own_tree, output_prefix, read, task_info, walk_path,
+    PathRef, config, current_task_btf, current_task_info, field, header, header_at, is_own,
+    join_own_tree, koff, leave_own_tree, output_prefix, read, task_info, walk_path,
 };
 
 /// Exec records are ~8 KiB: built here, not on the 512-byte stack.
@@ -142,14 +142,23 @@ pub fn proc_fork(ctx: RawTracePointContext) -> u32 {
     if is_own(cfg, task.tgid) {
         join_own_tree(child_tgid);
     }
+    // The child's start (copy_process() stamps it with the boot clock just
+    // before this tracepoint) is the fork's time: a load, where reading the
+    // clock again was a helper call.
+    let child_start: u64 = read(child, koff!(task_start_boottime)).unwrap_or(0);
+    let size = size_of::<ForkEvent>();
     let mut ev = ForkEvent {
-        header: header(kind::FORK, size_of::<ForkEvent>()),
+        header: if child_start != 0 {
+            header_at(kind::FORK, size, child_start)
+        } else {
+            header(kind::FORK, size)
+        },
         task,
-        child_start_boottime_ns: read(child, koff!(task_start_boottime)).unwrap_or(0),
+        child_start_boottime_ns: child_start,
         child_tid,
         child_tgid,
     };
-    output_prefix(&mut ev, size_of::<ForkEvent>(), kind::FORK);
+    output_prefix(&mut ev, size, kind::FORK);
     0
 }
 

@@ -255,6 +255,7 @@ pub fn kernel_offsets(btf: &Btf) -> Result<KernelOffsets, BtfError> {
         task_exit_code: req("task_struct", &["exit_code"])?,
         task_files: opt("task_struct", &["files"]),
         task_comm: req("task_struct", &["comm"])?,
+        task_stack: opt("task_struct", &["stack"]),
         task_cgroups: opt("task_struct", &["cgroups"]),
         css_set_dfl_cgrp: opt("css_set", &["dfl_cgrp"]),
         cgroup_kn: opt("cgroup", &["kn"]),
