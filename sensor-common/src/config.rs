@@ -186,7 +186,8 @@ pub struct Config {
     /// a multiple of this. Others are sent without a wakeup and the consumer
     /// finds them as it drains or on its next timed poll: a wakeup is an
     /// irq_work, a self-IPI that costs microseconds per record in a VM.
-    /// 0: every record wakes.
+    /// A power of two (the programs find its multiples with a mask); 0:
+    /// every record wakes.
     pub wakeup_bytes: u32,
     /// Ports whose UDP and TCP payloads are DNS messages, copied for
     /// userspace to parse; 0 marks an unused slot (all zero: no DNS capture).

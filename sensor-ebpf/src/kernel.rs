@@ -294,7 +294,11 @@ pub fn wakeup_flags(size: u64) -> u64 {
     }
     // SAFETY: querying our own ring map.
     let waiting = unsafe { bpf_ringbuf_query(ring, BPF_RB_AVAIL_DATA) };
-    if waiting / wakeup_bytes != (waiting + size) / wakeup_bytes {
+    // wakeup_bytes is a power of two (an eighth of the ring, whose size the
+    // kernel requires to be one): the multiples below each count are a mask
+    // apart, where dividing was two 64-bit divisions per record.
+    let multiple = !(wakeup_bytes - 1);
+    if waiting & multiple != (waiting + size) & multiple {
         BPF_RB_FORCE_WAKEUP
     } else {
         BPF_RB_NO_WAKEUP
@@ -364,21 +368,25 @@ pub fn zero_words<T>(place: &mut T) {
 }
 
 /// An IPv4 address in the first four bytes of a 16-byte address, built as
-/// two words (see `set`).
+/// two words (see `set`). `v4` is the address as memory holds it (network
+/// order) loaded as one little-endian word: loaded as bytes it took four
+/// loads and four stack slots.
 #[inline(always)]
-pub fn v4_addr(v4: [u8; 4]) -> [u8; 16] {
-    words_addr(0, u64::from(u32::from_le_bytes(v4)))
+pub fn v4_addr(v4: u32) -> [u8; 16] {
+    words_bytes(0, u64::from(v4))
 }
 
-/// An IPv4 address as v4-mapped IPv6 (`::ffff:a.b.c.d`), built as two words.
+/// An IPv4 address (as for `v4_addr`) as v4-mapped IPv6
+/// (`::ffff:a.b.c.d`), built as two words.
 #[inline(always)]
-pub fn v4_mapped(v4: [u8; 4]) -> [u8; 16] {
-    words_addr(u64::from(u32::from_le_bytes(v4)) << 32 | 0xffff_0000, 0)
+pub fn v4_mapped(v4: u32) -> [u8; 16] {
+    words_bytes(u64::from(v4) << 32 | 0xffff_0000, 0)
 }
 
-/// 16 address bytes from two little-endian words: bytes 8-15, bytes 0-7.
+/// 16 bytes (an address, a name) from two little-endian words: bytes 8-15,
+/// bytes 0-7.
 #[inline(always)]
-fn words_addr(high: u64, low: u64) -> [u8; 16] {
+fn words_bytes(high: u64, low: u64) -> [u8; 16] {
     // SAFETY: any 16 bytes are a valid [u8; 16]; the bpfel target is
     // little-endian, like the words' byte order here.
     unsafe { core::mem::transmute::<[u64; 2], [u8; 16]>([low, high]) }
@@ -518,7 +526,7 @@ impl<const AT: usize, const W: usize> Window<AT, W> {
             return None;
         }
         let low = self.get(off)?;
-        Some(words_addr(self.get(off + 8)?, low))
+        Some(words_bytes(self.get(off + 8)?, low))
     }
 
     /// The `struct path` embedded at `off`.
@@ -672,8 +680,22 @@ pub fn task_info(task: *const u8) -> TaskInfo {
         login_uid: field(task, koff!(task_loginuid)).unwrap_or(u32::MAX),
         session_id: field(task, koff!(task_sessionid)).unwrap_or(u32::MAX),
         _pad0: 0,
-        comm: field(task, koff!(task_comm)).unwrap_or([0; 16]),
+        comm: task_comm(task),
     }
+}
+
+/// `task->comm`, read as two words: read as bytes it took sixteen loads,
+/// sixteen stack slots and sixteen stores, in every record.
+#[inline(always)]
+fn task_comm(task: *const u8) -> [u8; 16] {
+    let off = koff!(task_comm);
+    if off == OFFSET_MISSING {
+        return [0; 16];
+    }
+    words_bytes(
+        field(task, off + 8).unwrap_or(0),
+        field(task, off).unwrap_or(0),
+    )
 }
 
 /// When the thread group of `task` (a BTF pointer) began: its leader's

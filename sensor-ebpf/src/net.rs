@@ -196,21 +196,21 @@ fn sock_addrs(s: &Sock) -> SockAddrs {
             family: u32::from(s.family),
             local_port: 0,
             remote_port: 0,
-            local_addr: v4_addr([0; 4]),
-            remote_addr: v4_addr([0; 4]),
+            local_addr: v4_addr(0),
+            remote_addr: v4_addr(0),
         };
     };
     let (local_addr, remote_addr) = if s.family == AF_INET {
         (
-            v4_addr(w.get(koff!(sock_rcv_saddr)).unwrap_or([0; 4])),
-            v4_addr(w.get(koff!(sock_daddr)).unwrap_or([0; 4])),
+            v4_addr(w.get(koff!(sock_rcv_saddr)).unwrap_or(0)),
+            v4_addr(w.get(koff!(sock_daddr)).unwrap_or(0)),
         )
     } else {
         (
             w.get_addr16(koff!(sock_v6_rcv_saddr))
-                .unwrap_or_else(|| v4_addr([0; 4])),
+                .unwrap_or_else(|| v4_addr(0)),
             w.get_addr16(koff!(sock_v6_daddr))
-                .unwrap_or_else(|| v4_addr([0; 4])),
+                .unwrap_or_else(|| v4_addr(0)),
         )
     };
     SockAddrs {
@@ -237,7 +237,7 @@ fn connected_peer(s: &Sock) -> Peer {
         return peer;
     }
     if s.family == AF_INET {
-        peer.addr = v4_addr(w.get(koff!(sock_daddr)).unwrap_or([0; 4]));
+        peer.addr = v4_addr(w.get(koff!(sock_daddr)).unwrap_or(0));
     } else {
         peer.addr = w.get_addr16(koff!(sock_v6_daddr)).unwrap_or([0; 16]);
     }
@@ -254,7 +254,7 @@ fn user_peer(ptr: u64, sock_family: u16) -> Option<Peer> {
         ..NO_PEER
     };
     if family == AF_INET {
-        let v4: [u8; 4] = read_user(ptr + 4)?;
+        let v4: u32 = read_user(ptr + 4)?;
         if sock_family == AF_INET6 {
             // An IPv6 socket reaches IPv4 peers as ::ffff:a.b.c.d.
             peer.addr = v4_mapped(v4);
@@ -278,7 +278,7 @@ fn endpoint(family: u32, addr: &[u8; 16], port: u16) -> Peer {
         ..NO_PEER
     };
     if family == u32::from(AF_INET) {
-        key.addr = v4_mapped([addr[0], addr[1], addr[2], addr[3]]);
+        key.addr = v4_mapped(u32::from_le_bytes([addr[0], addr[1], addr[2], addr[3]]));
     }
     key
 }

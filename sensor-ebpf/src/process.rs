@@ -15,7 +15,7 @@ use sensor_common::{
 
 use crate::kernel::{
     PathRef, config, current_task_btf, current_task_info, field, header, header_at, is_own,
-    join_own_tree, koff, leave_own_tree, output_prefix, read, task_info, walk_path,
+    join_own_tree, koff, leave_own_tree, output_prefix, read, task_info, task_tgid, walk_path,
 };
 
 /// Exec records are ~8 KiB: built here, not on the 512-byte stack.
@@ -169,15 +169,16 @@ pub fn proc_fork(ctx: RawTracePointContext) -> u32 {
 pub fn proc_exit(ctx: RawTracePointContext) -> u32 {
     let Some(cfg) = config() else { return 0 };
     let current = current_task_btf();
-    let task = task_info(current);
+    // Decided before the process is described: a thread's exit costs no more.
     let last = if cfg.exit_has_group_dead != 0 {
         ctx.arg::<u64>(1) & 0xff != 0
     } else {
-        task.tid == task.tgid
+        field::<u32>(current, koff!(task_pid)) == Some(task_tgid(current))
     };
     if !last {
         return 0;
     }
+    let task = task_info(current);
     leave_own_tree(cfg, task.tgid);
     let mut ev = ExitEvent {
         header: header(kind::EXIT, size_of::<ExitEvent>()),
