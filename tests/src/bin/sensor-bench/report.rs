@@ -538,7 +538,11 @@ impl Report {
              task's fields from its BTF pointer, and what is reached through a plain number (a \
              descriptor's `struct file`, its inode, a socket, a dentry, a mount, a raw \
              tracepoint's argument) through the `bpf_rdonly_cast` kfunc where the kernel has it \
-             (Linux 6.17+; older kernels copy each object's head with one helper call). What \
+             (Linux 6.17+; older kernels copy each object's head with one helper call). A \
+             syscall's arguments come from the task's saved registers, found at a fixed distance \
+             from `task->stack` that one `bpf_task_pt_regs` call taught; a fork is stamped with \
+             its child's start time, which the kernel has just read, instead of reading the \
+             clock again; names and IPv4 addresses are loaded as words, not bytes. What \
              remains is, for a connect or an accept, mostly the program's own loads (the \
              descriptor table, file, inode, socket and sock: cache lines the floor never \
              touches; each close is joined to its connect or accept in userspace, where an LRU \
