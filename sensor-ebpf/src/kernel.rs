@@ -99,39 +99,52 @@ pub fn syscall_spec(ctx: &TracePointContext) -> Option<SyscallSpec> {
 /// The registers sit at a distance from the task's stack page that is fixed
 /// for a kernel build (task_pt_regs(): THREAD_SIZE less the pt_regs and any
 /// padding, arch/x86/include/asm/processor.h), but that no BTF type states.
-/// The first call asks the helper and keeps the distance; later calls add
-/// it to `task->stack`, a load where the helper was a call and a return
-/// (~30 ns through this CPU's return thunk) on every hooked syscall.
+/// Where the programs load kernel memory directly (`kernel_loads`), the
+/// first call asks the helper and keeps the distance; later calls add it to
+/// `task->stack`, a load where the helper was a call and a return (~30 ns
+/// through this CPU's return thunk) on every hooked syscall. Elsewhere the
+/// helper answers every call: before Linux 6.17 the verifier refuses the
+/// subtraction below (a pointer less a number of unknown range), and it
+/// never walks the branch that a constant `kernel_loads` rules out.
 #[inline(always)]
 pub fn task_regs(task: *const u8) -> u64 {
-    let stack: u64 = field(task, koff!(task_stack)).unwrap_or(0);
-    let known = REGS_FROM_STACK.get_ptr_mut(0);
-    if let Some(known) = known {
-        // SAFETY: a u64 map value; a torn read is impossible for a u64 load.
-        let distance = unsafe { read_volatile(known) };
-        if stack != 0 && distance != 0 {
-            return stack + distance;
-        }
-    }
     // SAFETY: a helper taking the task's BTF pointer.
-    let regs = unsafe { bpf_task_pt_regs(task.cast_mut().cast()) as u64 };
-    let distance = regs.wrapping_sub(stack);
-    if let Some(known) = known
-        && stack != 0
-        && regs > stack
-        && distance < MAX_REGS_FROM_STACK
-    {
-        // SAFETY: a u64 map value; every CPU that races here stores the
-        // same distance.
+    let ask = || unsafe { bpf_task_pt_regs(task.cast_mut().cast()) as u64 };
+    if !kernel_loads() {
+        return ask();
+    }
+    let Some(known) = REGS_FROM_STACK.get_ptr_mut(0) else {
+        return ask();
+    };
+    let known = known.cast::<u64>();
+    let stack: u64 = read(task as u64, koff!(task_stack)).unwrap_or(0);
+    // SAFETY: word 0 of the map value; a torn read is impossible for a u64.
+    let distance = unsafe { read_volatile(known) };
+    if stack != 0 && distance != 0 {
+        return stack + distance;
+    }
+    let regs = ask();
+    // The helper's pointer as a plain number, through word 1 of the map
+    // value: the verifier allows no arithmetic between it and `stack`.
+    // SAFETY: word 1 of the map value.
+    let regs_number = unsafe {
+        write_volatile(known.add(1), regs);
+        read_volatile(known.add(1))
+    };
+    let distance = regs_number.wrapping_sub(stack);
+    if stack != 0 && regs_number > stack && distance < MAX_REGS_FROM_STACK {
+        // SAFETY: word 0 of the map value; every CPU that races here
+        // stores the same distance.
         unsafe { write_volatile(known, distance) };
     }
     regs
 }
 
-/// Bytes from `task->stack` to the task's user registers once learned
-/// (`task_regs`); 0 before.
+/// Word 0: bytes from `task->stack` to the task's user registers once
+/// learned (`task_regs`), 0 before; word 1: where `task_regs` turns the
+/// helper's pointer into a number.
 #[map]
-static REGS_FROM_STACK: Array<u64> = Array::with_max_entries(1, 0);
+static REGS_FROM_STACK: Array<[u64; 2]> = Array::with_max_entries(1, 0);
 
 /// Kernel stacks are 16 KiB on x86-64 (32 KiB with KASAN; arm64 likewise):
 /// a distance beyond this is not the stack's top, and is never kept.
