@@ -118,9 +118,12 @@ pub fn task_regs(task: *const u8) -> u64 {
     };
     let known = known.cast::<u64>();
     let stack: u64 = read(task as u64, koff!(task_stack)).unwrap_or(0);
+    if stack == 0 {
+        return ask();
+    }
     // SAFETY: word 0 of the map value; a torn read is impossible for a u64.
     let distance = unsafe { read_volatile(known) };
-    if stack != 0 && distance != 0 {
+    if distance != 0 {
         return stack + distance;
     }
     let regs = ask();
@@ -132,7 +135,7 @@ pub fn task_regs(task: *const u8) -> u64 {
         read_volatile(known.add(1))
     };
     let distance = regs_number.wrapping_sub(stack);
-    if stack != 0 && regs_number > stack && distance < MAX_REGS_FROM_STACK {
+    if regs_number > stack && distance < MAX_REGS_FROM_STACK {
         // SAFETY: word 0 of the map value; every CPU that races here
         // stores the same distance.
         unsafe { write_volatile(known, distance) };

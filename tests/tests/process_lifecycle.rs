@@ -191,7 +191,7 @@ fn a_non_utf8_argument_survives_byte_for_byte() {
 #[test]
 fn a_fork_without_exec_is_seen_with_its_own_id() {
     let rig = Rig::start();
-    let before = boottime_ns();
+    let before = sensor_user::host::boottime_ns();
     // SAFETY: the child only calls _exit, which is async-signal-safe.
     let pid = unsafe { libc::fork() };
     if pid == 0 {
@@ -201,7 +201,7 @@ fn a_fork_without_exec_is_seen_with_its_own_id() {
     let mut status = 0;
     // SAFETY: waiting for our own child.
     unsafe { libc::waitpid(pid, &raw mut status, 0) };
-    let after = boottime_ns();
+    let after = sensor_user::host::boottime_ns();
     let pid = pid as u32;
     let events = rig.events_of(pid, |e| {
         !of_kind(e, "fork").is_empty() && !of_kind(e, "exit").is_empty()
@@ -236,20 +236,6 @@ fn a_fork_without_exec_is_seen_with_its_own_id() {
         "fork at {forked}, not within {before}..={after}"
     );
     assert!(forked <= exit.u64_at("/monotonic_ns"));
-}
-
-/// CLOCK_BOOTTIME now, the clock of an event's `monotonic_ns`.
-fn boottime_ns() -> u64 {
-    let mut now = libc::timespec {
-        tv_sec: 0,
-        tv_nsec: 0,
-    };
-    // SAFETY: writes the timespec we own.
-    assert_eq!(
-        unsafe { libc::clock_gettime(libc::CLOCK_BOOTTIME, &raw mut now) },
-        0
-    );
-    now.tv_sec as u64 * 1_000_000_000 + now.tv_nsec as u64
 }
 
 #[test]
