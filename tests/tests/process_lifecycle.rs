@@ -229,7 +229,9 @@ fn a_fork_without_exec_is_seen_with_its_own_id() {
         exit.str_at("/process/exec_id")
     );
     assert_eq!(exit["exit"]["exit_code"], 42);
-    // The fork is stamped with the child's start, on the boot clock.
+    // The fork is stamped with the child's start (the kernel's
+    // start_boottime, which the record also carries), on the boot clock.
+    assert_eq!(fork.str_at("/time"), fork.str_at("/process/start_time"));
     let forked = fork.u64_at("/monotonic_ns");
     assert!(
         (before..=after).contains(&forked),
