@@ -269,6 +269,39 @@ impl Report {
                 calls.join(", ")
             );
         }
+        let bounds: Vec<String> = self
+            .kernel
+            .iter()
+            .filter(|k| k.ratio() > 1.5)
+            .filter_map(|k| {
+                let p = self.kernel_profile.get(&k.program)?;
+                let copying: u64 = p
+                    .callees
+                    .iter()
+                    .filter(|(name, _)| name.starts_with("bpf_probe_read_user"))
+                    .map(|(_, n)| n)
+                    .sum();
+                let copy_ns = k.ns * copying as f64 / p.samples.max(1) as f64;
+                (copying > 0).then(|| {
+                    format!(
+                        "{}: {:.0} + {copy_ns:.0} ns, {:.2}x the floor",
+                        k.program,
+                        k.floor_ns,
+                        (k.floor_ns + copy_ns) / k.floor_ns.max(1e-9)
+                    )
+                })
+            })
+            .collect();
+        if !bounds.is_empty() {
+            let _ = writeln!(
+                s,
+                "\nCopies from user memory (`bpf_probe_read_user*`: argv, a caller's path) are \
+                 part of what these records report, and the floor never makes one. For the \
+                 programs over the target that make them, the floor plus the copies' share of \
+                 the program's time alone is: {}.",
+                bounds.join("; ")
+            );
+        }
     }
     /// Where the two cores went at the fastest step of `rows`, per event,
     /// and the rate the machine could carry even with a sensor that cost
@@ -926,6 +959,22 @@ mod tests {
             md.contains("| sys_exit_open | 200 | 60% | bpf_ringbuf_output 25%, read_tsc 15% |"),
             "{md}"
         );
+    }
+
+    #[test]
+    fn a_program_over_the_target_is_bounded_by_its_copies_from_user_memory_plus_the_floor() {
+        let mut r = report();
+        let open = r.kernel_profile.get_mut("sys_exit_open").unwrap();
+        open.callees.push(("bpf_probe_read_user_str".into(), 60));
+        let md = r.markdown("benchmarks.svg");
+        // 60 of 200 samples of a 300 ns program: 90 ns, and 150 + 90 is 1.6x.
+        assert!(
+            md.contains("sys_exit_open: 150 + 90 ns, 1.60x the floor"),
+            "{md}"
+        );
+        // Without such copies there is no bound to give.
+        let md = report().markdown("benchmarks.svg");
+        assert!(!md.contains("Copies from user memory"), "{md}");
     }
 
     #[test]
