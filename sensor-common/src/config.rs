@@ -67,6 +67,8 @@ pub struct KernelOffsets {
     // struct dentry (d_name is a struct qstr; this is d_name.name)
     pub dentry_parent: u32,
     pub dentry_name: u32,
+    /// `dentry::d_name.len`: the name's length, without its NUL.
+    pub dentry_name_len: u32,
     /// `linux_binprm::argc`, the argument count of an exec.
     pub binprm_argc: u32,
     // struct mount (which embeds struct vfsmount at `mount_mnt`), struct vfsmount
@@ -146,6 +148,7 @@ impl KernelOffsets {
         fs_pwd: OFFSET_MISSING,
         dentry_parent: OFFSET_MISSING,
         dentry_name: OFFSET_MISSING,
+        dentry_name_len: OFFSET_MISSING,
         binprm_argc: OFFSET_MISSING,
         mount_parent: OFFSET_MISSING,
         mount_mountpoint: OFFSET_MISSING,
@@ -223,7 +226,7 @@ impl Config {
     };
 }
 
-const _: () = assert!(size_of::<KernelOffsets>() == 68 * 4);
+const _: () = assert!(size_of::<KernelOffsets>() == 69 * 4);
 const _: () = assert!(size_of::<Config>() == 8 * 4);
 const _: () = assert!(offset_of!(Config, open_repeat_window_ms) == 7 * 4);
 const _: () = assert!(offset_of!(Config, dns_ports) == 5 * 4);

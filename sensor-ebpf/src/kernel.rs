@@ -780,6 +780,62 @@ impl MountLinks {
     }
 }
 
+/// Names shorter than this (most path components) are loaded as two words
+/// where the programs load kernel memory directly: a copy with
+/// bpf_probe_read_kernel_str was a call and a return (through this CPU's
+/// return thunk) and a byte-at-a-time loop (strncpy_from_kernel_nofault,
+/// mm/maccess.c) for every component of every path.
+const SHORT_NAME: u32 = 16;
+
+/// The name of dentry `d` (at `name`) as two little-endian words with
+/// zeros from its end on (its NUL among them), and the bytes it takes with
+/// that NUL; `None` for a longer name, or where kernel memory is copied
+/// with helpers. The zeros also keep whatever follows a name in memory
+/// out of the record.
+#[inline(always)]
+fn short_name(d: &DentryWindow, name: u64) -> Option<([u64; 2], i64)> {
+    if !kernel_loads() {
+        return None;
+    }
+    let len: u32 = d.get(koff!(dentry_name_len))?;
+    // Tested on a copy that the verifier cannot relate to `len`: bounding
+    // `len` itself gave a walk's length a narrower range on this path than
+    // on the helper's, and the verifier's states multiplied with every
+    // component instead of converging (it gave up at a million instructions).
+    // SAFETY: a local.
+    if unsafe { read_volatile(&(len / SHORT_NAME)) } != 0 {
+        return None;
+    }
+    let low: u64 = read(name, 0)?;
+    let high: u64 = read(name, 8)?;
+    // The low `bytes` bytes of a word (bytes <= 8).
+    let keep = |bytes: u32| {
+        if bytes >= 8 {
+            u64::MAX
+        } else {
+            (1u64 << (8 * bytes)) - 1
+        }
+    };
+    Some((
+        [low & keep(len), high & keep(len.saturating_sub(8))],
+        i64::from(len) + 1,
+    ))
+}
+
+/// Stores a `short_name`'s 16 bytes at `place` one byte at a time: a
+/// component starts anywhere, and an unaligned word store is not one the
+/// language allows (the BPF backend would split it into bytes anyway).
+#[inline(always)]
+fn put_name(place: *mut u8, words: [u64; 2]) {
+    for (i, word) in words.into_iter().enumerate() {
+        for b in 0..8 {
+            // SAFETY: `place` has room for SHORT_NAME bytes (the caller's
+            // NAME_READ); a volatile store is never merged into a memset.
+            unsafe { write_volatile(place.add(8 * i + b), (word >> (8 * b)) as u8) };
+        }
+    }
+}
+
 /// The outcome of a dentry walk.
 pub struct Walk {
     pub len: u32,
@@ -793,9 +849,9 @@ pub struct Walk {
 ///
 /// Walking leaf-first avoids the variable-offset backwards writes that C
 /// sensors use, which the verifier finds hard to bound in Rust codegen.
-/// Each component's name takes a helper call; with plain loads
-/// (`kernel_loads`) that is all, otherwise its dentry's head takes another,
-/// and each mount crossed one.
+/// With plain loads (`kernel_loads`) a walk takes a helper call only for a
+/// name of `SHORT_NAME` bytes or more; otherwise each component's name
+/// takes one and its dentry's head another, and each mount crossed one.
 #[inline(always)]
 pub fn walk_path(path: PathRef, buf: *mut u8) -> Walk {
     let mut out = Walk {
@@ -833,8 +889,16 @@ pub fn walk_path(path: PathRef, buf: *mut u8) -> Walk {
         }
         let at = (out.len as usize) & (PATH_BUF - 1);
         // SAFETY: at + NAME_READ < PATH_BUF by the check above.
-        let n = unsafe {
-            bpf_probe_read_kernel_str(buf.add(at).cast(), NAME_READ as u32, name as *const _)
+        let place = unsafe { buf.add(at) };
+        let n = match short_name(&d, name) {
+            Some((words, n)) => {
+                put_name(place, words);
+                n
+            }
+            // SAFETY: NAME_READ bytes from `place` are inside `buf`.
+            None => unsafe {
+                bpf_probe_read_kernel_str(place.cast(), NAME_READ as u32, name as *const _)
+            },
         };
         if n <= 0 {
             break;

@@ -285,6 +285,7 @@ pub fn kernel_offsets(btf: &Btf) -> Result<KernelOffsets, BtfError> {
         fs_pwd: opt("fs_struct", &["pwd"]),
         dentry_parent: opt("dentry", &["d_parent"]),
         dentry_name: opt("dentry", &["d_name", "name"]),
+        dentry_name_len: opt("dentry", &["d_name", "len"]),
         binprm_argc: opt("linux_binprm", &["argc"]),
         mount_parent: opt("mount", &["mnt_parent"]),
         mount_mountpoint: opt("mount", &["mnt_mountpoint"]),
@@ -391,6 +392,11 @@ mod tests {
         assert_eq!(
             off.dentry_name,
             btf.offset("dentry", &["d_name"]).unwrap() + 8
+        );
+        // Little-endian: the length is the high half of hash_len.
+        assert_eq!(
+            off.dentry_name_len,
+            btf.offset("dentry", &["d_name"]).unwrap() + 4
         );
         assert_ne!(off.mm_start_stack, OFFSET_MISSING);
         assert_ne!(off.binprm_argc, OFFSET_MISSING);

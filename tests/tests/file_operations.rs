@@ -121,6 +121,45 @@ fn named_changes(rig: &Rig) {
 }
 
 #[test]
+fn a_path_of_short_and_long_names_is_reported_exactly() {
+    path_of_every_name_length(&Rig::start());
+}
+
+#[test]
+fn the_same_path_with_kernel_objects_copied_by_helpers() {
+    path_of_every_name_length(&Rig::with_helper_reads());
+}
+
+/// A file created below directories whose names are 1 to 17 bytes long:
+/// the kernel walk loads names under 16 bytes as two words and copies
+/// longer ones, and the path comes out whole either way.
+fn path_of_every_name_length(rig: &Rig) {
+    let (_dir, dir) = canonical_tempdir();
+    let mut deep = dir.clone();
+    for name in [
+        "a",
+        "bcdefgh",
+        "ijklmnop",
+        "qrstuvwxyz01234",
+        "qrstuvwxyz012345",
+        "qrstuvwxyz0123456",
+    ] {
+        deep.push(name);
+    }
+    std::fs::create_dir_all(&deep).unwrap();
+    let file = deep.join("fifteen-bytes-f");
+    std::fs::write(&file, b"").unwrap();
+
+    let events = settled_file_events(rig, &dir);
+    let created: Vec<_> = ops_and_paths(&events)
+        .into_iter()
+        .filter(|(op, _, _)| op == "CREATE")
+        .map(|(_, path, _)| path)
+        .collect();
+    assert_eq!(created, [file.to_str().unwrap()], "{events:?}");
+}
+
+#[test]
 fn changes_through_descriptors_describe_the_file_itself() {
     descriptor_changes(&Rig::start());
 }
