@@ -787,13 +787,13 @@ impl MountLinks {
 /// mm/maccess.c) for every component of every path.
 const SHORT_NAME: u32 = 16;
 
-/// The name of dentry `d` (at `name`) as two little-endian words with
-/// zeros from its end on (its NUL among them), and the bytes it takes with
-/// that NUL; `None` for a longer name, or where kernel memory is copied
+/// The name of dentry `d` (at `name`) as 16 bytes, loaded as two words,
+/// with zeros from its end on (its NUL among them), and the bytes it takes
+/// with that NUL; `None` for a longer name, or where kernel memory is copied
 /// with helpers. The zeros also keep whatever follows a name in memory
 /// out of the record.
 #[inline(always)]
-fn short_name(d: &DentryWindow, name: u64) -> Option<([u64; 2], i64)> {
+fn short_name(d: &DentryWindow, name: u64) -> Option<([u8; 16], i64)> {
     if !kernel_loads() {
         return None;
     }
@@ -817,7 +817,7 @@ fn short_name(d: &DentryWindow, name: u64) -> Option<([u64; 2], i64)> {
         }
     };
     Some((
-        [low & keep(len), high & keep(len.saturating_sub(8))],
+        words_bytes(high & keep(len.saturating_sub(8)), low & keep(len)),
         i64::from(len) + 1,
     ))
 }
@@ -826,13 +826,11 @@ fn short_name(d: &DentryWindow, name: u64) -> Option<([u64; 2], i64)> {
 /// component starts anywhere, and an unaligned word store is not one the
 /// language allows (the BPF backend would split it into bytes anyway).
 #[inline(always)]
-fn put_name(place: *mut u8, words: [u64; 2]) {
-    for (i, word) in words.into_iter().enumerate() {
-        for b in 0..8 {
-            // SAFETY: `place` has room for SHORT_NAME bytes (the caller's
-            // NAME_READ); a volatile store is never merged into a memset.
-            unsafe { write_volatile(place.add(8 * i + b), (word >> (8 * b)) as u8) };
-        }
+fn put_name(place: *mut u8, bytes: [u8; 16]) {
+    for (i, byte) in bytes.into_iter().enumerate() {
+        // SAFETY: `place` has room for SHORT_NAME bytes (the caller's
+        // NAME_READ); a volatile store is never merged into a memset.
+        unsafe { write_volatile(place.add(i), byte) };
     }
 }
 
@@ -891,8 +889,8 @@ pub fn walk_path(path: PathRef, buf: *mut u8) -> Walk {
         // SAFETY: at + NAME_READ < PATH_BUF by the check above.
         let place = unsafe { buf.add(at) };
         let n = match short_name(&d, name) {
-            Some((words, n)) => {
-                put_name(place, words);
+            Some((bytes, n)) => {
+                put_name(place, bytes);
                 n
             }
             // SAFETY: NAME_READ bytes from `place` are inside `buf`.
