@@ -17,15 +17,16 @@ use aya_ebpf::{
 };
 use sensor_common::programs::floor::RECORD_BYTES;
 
-use crate::kernel::{EVENTS, wakeup_flags};
+use crate::kernel::Reserved;
 
 #[inline(always)]
 fn submit_floor() {
-    if let Some(mut entry) = EVENTS.reserve::<[u64; RECORD_BYTES / 8]>(0) {
+    // Kind 0 is no record's: the floor's drops are counted where none are read.
+    if let Some(mut reserved) = Reserved::<[u64; RECORD_BYTES / 8]>::new(0) {
         // SAFETY: helper without arguments.
         let now = unsafe { bpf_ktime_get_ns() };
-        entry.write([now, 0, 0, 0, 0, 0, 0, 0]);
-        entry.submit(wakeup_flags(RECORD_BYTES as u64));
+        *reserved.record() = [now, 0, 0, 0, 0, 0, 0, 0];
+        reserved.submit();
     }
 }
 

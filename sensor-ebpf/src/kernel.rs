@@ -18,7 +18,7 @@ use aya_ebpf::{
         },
     },
     macros::map,
-    maps::{Array, HashMap, PerCpuArray, RingBuf},
+    maps::{Array, HashMap, PerCpuArray, RingBuf, ring_buf::RingBufEntry},
     programs::TracePointContext,
 };
 use sensor_common::{
@@ -300,16 +300,17 @@ fn bump(map: &PerCpuArray<u64>, index: u32) {
 /// it for every forced record (kernel/bpf/ringbuf.c): waking on every record
 /// above the mark would tax each event exactly while the consumer is behind.
 /// Each later multiple wakes again, so two CPUs racing past one mark without
-/// either waking cost at most one more mark's worth of delay.
+/// either waking cost at most one more mark's worth of delay. `reserved`:
+/// the bytes of this record already reserved in the ring (0 or `size`).
 #[inline(always)]
-pub fn wakeup_flags(size: u64) -> u64 {
+fn wakeup_flags(size: u64, reserved: u64) -> u64 {
     let ring = (&raw const EVENTS).cast_mut().cast();
     let wakeup_bytes = config().map_or(0, |c| u64::from(c.wakeup_bytes));
     if wakeup_bytes == 0 {
         return BPF_RB_FORCE_WAKEUP;
     }
     // SAFETY: querying our own ring map.
-    let waiting = unsafe { bpf_ringbuf_query(ring, BPF_RB_AVAIL_DATA) };
+    let waiting = unsafe { bpf_ringbuf_query(ring, BPF_RB_AVAIL_DATA) }.wrapping_sub(reserved);
     // wakeup_bytes is a power of two (an eighth of the ring, whose size the
     // kernel requires to be one): the multiples below each count are a mask
     // apart, where dividing was two 64-bit divisions per record.
@@ -330,13 +331,50 @@ pub fn output_prefix<T>(record: &mut T, size: usize, record_kind: u32) -> bool {
         return false;
     }
     let ring = (&raw const EVENTS).cast_mut().cast();
-    let flags = wakeup_flags(size as u64);
+    let flags = wakeup_flags(size as u64, 0);
     // SAFETY: `record` is `size_of::<T>()` readable bytes and size fits in it.
     let rc = unsafe { bpf_ringbuf_output(ring, (record as *mut T).cast(), size as u64, flags) };
     if rc != 0 {
         count_drop(record_kind);
     }
     rc == 0
+}
+
+/// A fixed-size record reserved in the ring, built there in place and then
+/// submitted. Building it in a scratch area (or on the stack) and copying it
+/// with bpf_ringbuf_output cost more, though a reservation and a submit are
+/// two helper calls where the copy is one: in an A/B over the bind/listen and
+/// connect/accept loops, listen went from 292 to 262 ns and accept from 483
+/// to 383 ns. The verifier refuses a program that can return without
+/// submitting one.
+pub struct Reserved<T: 'static>(RingBufEntry<T>);
+
+impl<T: 'static> Reserved<T> {
+    /// Room for a `T` in the ring; `None`, counting a drop of
+    /// `record_kind`, when the ring is full.
+    #[inline(always)]
+    pub fn new(record_kind: u32) -> Option<Self> {
+        let entry = EVENTS.reserve::<T>(0);
+        if entry.is_none() {
+            count_drop(record_kind);
+        }
+        entry.map(Self)
+    }
+
+    /// The record, whose every field the caller writes: the records are
+    /// plain integers with explicit padding, so the ring's old bytes there
+    /// are a valid `T`, and none of them survive.
+    #[inline(always)]
+    pub fn record(&mut self) -> &mut T {
+        // SAFETY: ring memory reserved for this run, `size_of::<T>()` bytes.
+        unsafe { &mut *self.0.as_mut_ptr() }
+    }
+
+    #[inline(always)]
+    pub fn submit(self) {
+        let size = size_of::<T>() as u64;
+        self.0.submit(wakeup_flags(size, size));
+    }
 }
 
 /// At the exit of a syscall whose entry may have sent a record (a named
@@ -352,13 +390,16 @@ pub fn send_result(task: *const u8, ret: i64) {
     if is_own(cfg, task_tgid(task)) {
         return;
     }
-    let mut ev = ResultEvent {
-        header: header(kind::RESULT, core::mem::size_of::<ResultEvent>()),
+    let Some(mut reserved) = Reserved::new(kind::RESULT) else {
+        return;
+    };
+    *reserved.record() = ResultEvent {
+        header: header(kind::RESULT, size_of::<ResultEvent>()),
         tid: field(task, koff!(task_pid)).unwrap_or(0),
         _pad0: 0,
         ret,
     };
-    output_prefix(&mut ev, core::mem::size_of::<ResultEvent>(), kind::RESULT);
+    reserved.submit();
 }
 
 /// Stores `value` in `place` with a store of its own. LLVM merges adjacent

@@ -36,9 +36,9 @@ use sensor_common::{
 };
 
 use crate::kernel::{
-    FileWindow, InodeWindow, RET, SockWindow, arg, bit_set, config, current_task_btf, file_of_fd,
-    header, is_own, koff, output_prefix, read, record, regs_syscall_arg, set, task_info,
-    task_pid_tgid, task_regs, task_tgid, v4_addr, v4_mapped, zero_words,
+    FileWindow, InodeWindow, RET, Reserved, SockWindow, arg, bit_set, config, current_task_btf,
+    file_of_fd, header, is_own, koff, output_prefix, read, record, regs_syscall_arg, set,
+    task_info, task_pid_tgid, task_regs, task_tgid, v4_addr, v4_mapped, zero_words,
 };
 
 const AF_INET: u16 = 2;
@@ -142,9 +142,6 @@ static OWN_ENDPOINTS: LruHashMap<Peer, u8> = LruHashMap::with_max_entries(1024, 
 /// load instead of a hash lookup (an eighth of the accept program).
 #[map]
 static OWN_PORTS: Array<u64> = Array::with_max_entries(1024, 0);
-
-#[map]
-static NET_SCRATCH: PerCpuArray<NetEvent> = PerCpuArray::with_max_entries(1, 0);
 
 #[map]
 static DNS_SCRATCH: PerCpuArray<DnsPacket> = PerCpuArray::with_max_entries(1, 0);
@@ -327,9 +324,8 @@ fn pending(call: u32, sock: Sock, peer: Peer) -> Pending {
 /// Sends a network record of `task` (the current task's BTF pointer).
 #[inline(always)]
 fn emit(task: *const u8, op: u32, sock: &Sock, addrs: &SockAddrs, result: i64) -> Option<()> {
-    let ev = NET_SCRATCH.get_ptr_mut(0)?;
-    // SAFETY: per-CPU scratch owned by this program run.
-    let ev = unsafe { &mut *ev };
+    let mut reserved = Reserved::<NetEvent>::new(kind::NET)?;
+    let ev = reserved.record();
     ev.task = task_info(task);
     ev.op = op;
     ev.protocol = u32::from(sock.protocol);
@@ -339,9 +335,8 @@ fn emit(task: *const u8, op: u32, sock: &Sock, addrs: &SockAddrs, result: i64) -
     set(&mut ev.bytes_sent, 0);
     set(&mut ev.bytes_received, 0);
     ev.sk = sock.sk;
-    let size = core::mem::size_of::<NetEvent>();
-    ev.header = header(kind::NET, size);
-    output_prefix(ev, size, kind::NET);
+    ev.header = header(kind::NET, size_of::<NetEvent>());
+    reserved.submit();
     Some(())
 }
 
@@ -835,9 +830,8 @@ fn try_set_state(ctx: &RawTracePointContext) -> Option<()> {
     if sock.protocol != IPPROTO_TCP {
         return None;
     }
-    let ev = NET_SCRATCH.get_ptr_mut(0)?;
-    // SAFETY: per-CPU scratch owned by this program run.
-    let ev = unsafe { &mut *ev };
+    let mut reserved = Reserved::<NetEvent>::new(kind::NET)?;
+    let ev = reserved.record();
     // Nobody's task (see above).
     zero_words(&mut ev.task);
     ev.op = net_op::CLOSE;
@@ -849,8 +843,7 @@ fn try_set_state(ctx: &RawTracePointContext) -> Option<()> {
     ev.bytes_sent = read(sk, koff!(tcp_bytes_sent)).unwrap_or(0);
     ev.bytes_received = read(sk, koff!(tcp_bytes_received)).unwrap_or(0);
     ev.sk = sk;
-    let size = core::mem::size_of::<NetEvent>();
-    ev.header = header(kind::NET, size);
-    output_prefix(ev, size, kind::NET);
+    ev.header = header(kind::NET, size_of::<NetEvent>());
+    reserved.submit();
     Some(())
 }

@@ -14,8 +14,9 @@ use sensor_common::{
 };
 
 use crate::kernel::{
-    PathRef, config, current_task_btf, current_task_info, field, header, header_at, is_own,
-    join_own_tree, koff, leave_own_tree, output_prefix, read, task_info, task_tgid, walk_path,
+    PathRef, Reserved, config, current_task_btf, current_task_info, field, header, header_at,
+    is_own, join_own_tree, koff, leave_own_tree, output_prefix, read, task_info, task_tgid,
+    walk_path,
 };
 
 /// Exec records are ~8 KiB: built here, not on the 512-byte stack.
@@ -147,7 +148,10 @@ pub fn proc_fork(ctx: RawTracePointContext) -> u32 {
     // clock again was a helper call.
     let child_start: u64 = read(child, koff!(task_start_boottime)).unwrap_or(0);
     let size = size_of::<ForkEvent>();
-    let mut ev = ForkEvent {
+    let Some(mut reserved) = Reserved::new(kind::FORK) else {
+        return 0;
+    };
+    *reserved.record() = ForkEvent {
         header: if child_start != 0 {
             header_at(kind::FORK, size, child_start)
         } else {
@@ -158,7 +162,7 @@ pub fn proc_fork(ctx: RawTracePointContext) -> u32 {
         child_tid,
         child_tgid,
     };
-    output_prefix(&mut ev, size, kind::FORK);
+    reserved.submit();
     0
 }
 
@@ -180,12 +184,15 @@ pub fn proc_exit(ctx: RawTracePointContext) -> u32 {
     }
     let task = task_info(current);
     leave_own_tree(cfg, task.tgid);
-    let mut ev = ExitEvent {
+    let Some(mut reserved) = Reserved::new(kind::EXIT) else {
+        return 0;
+    };
+    *reserved.record() = ExitEvent {
         header: header(kind::EXIT, size_of::<ExitEvent>()),
         task,
         exit_status: field(current, koff!(task_exit_code)).unwrap_or(0),
         _pad0: 0,
     };
-    output_prefix(&mut ev, size_of::<ExitEvent>(), kind::EXIT);
+    reserved.submit();
     0
 }

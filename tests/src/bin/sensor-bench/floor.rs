@@ -18,6 +18,9 @@ pub fn run(ring_bytes: u32) -> Result<()> {
         std::path::Path::new("/sys/kernel/btf/vmlinux"),
     )
     .context("loading the floor programs")?;
+    for (program, slot) in &floor.pairs {
+        eprintln!("floor: {slot} for {program}");
+    }
     eprintln!("floor: attached {} programs", floor.pairs.len());
     let fd = floor.events.as_raw_fd();
     loop {
