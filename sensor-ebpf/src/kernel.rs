@@ -324,7 +324,8 @@ fn wakeup_flags(size: u64, reserved: u64) -> u64 {
 
 /// Sends the first `size` bytes of a per-CPU scratch record (its header
 /// already filled), counting a drop of `record_kind` when the ring is full.
-/// Variable-length records send only the used part of their last area.
+/// For variable-length records, which send only the used part of their last
+/// area; a fixed-size record is built in the ring itself (`Reserved`).
 #[inline(always)]
 pub fn output_prefix<T>(record: &mut T, size: usize, record_kind: u32) -> bool {
     if size > core::mem::size_of::<T>() {
