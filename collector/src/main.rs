@@ -80,6 +80,16 @@ struct ServeArgs {
     /// Seconds open streams get to finish after SIGINT/SIGTERM.
     #[arg(long, value_name = "SECONDS", default_value_t = 10)]
     shutdown_grace: u64,
+    /// Nice levels the database writer thread runs above the rest of the
+    /// collector (0 to 19; 0: none). It is the one thread every sensor's
+    /// acks wait on. Needs root or CAP_SYS_NICE; without, a warning.
+    #[arg(
+        long,
+        value_name = "N",
+        default_value_t = server::DEFAULT_WRITER_PRIORITY_BOOST,
+        value_parser = clap::value_parser!(u8).range(0..=19)
+    )]
+    writer_priority_boost: u8,
     /// The server's certificate chain (PEM); with --tls-key and --client-ca.
     #[arg(long, value_name = "PATH")]
     tls_cert: Option<PathBuf>,
@@ -306,6 +316,7 @@ async fn serve(args: &ServeArgs) -> Result<(), Failure> {
         max_batch_events: args.max_batch_events,
         max_message_bytes: args.max_message_bytes,
         shutdown_grace: Duration::from_secs(args.shutdown_grace),
+        writer_priority_boost: args.writer_priority_boost,
     };
     collector::serve(listener, transport, store, config, shutdown)
         .await

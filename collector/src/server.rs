@@ -27,6 +27,10 @@ pub const DEFAULT_MAX_MESSAGE_BYTES: usize = 16 * 1024 * 1024;
 /// How long, after shutdown is asked for, streams get to finish.
 pub const DEFAULT_SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
 
+/// Nice levels the database writer runs above the rest of the collector,
+/// as auditd's `priority_boost` (4 by default) raises auditd.
+pub const DEFAULT_WRITER_PRIORITY_BOOST: u8 = 4;
+
 /// Acks waiting to be sent on one stream.
 const ACK_QUEUE_DEPTH: usize = 16;
 
@@ -58,6 +62,9 @@ pub struct ServeConfig {
     /// After shutdown is asked for: how long to wait for streams to end
     /// before closing connections anyway.
     pub shutdown_grace: Duration,
+    /// Nice levels the database writer thread runs above the collector's
+    /// own (0: none); see [`crate::writer::Writer::start`].
+    pub writer_priority_boost: u8,
 }
 
 impl Default for ServeConfig {
@@ -66,6 +73,7 @@ impl Default for ServeConfig {
             max_batch_events: DEFAULT_MAX_BATCH_EVENTS,
             max_message_bytes: DEFAULT_MAX_MESSAGE_BYTES,
             shutdown_grace: DEFAULT_SHUTDOWN_GRACE,
+            writer_priority_boost: DEFAULT_WRITER_PRIORITY_BOOST,
         }
     }
 }
@@ -104,7 +112,7 @@ pub async fn serve<F>(
 where
     F: Future<Output = ()>,
 {
-    let writer = Writer::start(store).map_err(ServeError::Writer)?;
+    let writer = Writer::start(store, config.writer_priority_boost).map_err(ServeError::Writer)?;
     let (stop_tx, stop_rx) = watch::channel(false);
     let service = CollectorService {
         writer: writer.handle(),

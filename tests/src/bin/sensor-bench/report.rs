@@ -713,7 +713,10 @@ impl Report {
             "\n## Latency\n\nFrom the event's kernel timestamp to the collector's commit \
              (`stored_ns − time_ns`). The collector stores on the same two cores as the workload \
              and the sensor; machine busy is the share of both cores in use while the workload \
-             ran.\n\n| Load | events | events/s | machine busy | p50 | p99 |\n|---|---|---|---|---|---|"
+             ran. The collector's database writer runs 4 nice levels above the rest \
+             (`collector serve --writer-priority-boost`, the default, as auditd's \
+             `priority_boost`): where the loop saturates both cores, the writer keeps up and the \
+             loop, not the commits, gets less of the CPU.\n\n| Load | events | events/s | machine busy | p50 | p99 |\n|---|---|---|---|---|---|"
         );
         for l in &self.latency {
             let _ = writeln!(
