@@ -11,7 +11,8 @@ use crate::{kprofile::ProgramProfile, workload::Run};
 const LIMITS_OF_THE_OVER_TARGET: &str = "\nWhat stands between the programs over the \
 in-kernel target and 1.5x, measured in A/B runs of stripped-down copies of each program on the \
 same tracepoints (bpf_stats; three rounds, alternating with the floor; the fastest exec loop \
-for the exec, the rename/chmod/bind+listen loop for the others):\n\n\
+for the exec, the rename/chmod/bind+listen loop for named and listen, the TCP connect+accept \
+loop for connect):\n\n\
 - **exec**: a program that reads only the argv and sends it, with no description of the \
 process and no paths, cost 841-902 ns against the floor's 465-497: 1.8x. About 100 ns of that \
 copy is the kernel's hardened-usercopy check of its destination (`__check_object_size`, \
@@ -29,7 +30,14 @@ socket through the descriptor table (file table, file, inode, socket, sock) and 
 addresses and the process's description add 45-65 ns: the whole program cost 260-280 ns \
 (1.6-1.65x). The same code on bind costs 1.25-1.3x its floor: listen's floor is the cheapest \
 of the network floors because it runs just after bind's, with the ring's lines still in \
-cache.\n";
+cache.\n\
+- **connect**: over the target in some runs and not others (1.45-1.74x in the last four). The \
+same empty record costs 326-350 ns there against the floor's 250-279 (1.3x); describing the socket \
+and the process adds 130-150 ns (the whole program 453-487 ns, 1.7-1.9x), because the TCP \
+connect+accept loop's network stack evicts what they read between two connections: without \
+the process's description a connect cost 430 ns instead of 566 in an earlier A/B. Reading the \
+clock first, so that its ordered TSC read does not wait for those loads, did not help (connect \
+471-527 ns against 490-510; bind and listen 5-15 ns worse).\n";
 
 /// Where a mode's measurement is missing (e.g. auditd not installed).
 pub type Cell = Option<Run>;
