@@ -81,10 +81,17 @@ pub struct KernelRow {
     pub floor_ns: f64,
 }
 
+/// The in-kernel target: each program at most this many times its floor.
+const KERNEL_TARGET: f64 = 1.5;
+
 impl KernelRow {
     #[must_use]
     pub fn ratio(&self) -> f64 {
         self.ns / self.floor_ns.max(1e-9)
+    }
+
+    fn over_target(&self) -> bool {
+        self.ratio() > KERNEL_TARGET
     }
 }
 
@@ -306,7 +313,7 @@ impl Report {
         let bounds: Vec<String> = self
             .kernel
             .iter()
-            .filter(|k| k.ratio() > 1.5)
+            .filter(|k| k.over_target())
             .filter_map(|k| {
                 let p = self.kernel_profile.get(&k.program)?;
                 let copying: u64 = p
@@ -377,7 +384,7 @@ impl Report {
             let over: Vec<String> = self
                 .kernel
                 .iter()
-                .filter(|k| k.ratio() > 1.5)
+                .filter(|k| k.over_target())
                 .map(|k| format!("{} {:.1}x", k.program, k.ratio()))
                 .collect();
             rows.push([
@@ -635,7 +642,7 @@ impl Report {
         );
 
         self.kernel_profile_markdown(&mut s);
-        if self.kernel.iter().any(|k| k.ratio() > 1.5) {
+        if self.kernel.iter().any(KernelRow::over_target) {
             s.push_str(LIMITS_OF_THE_OVER_TARGET);
         }
 
@@ -883,7 +890,11 @@ impl Report {
         for (i, k) in self.kernel.iter().enumerate() {
             let y = y0 + bh * i as f64;
             let r = k.ratio();
-            let color = if r <= 1.5 { "#5cb85c" } else { "#2a7ab9" };
+            let color = if k.over_target() {
+                "#2a7ab9"
+            } else {
+                "#5cb85c"
+            };
             let _ = writeln!(
                 s,
                 "<text x=\"{}\" y=\"{:.1}\" text-anchor=\"end\" font-size=\"9\">{}</text><rect x=\"{x1}\" y=\"{y:.1}\" width=\"{:.1}\" height=\"{:.1}\" fill=\"{color}\"/><text x=\"{:.1}\" y=\"{:.1}\" font-size=\"9\">{r:.1}x</text>",
@@ -896,7 +907,7 @@ impl Report {
                 y + bh * 0.7
             );
         }
-        let target = xr(1.5);
+        let target = xr(KERNEL_TARGET);
         let _ = writeln!(
             s,
             "<line x1=\"{target:.1}\" x2=\"{target:.1}\" y1=\"{y0}\" y2=\"{}\" stroke=\"#d9534f\" stroke-dasharray=\"4\"/><text x=\"{target:.1}\" y=\"{}\" font-size=\"9\" fill=\"#d9534f\">1.5x target</text>",
